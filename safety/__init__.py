@@ -1,0 +1,1 @@
+"""Safety post-training recipe and data, safety eval suites, the refusal judge and safety gates."""

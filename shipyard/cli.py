@@ -1,0 +1,123 @@
+"""The `shipyard` command line. Each command is a thin shell over a library function.
+
+Commands that report state take `--json` and then print only JSON on stdout.
+Errors from the `ShipyardError` tree are printed as one clear message and
+exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shipyard.errors import ShipyardError
+from shipyard.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Shipyard: gated, versioned releases from the checkpoints of long RL runs.", no_args_is_help=True
+)
+err = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Settings YAML (default: ./shipyard.yaml if present).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Print a `ShipyardError` as one message and exit 2, instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ShipyardError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    return load_settings(config, **overrides)
+
+
+@app.command("config")
+@clear_errors
+def config_command(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Show the settings in force, after the file, the environment and defaults."""
+    settings = _settings(config)
+    data = settings.model_dump(mode="json")
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("key", "value", title=f"settings ({settings.config_file or 'defaults and environment'})")
+    for key, value in _flatten(data):
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+@app.command("demo-run")
+@clear_errors
+def demo_run_command(
+    out: Annotated[Path | None, typer.Option(help="Directory for checkpoint-<step>/ (default: demo.out).")] = None,
+    steps: Annotated[int | None, typer.Option(help="RL steps (default: demo.steps).")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Save every K steps (default: demo.save_every).")] = None,
+    keep: Annotated[int | None, typer.Option(help="Keep only the newest M checkpoints (default: all).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: demo.seed).")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the demo RL run on the CPU: a tiny model learns two-digit addition with GRPO."""
+    from shipyard.demo_run import run_demo  # imports torch and TRL: only when asked
+
+    given = {"out": out, "steps": steps, "save_every": save_every, "keep": keep, "seed": seed}
+    base = _settings(config)
+    demo = _settings(config, demo=base.demo.model_dump() | {k: v for k, v in given.items() if v is not None}).demo
+    reports = run_demo(demo, progress=not as_json)
+    if as_json:
+        _print_json([r.as_dict() for r in reports])
+        return
+    columns = ("step", "reward", "KL", "mean length", "held-out accuracy", "path")
+    table = Table(*columns, title=f"checkpoints in {demo.out}")
+    for r in reports:
+        m = r.metrics
+        table.add_row(
+            str(r.step),
+            *(f"{m[k]:.3f}" if k in m else "-" for k in ("reward", "kl", "mean_length", "heldout_accuracy")),
+            str(r.path),
+        )
+    Console().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

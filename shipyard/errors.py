@@ -1,0 +1,30 @@
+"""The one exception tree of Shipyard. Every error Shipyard raises on purpose is here.
+
+    ShipyardError                 anything Shipyard raises on purpose
+    ├── ConfigError               a settings file, environment variable or argument is wrong
+    ├── CheckpointError           a checkpoint cannot be used: names the file and the reason
+    └── DemoRunError              the demo RL run cannot start or continue
+
+Messages say what was expected, what was found, and which file, key or object.
+Later stages add their branches here, not in modules of their own.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "ConfigError", "DemoRunError", "ShipyardError"]
+
+
+class ShipyardError(Exception):
+    """Base of every error Shipyard raises on purpose."""
+
+
+class ConfigError(ShipyardError):
+    """A settings file, environment variable or argument has a wrong key or value."""
+
+
+class CheckpointError(ShipyardError):
+    """A checkpoint is incomplete or invalid; the message names the file and the reason."""
+
+
+class DemoRunError(ShipyardError):
+    """The demo RL run cannot start or continue (for example, its output directory is taken)."""

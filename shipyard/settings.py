@@ -1,0 +1,153 @@
+"""Shipyard's one settings model, and the only module that reads the environment.
+
+Values come, lowest priority first, from a YAML file (`--config`, default
+`shipyard.yaml` in the working directory), then environment variables
+`SHIPYARD_<SECTION>__<KEY>`, then explicit arguments. `load_settings` turns
+every validation problem into one `ConfigError` that names the key, the value,
+where it came from, and what was expected; unknown keys get a "did you mean".
+Called by the CLI and by anything that needs configuration.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from shipyard.errors import ConfigError
+
+ENV_PREFIX = "SHIPYARD_"
+ENV_DELIMITER = "__"
+DEFAULT_CONFIG = Path("shipyard.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoSettings(Section):
+    """The embedded demo RL run: a tiny model learning two-digit addition with GRPO."""
+
+    out: Path = Field(Path("runs/demo"), description="Directory the run writes checkpoint-<step>/ into.")
+    steps: int = Field(300, ge=1, description="RL (GRPO) optimizer steps.")
+    save_every: int = Field(10, ge=1, description="Save a checkpoint every this many RL steps.")
+    keep: int | None = Field(None, ge=1, description="Keep only the newest this many checkpoints (None: all).")
+    seed: int = Field(0, description="Seed for the model, the data and the trainer.")
+    warmup_steps: int = Field(320, ge=0, description="Supervised warm-start steps before RL.")
+    warmup_learning_rate: float = Field(1e-3, gt=0, description="Learning rate of the supervised warm start.")
+    learning_rate: float = Field(3e-4, gt=0, description="Learning rate of the RL phase.")
+    prompts_per_step: int = Field(8, ge=1, description="Distinct prompts per RL step.")
+    generations: int = Field(8, ge=2, description="Completions sampled per prompt (the GRPO group).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the RL rollouts.")
+    beta: float = Field(0.01, ge=0, description="KL coefficient against the warm-started reference.")
+    heldout_size: int = Field(200, ge=1, description="Held-out problems scored greedily at each save.")
+
+
+class Settings(BaseSettings):
+    """All of Shipyard's configuration, one section per stage."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    config_file: Path | None = Field(None, description="The YAML file these settings were read from.")
+    home: Path = Field(Path(".shipyard"), description="Where Shipyard keeps its caches and state.")
+    demo: DemoSettings = DemoSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = init_settings.init_kwargs.get("config_file")  # type: ignore[attr-defined]
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if config_file is not None:
+            sources += (YamlConfigSettingsSource(settings_cls, yaml_file=config_file),)
+        return sources
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `config` (or ./shipyard.yaml if present), the environment and `overrides`.
+
+    An explicitly named file must exist; the default one is optional.
+    """
+    if config is not None and not config.is_file():
+        raise ConfigError(f"{config}: config file not found")
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+    _reject_unknown_env()
+    try:
+        return Settings(config_file=config, **overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config)) from None
+    except (ValueError, TypeError, yaml.YAMLError) as exc:  # YAML that does not parse, or is not a mapping
+        raise ConfigError(f"{config}: not a YAML mapping of settings: {exc}") from None
+
+
+def env_var(loc: tuple[str | int, ...]) -> str:
+    """The environment variable that sets the key at `loc`."""
+    return ENV_PREFIX + ENV_DELIMITER.join(str(part) for part in loc).upper()
+
+
+def _reject_unknown_env() -> None:
+    for name in os.environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = tuple(name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER))
+        model: type[BaseModel] = Settings
+        for depth, part in enumerate(parts):
+            fields = model.model_fields
+            if part not in fields:
+                valid = [env_var((*parts[:depth], f)) for f in fields]
+                raise ConfigError(
+                    f"environment variable {name}: unknown key{_did_you_mean(env_var(parts[: depth + 1]), valid)}"
+                )
+            annotation = fields[part].annotation
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                break
+            model = annotation
+
+
+def _describe(exc: ValidationError, config: Path | None) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = ".".join(str(part) for part in loc)
+        origin = f"environment variable {env_var(loc)}" if env_var(loc) in os.environ else f"{config or 'arguments'}"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{origin}: unknown key '{key}'{_did_you_mean(str(loc[-1]), _siblings(loc))}")
+        else:
+            lines.append(f"{origin}: {key} = {error['input']!r}: {error['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def _siblings(loc: tuple[str | int, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation
+        assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model = annotation
+    return list(model.model_fields)
+
+
+def _did_you_mean(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{hint} Valid keys: {', '.join(valid)}"

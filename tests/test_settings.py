@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from shipyard.errors import ConfigError
+from shipyard.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_any_file() -> None:
+    settings = load_settings()
+    assert settings.config_file is None
+    assert settings.demo.steps == 300
+
+
+def test_values_come_from_the_yaml_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path / "s.yaml", "demo:\n  steps: 12\n  keep: 3\n"))
+    assert (settings.demo.steps, settings.demo.keep) == (12, 3)
+
+
+def test_shipyard_yaml_in_the_working_directory_is_the_default(tmp_path: Path) -> None:
+    write(tmp_path / "shipyard.yaml", "demo:\n  seed: 9\n")
+    assert load_settings().demo.seed == 9
+
+
+def test_environment_overrides_file_and_arguments_override_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path / "s.yaml", "demo:\n  steps: 12\n  seed: 1\n")
+    monkeypatch.setenv("SHIPYARD_DEMO__STEPS", "40")
+    settings = load_settings(config)
+    assert (settings.demo.steps, settings.demo.seed) == (40, 1)
+    assert load_settings(config, demo={"steps": 5}).demo.steps == 5
+
+
+def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
+    config = write(tmp_path / "s.yaml", "demo:\n  save_evry: 5\n")
+    with pytest.raises(ConfigError, match=r"s\.yaml: unknown key 'demo\.save_evry'; did you mean 'save_every'\?"):
+        load_settings(config)
+
+
+def test_unknown_environment_variable_is_named_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPYARD_DEMO__STEPZ", "3")
+    with pytest.raises(ConfigError, match="SHIPYARD_DEMO__STEPZ: unknown key; did you mean 'SHIPYARD_DEMO__STEPS'"):
+        load_settings()
+
+
+def test_bad_value_names_key_value_source_and_expectation(tmp_path: Path) -> None:
+    config = write(tmp_path / "s.yaml", "demo:\n  save_every: 0\n")
+    with pytest.raises(ConfigError, match=r"s\.yaml: demo\.save_every = 0: Input should be greater than or equal to 1"):
+        load_settings(config)
+
+
+def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPYARD_DEMO__STEPS", "many")
+    with pytest.raises(ConfigError, match=r"environment variable SHIPYARD_DEMO__STEPS: demo\.steps = 'many'"):
+        load_settings()
+
+
+def test_named_config_file_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
+        load_settings(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("text", ["demo: [1\n", "- 1\n- 2\n"])
+def test_file_that_is_not_a_mapping_is_named(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not a YAML mapping"):
+        load_settings(write(tmp_path / "bad.yaml", text))
+
+
+def test_example_config_in_the_repo_loads() -> None:
+    settings = load_settings(REPO / "shipyard.example.yaml")
+    assert settings.demo.save_every == 10
