@@ -103,14 +103,14 @@ def demo_run_command(
     if as_json:
         _print_json([r.as_dict() for r in reports])
         return
-    columns = ("step", "reward", "KL", "mean length", "held-out accuracy", "path")
+    columns = ("step", "reward", "KL", "mean length", "held-out accuracy", "checkpoint")
     table = Table(*columns, title=f"checkpoints in {demo.out}")
     for r in reports:
         m = r.metrics
         table.add_row(
             str(r.step),
             *(f"{m[k]:.3f}" if k in m else "-" for k in ("reward", "kl", "mean_length", "heldout_accuracy")),
-            str(r.path),
+            r.path.name,
         )
     Console().print(table)
 
