@@ -115,6 +115,32 @@ def demo_run_command(
     Console().print(table)
 
 
+@app.command("checkpoints")
+@clear_errors
+def checkpoints_command(
+    source: Annotated[str, typer.Option(help="The run: a local path or file:// URI.")],
+    allow_pickle_weights: Annotated[bool, typer.Option(help="Accept .bin/.pt weights (loaded weights_only).")] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show what the watcher sees in a run: each checkpoint's step, state, reason, digest and metrics."""
+    from shipyard.sources import open_source
+    from shipyard.watch import scan
+
+    settings = _settings(config)
+    seen = scan(open_source(source), settings.home / "snapshots", allow_pickle_weights=allow_pickle_weights)
+    if as_json:
+        _print_json([c.as_dict() for c in seen])
+        return
+    table = Table("step", "state", "reason", "digest", "reward", "held-out acc", "uri", title=source)
+    for c in seen:
+        m = c.metrics
+        acc = f"{m['heldout_accuracy']:.3f}" if "heldout_accuracy" in m else "-"
+        reward = f"{m['reward']:.3f}" if "reward" in m else "-"
+        table.add_row(str(c.step), c.state, c.reason, c.digest[:12], reward, acc, c.uri)
+    Console().print(table)
+
+
 def main() -> None:
     app()
 

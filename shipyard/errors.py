@@ -3,6 +3,8 @@
     ShipyardError                 anything Shipyard raises on purpose
     ├── ConfigError               a settings file, environment variable or argument is wrong
     ├── CheckpointError           a checkpoint cannot be used: names the file and the reason
+    │   └── InvalidCheckpoint     complete but broken or unsafe (bad header, NaN, pickle, escape)
+    ├── SourceError               a checkpoint source cannot be listed or read
     └── DemoRunError              the demo RL run cannot start or continue
 
 Messages say what was expected, what was found, and which file, key or object.
@@ -11,7 +13,14 @@ Later stages add their branches here, not in modules of their own.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DemoRunError", "ShipyardError"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DemoRunError",
+    "InvalidCheckpoint",
+    "ShipyardError",
+    "SourceError",
+]
 
 
 class ShipyardError(Exception):
@@ -24,6 +33,14 @@ class ConfigError(ShipyardError):
 
 class CheckpointError(ShipyardError):
     """A checkpoint is incomplete or invalid; the message names the file and the reason."""
+
+
+class InvalidCheckpoint(CheckpointError):
+    """A complete checkpoint that is broken or unsafe: a bad header, NaN weights, a pickle, an escaping path."""
+
+
+class SourceError(ShipyardError):
+    """A checkpoint source (local directory, S3 prefix, Hub repo) cannot be listed or read."""
 
 
 class DemoRunError(ShipyardError):

@@ -29,3 +29,20 @@ def test_config_error_is_one_clear_message_and_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "unknown key 'demoo'; did you mean 'demo'?" in result.output
     assert "Traceback" not in result.output
+
+
+def test_checkpoints_json_lists_step_state_reason_uri(tiny_model_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoint-5").mkdir(parents=True)
+    (run / "checkpoint-5" / "config.json").write_text("{}")
+    result = runner.invoke(app, ["checkpoints", "--source", str(run), "--json"])
+    assert result.exit_code == 0
+    [entry] = json.loads(result.stdout)
+    assert {"step": 5, "state": "incomplete", "uri": f"{run.resolve().as_uri()}/checkpoint-5"}.items() <= entry.items()
+    assert entry["reason"] == "trainer_state.json not yet written"
+
+
+def test_checkpoints_of_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["checkpoints", "--source", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "nope: not a directory" in result.output

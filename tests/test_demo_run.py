@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from shipyard.demo_run import list_checkpoints, run_demo
+from shipyard.demo_run import run_demo
 from shipyard.errors import DemoRunError
 from shipyard.settings import DemoSettings
+from shipyard.sources import open_source
+from shipyard.watch import Checkpoint, scan
 
 CHECKPOINT_FILES = {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "trainer_state.json"}
 
@@ -22,17 +24,17 @@ def short(out: Path, **overrides: object) -> DemoSettings:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int], list[dict[str, float]]]:
-    """The default demo run through the CLI, watched from outside while it writes."""
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Checkpoint], list[dict[str, float]]]:
+    """The default demo run through the CLI, scanned by the watcher while it writes."""
     out = tmp_path_factory.mktemp("demo") / "run"
+    cache = tmp_path_factory.mktemp("cache")
     cmd = [sys.executable, "-m", "shipyard.cli", "demo-run", "--out", str(out), "--save-every", "20", "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    seen: list[int] = []
+    seen: list[Checkpoint] = []
     while proc.poll() is None:
-        for report in list_checkpoints(out) if out.exists() else []:
-            if report.step not in seen:
-                seen.append(report.step)
-        time.sleep(0.2)
+        if out.exists():
+            seen += scan(open_source(str(out)), cache)
+        time.sleep(0.5)
     stdout = proc.stdout.read() if proc.stdout else ""
     assert proc.returncode == 0, stdout
     return out, seen, json.loads(stdout)
@@ -43,7 +45,9 @@ def test_checkpoints_appear_in_order_with_complete_files_and_metrics(full_run: t
     out, seen, reported = full_run
     steps = [r["step"] for r in reported]
     assert steps == list(range(20, 301, 20))
-    assert seen == sorted(seen) and set(seen) <= set(steps)
+    complete = list(dict.fromkeys(c.step for c in seen if c.state == "complete"))  # in order of first sight
+    assert complete == sorted(complete) and len(complete) > 3 and set(complete) <= set(steps)
+    assert not [c for c in seen if c.state == "invalid"], "a checkpoint being written was taken as invalid"
     for report in reported:
         files = {p.name for p in (out / f"checkpoint-{report['step']}").iterdir()}
         assert files >= CHECKPOINT_FILES

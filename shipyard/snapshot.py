@@ -1,0 +1,91 @@
+"""Snapshots: a checkpoint's files copied into a content-addressed local cache before any use.
+
+Trainers rotate old checkpoints away, so the watcher copies a checkpoint's
+model files, hashing them on the way, into `blobs/sha256/<digest>`, then
+builds `checkpoints/<checkpoint digest>/` from hard links to those blobs (a
+copy where links are not possible). A file seen before is stored once. The
+directory appears by one rename, so a reader never sees half a snapshot.
+Trainer-state pickles (optimizer, scheduler, RNG state, training arguments)
+are training state, not weights, and are not copied. Called by the watcher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from shipyard.sources import Source
+from shipyard.validation import TRAINER_STATE_PICKLES
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    files: dict[str, str]  # relative name -> sha256
+    digest: str
+
+
+def checkpoint_digest(files: dict[str, str]) -> str:
+    """One digest for a checkpoint: sha256 over its sorted (name, file digest) pairs."""
+    lines = "".join(f"{name}\t{digest}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def model_files(listing: list[str], checkpoint: str) -> list[str]:
+    """The names, relative to `checkpoint`, of the files a snapshot keeps."""
+    prefix = f"{checkpoint}/"
+    names = [f.removeprefix(prefix) for f in listing if f.startswith(prefix)]
+    return sorted(n for n in names if PurePosixPath(n).name not in TRAINER_STATE_PICKLES)
+
+
+def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path) -> Snapshot:
+    """Copy and hash `names` of `checkpoint` from `source` into `cache`; reuse what is there."""
+    blobs = cache / "blobs" / "sha256"
+    tmp = cache / "tmp"
+    for d in (blobs, tmp):
+        d.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(dir=tmp) as staging:
+        for name in names:
+            part = Path(staging) / uuid.uuid4().hex
+            source.fetch(checkpoint, name, part)
+            files[name] = _hash(part)
+            blob = blobs / files[name]
+            if not blob.exists():
+                os.replace(part, blob)
+        digest = checkpoint_digest(files)
+        final = cache / "checkpoints" / digest
+        if not final.exists():
+            building = Path(staging) / "snapshot"
+            for name, file_digest in files.items():
+                (building / name).parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(blobs / file_digest, building / name)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(building, final)
+            except OSError:  # another watcher made the same snapshot first
+                if not final.exists():
+                    raise
+    return Snapshot(final, files, digest)
+
+
+def _hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _link_or_copy(blob: Path, dest: Path) -> None:
+    try:
+        os.link(blob, dest)
+    except OSError:
+        shutil.copyfile(blob, dest)
