@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shipyard.errors import ShipyardError
+from shipyard.errors import ConfigError, ShipyardError
 from shipyard.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -118,17 +118,23 @@ def demo_run_command(
 @app.command("checkpoints")
 @clear_errors
 def checkpoints_command(
-    source: Annotated[str, typer.Option(help="The run: a local path or file:// URI.")],
-    allow_pickle_weights: Annotated[bool, typer.Option(help="Accept .bin/.pt weights (loaded weights_only).")] = False,
+    source: Annotated[str | None, typer.Option(help="The run (default: watch.source).")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show what the watcher sees in a run: each checkpoint's step, state, reason, digest and metrics."""
+    from shipyard.selection import load_state, view
     from shipyard.sources import open_source
     from shipyard.watch import scan
 
     settings = _settings(config)
-    seen = scan(open_source(source), settings.home / "snapshots", allow_pickle_weights=allow_pickle_weights)
+    source = source or settings.watch.source
+    if source is None:
+        raise ConfigError("no source: give --source or set watch.source")
+    run = open_source(source)
+    state = load_state(settings.home / "watch", run.uri)
+    scanned = scan(run, settings.home / "snapshots", settings.watch.allow_pickle_weights, skip=state.decided.keys())
+    seen = view(scanned, state)
     if as_json:
         _print_json([c.as_dict() for c in seen])
         return

@@ -53,6 +53,17 @@ class DemoSettings(Section):
     heldout_size: int = Field(200, ge=1, description="Held-out problems scored greedily at each save.")
 
 
+class WatchSettings(Section):
+    """Which checkpoints of a run the pipeline takes."""
+
+    source: str | None = Field(None, description="The run: a local path, file://, s3://bucket/prefix or hf://org/name.")
+    every_n_steps: int = Field(1, ge=1, description="Take only steps that are multiples of this.")
+    min_interval_seconds: float = Field(0.0, ge=0, description="Least wall-clock time between two selections.")
+    newest_first: bool = Field(True, description="When a backlog builds up, take the newest and skip the rest.")
+    max_in_flight: int = Field(1, ge=1, description="Most checkpoints selected and not yet finished at once.")
+    allow_pickle_weights: bool = Field(False, description="Accept .bin/.pt weights, loaded with weights_only=True.")
+
+
 class Settings(BaseSettings):
     """All of Shipyard's configuration, one section per stage."""
 
@@ -66,6 +77,7 @@ class Settings(BaseSettings):
     config_file: Path | None = Field(None, description="The YAML file these settings were read from.")
     home: Path = Field(Path(".shipyard"), description="Where Shipyard keeps its caches and state.")
     demo: DemoSettings = DemoSettings()
+    watch: WatchSettings = WatchSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,7 @@ is reported with its reason and the scan goes on to the next one. Called by
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,20 +41,27 @@ class Checkpoint:
         return asdict(self)
 
 
-def scan(source: Source, cache: Path, allow_pickle_weights: bool = False) -> list[Checkpoint]:
-    """Every checkpoint of `source`, by step; complete ones snapshotted into `cache` and validated."""
+def scan(
+    source: Source, cache: Path, allow_pickle_weights: bool = False, skip: Collection[str] = ()
+) -> list[Checkpoint]:
+    """Every checkpoint of `source` not in `skip` (uris), by step; complete ones snapshotted and validated."""
     listing = source.list_files()
     run_id = PurePosixPath(source.uri.rstrip("/")).name
     return [
         _inspect(source, listing, found, run_id, cache, allow_pickle_weights)
         for found in find_checkpoints(listing, source.read_text)
+        if checkpoint_uri(source, found) not in skip
     ]
+
+
+def checkpoint_uri(source: Source, found: Found) -> str:
+    return f"{source.uri.rstrip('/')}/{found.path}"
 
 
 def _inspect(
     source: Source, listing: list[str], found: Found, run_id: str, cache: Path, allow_pickle_weights: bool
 ) -> Checkpoint:
-    base = Checkpoint(source.uri, run_id, found.step, found.layout, f"{source.uri.rstrip('/')}/{found.path}", "")
+    base = Checkpoint(source.uri, run_id, found.step, found.layout, checkpoint_uri(source, found), "")
     if not found.complete:
         return replace(base, state="incomplete", reason=found.reason)
     try:

@@ -15,6 +15,8 @@ from transformers import AutoModelForCausalLM
 from shipyard.sources import open_source
 from shipyard.watch import Checkpoint, scan
 
+from .helpers import make_checkpoint
+
 STATE = {"log_history": [{"step": 0, "reward": 0.5}]}
 
 
@@ -26,16 +28,6 @@ class Payload:
 
     def __reduce__(self) -> tuple:
         return (os.system, (f"touch {self.marker}",))
-
-
-def make_checkpoint(run: Path, step: int, model_dir: Path, **save: object) -> Path:
-    ckpt = run / f"checkpoint-{step}"
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    model.save_pretrained(ckpt, **save)
-    shutil.copy(model_dir / "tokenizer.json", ckpt)
-    (ckpt / "optimizer.pt").write_bytes(b"not weights, never read")
-    (ckpt / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": step, "reward": step / 100}]}))
-    return ckpt
 
 
 def by_step(seen: list[Checkpoint]) -> dict[int, Checkpoint]:

@@ -1,0 +1,81 @@
+"""Selection policy and the watcher's persistent state."""
+
+from pathlib import Path
+
+from shipyard.selection import WatchState, decide, load_state, poll, save_state
+from shipyard.settings import WatchSettings
+from shipyard.sources import open_source
+from shipyard.watch import Checkpoint
+
+from .helpers import make_checkpoint
+
+
+def ckpt(step: int, state: str = "complete") -> Checkpoint:
+    return Checkpoint("file:///run", "run", step, "transformers", f"file:///run/checkpoint-{step}", state)
+
+
+def states(state: WatchState) -> dict[int, str]:
+    return {c.step: c.state for c in state.decided.values()}
+
+
+def test_backlog_takes_the_newest_and_skips_the_rest_as_superseded() -> None:
+    state = WatchState("file:///run")
+    selected = decide([ckpt(10), ckpt(20), ckpt(30)], state, WatchSettings(), now=0)
+    assert [c.step for c in selected] == [30]
+    assert states(state) == {10: "skipped", 20: "skipped", 30: "selected"}
+    assert state.decided["file:///run/checkpoint-10"].reason == "superseded by step 30"
+
+
+def test_oldest_first_takes_one_per_free_slot_and_keeps_the_rest_pending() -> None:
+    state = WatchState("file:///run")
+    policy = WatchSettings(newest_first=False, max_in_flight=2)
+    assert [c.step for c in decide([ckpt(10), ckpt(20), ckpt(30)], state, policy, now=0)] == [10, 20]
+    assert decide([ckpt(10), ckpt(20), ckpt(30)], state, policy, now=1) == []
+    state.finish("file:///run/checkpoint-10", "released")
+    assert [c.step for c in decide([ckpt(30)], state, policy, now=2)] == [30]
+
+
+def test_every_n_steps_and_invalid_are_recorded_with_reasons() -> None:
+    state = WatchState("file:///run")
+    bad = Checkpoint("file:///run", "run", 20, "transformers", "file:///run/checkpoint-20", "invalid", "NaN")
+    decide([ckpt(15), bad, ckpt(30)], state, WatchSettings(every_n_steps=10), now=0)
+    assert states(state) == {15: "skipped", 20: "invalid", 30: "selected"}
+    assert "not a multiple of every_n_steps=10" in state.decided["file:///run/checkpoint-15"].reason
+
+
+def test_min_interval_holds_a_selection_back_until_due() -> None:
+    state = WatchState("file:///run")
+    policy = WatchSettings(min_interval_seconds=60, max_in_flight=5)
+    decide([ckpt(10)], state, policy, now=0)
+    assert decide([ckpt(20)], state, policy, now=30) == []
+    assert [c.step for c in decide([ckpt(20)], state, policy, now=61)] == [20]
+
+
+def test_incomplete_checkpoints_are_not_decided() -> None:
+    state = WatchState("file:///run")
+    assert decide([ckpt(10, "incomplete")], state, WatchSettings(), now=0) == []
+    assert state.decided == {}
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    state = WatchState("file:///run")
+    decide([ckpt(10), ckpt(20)], state, WatchSettings(), now=5)
+    save_state(tmp_path, state)
+    again = load_state(tmp_path, "file:///run")
+    assert again == state
+    assert decide([ckpt(10), ckpt(20)], again, WatchSettings(), now=6) == []
+
+
+def test_poll_takes_each_checkpoint_once_across_restarts(tiny_model_dir: Path, tmp_path: Path) -> None:
+    run, home = tmp_path / "run", tmp_path / "home"
+    make_checkpoint(run, 10, tiny_model_dir)
+    policy = WatchSettings(newest_first=False, max_in_flight=10)
+    first, _ = poll(open_source(str(run)), home, policy, now=0)
+    make_checkpoint(run, 20, tiny_model_dir)
+    second, state = poll(open_source(str(run)), home, policy, now=1)
+    third, _ = poll(open_source(str(run)), home, policy, now=2)
+    assert [c.step for c in first] == [10]
+    assert [c.step for c in second] == [20]
+    assert third == []
+    assert states(state) == {10: "selected", 20: "selected"}
+    assert all(Path(c.path).is_dir() and c.digest for c in state.decided.values())
