@@ -118,7 +118,9 @@ def demo_run_command(
 @app.command("checkpoints")
 @clear_errors
 def checkpoints_command(
-    source: Annotated[str | None, typer.Option(help="The run (default: watch.source).")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="The run: a path, file:// or s3://bucket/prefix (default: watch.source).")
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -131,7 +133,7 @@ def checkpoints_command(
     source = source or settings.watch.source
     if source is None:
         raise ConfigError("no source: give --source or set watch.source")
-    run = open_source(source)
+    run = open_source(source, settings.s3.endpoint_url)
     state = load_state(settings.home / "watch", run.uri)
     scanned = scan(run, settings.home / "snapshots", settings.watch.allow_pickle_weights, skip=state.decided.keys())
     seen = view(scanned, state)

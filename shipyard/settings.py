@@ -64,6 +64,12 @@ class WatchSettings(Section):
     allow_pickle_weights: bool = Field(False, description="Accept .bin/.pt weights, loaded with weights_only=True.")
 
 
+class S3Settings(Section):
+    """How Shipyard reaches S3 (sources and, later, release stores); credentials come from boto3's chain."""
+
+    endpoint_url: str | None = Field(None, description="An S3-compatible endpoint; None for AWS.")
+
+
 class Settings(BaseSettings):
     """All of Shipyard's configuration, one section per stage."""
 
@@ -78,6 +84,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".shipyard"), description="Where Shipyard keeps its caches and state.")
     demo: DemoSettings = DemoSettings()
     watch: WatchSettings = WatchSettings()
+    s3: S3Settings = S3Settings()
 
     @classmethod
     def settings_customise_sources(

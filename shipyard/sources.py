@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
+from botocore.exceptions import ClientError
+
 from shipyard.errors import InvalidCheckpoint, SourceError
 
 
@@ -65,11 +67,58 @@ class LocalSource:
             raise InvalidCheckpoint(f"{path}: vanished while being copied (rotated away?)") from None
 
 
-def open_source(uri: str) -> Source:
-    """The source for `uri`: a local path or `file://` URI."""
+class S3Source:
+    """An S3 prefix an RL run writes into (`s3://bucket/prefix`), through boto3.
+
+    `endpoint_url` points at any S3-compatible store; boto3 also honours
+    `AWS_ENDPOINT_URL` and its usual credential chain.
+    """
+
+    def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise SourceError(f"{uri}: expected s3://bucket/prefix")
+        self.uri = f"s3://{bucket}/{prefix}".rstrip("/")
+        self.bucket = bucket
+        self.prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+        config = Config(retries={"mode": "standard", "max_attempts": 5})
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+    def list_files(self) -> list[str]:
+        files = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+            for page in pages:
+                files += [obj["Key"].removeprefix(self.prefix) for obj in page.get("Contents", [])]
+        except ClientError as exc:
+            raise SourceError(f"{self.uri}: cannot list ({exc})") from None
+        return sorted(files)
+
+    def read_text(self, path: str) -> str:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + path)["Body"].read()
+        except ClientError as exc:
+            raise SourceError(f"{self.uri}/{path}: cannot read ({exc})") from None
+        return bytes(body).decode(errors="replace")
+
+    def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
+        key = f"{self.prefix}{checkpoint}/{name}"
+        try:
+            self.client.download_file(self.bucket, key, str(dest))
+        except ClientError as exc:
+            raise InvalidCheckpoint(f"s3://{self.bucket}/{key}: cannot be copied, rotated away? ({exc})") from None
+
+
+def open_source(uri: str, s3_endpoint_url: str | None = None) -> Source:
+    """The source for `uri`: a local path, `file://` or `s3://bucket/prefix`."""
     if uri.startswith("file://"):
         return LocalSource(Path(uri.removeprefix("file://")))
+    if uri.startswith("s3://"):
+        return S3Source(uri, s3_endpoint_url)
     if "://" in uri:
         scheme = uri.split("://", 1)[0]
-        raise SourceError(f"{uri}: unsupported source scheme '{scheme}'; expected a local path or file://")
+        raise SourceError(f"{uri}: unsupported source scheme '{scheme}'; expected a local path, file:// or s3://")
     return LocalSource(Path(uri))

@@ -1,0 +1,44 @@
+"""The S3 source against moto's S3 server on 127.0.0.1, through the real boto3 client."""
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from shipyard.errors import SourceError
+from shipyard.sources import open_source
+from shipyard.watch import scan
+
+from .helpers import make_checkpoint
+
+pytestmark = pytest.mark.s3
+
+
+def upload(client: Any, bucket: str, prefix: str, local: Path) -> None:
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
+
+
+def test_s3_run_is_scanned_like_a_local_one(s3_endpoint: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    bucket = f"runs-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    run = tmp_path / "run"
+    make_checkpoint(run, 10, tiny_model_dir)
+    make_checkpoint(run, 20, tiny_model_dir)
+    (run / "checkpoint-20" / "trainer_state.json").unlink()  # still being written
+    upload(client, bucket, "exp1", run)
+
+    seen = scan(open_source(f"s3://{bucket}/exp1", s3_endpoint), tmp_path / "cache")
+    assert [(c.step, c.state) for c in seen] == [(10, "complete"), (20, "incomplete")]
+    assert seen[0].uri == f"s3://{bucket}/exp1/checkpoint-10"
+    assert seen[0].metrics == {"reward": 0.1}
+    assert (Path(seen[0].path) / "model.safetensors").is_file()
+
+
+def test_s3_missing_bucket_is_a_source_error(s3_endpoint: str) -> None:
+    with pytest.raises(SourceError, match="s3://no-such-bucket/x: cannot list"):
+        open_source("s3://no-such-bucket/x", s3_endpoint).list_files()
