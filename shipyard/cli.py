@@ -119,7 +119,8 @@ def demo_run_command(
 @clear_errors
 def checkpoints_command(
     source: Annotated[
-        str | None, typer.Option(help="The run: a path, file:// or s3://bucket/prefix (default: watch.source).")
+        str | None,
+        typer.Option(help="The run: a path, file://, s3://bucket/prefix or hf://org/name (default: watch.source)."),
     ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -133,7 +134,7 @@ def checkpoints_command(
     source = source or settings.watch.source
     if source is None:
         raise ConfigError("no source: give --source or set watch.source")
-    run = open_source(source, settings.s3.endpoint_url)
+    run = open_source(source, settings.s3.endpoint_url, settings.hub.endpoint)
     state = load_state(settings.home / "watch", run.uri)
     scanned = scan(run, settings.home / "snapshots", settings.watch.allow_pickle_weights, skip=state.decided.keys())
     seen = view(scanned, state)

@@ -70,6 +70,12 @@ class S3Settings(Section):
     endpoint_url: str | None = Field(None, description="An S3-compatible endpoint; None for AWS.")
 
 
+class HubSettings(Section):
+    """How Shipyard reaches the Hugging Face Hub; the token comes from huggingface_hub's own login."""
+
+    endpoint: str | None = Field(None, description="A Hub-compatible endpoint; None for huggingface_hub's default.")
+
+
 class Settings(BaseSettings):
     """All of Shipyard's configuration, one section per stage."""
 
@@ -85,6 +91,7 @@ class Settings(BaseSettings):
     demo: DemoSettings = DemoSettings()
     watch: WatchSettings = WatchSettings()
     s3: S3Settings = S3Settings()
+    hub: HubSettings = HubSettings()
 
     @classmethod
     def settings_customise_sources(

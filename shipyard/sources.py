@@ -2,8 +2,8 @@
 
 A source lists its files as relative posix paths, reads small marker files,
 and copies one file of a checkpoint to a local path. `open_source` picks the
-implementation from the URI. The local directory is here; the S3 prefix and
-the Hugging Face Hub repo implement the same protocol. Called by the watcher.
+implementation from the URI. The local directory is here; so do the S3
+prefix (boto3) and the Hugging Face Hub repo (huggingface_hub). Called by the watcher.
 """
 
 from __future__ import annotations
@@ -112,13 +112,63 @@ class S3Source:
             raise InvalidCheckpoint(f"s3://{self.bucket}/{key}: cannot be copied, rotated away? ({exc})") from None
 
 
-def open_source(uri: str, s3_endpoint_url: str | None = None) -> Source:
-    """The source for `uri`: a local path, `file://` or `s3://bucket/prefix`."""
+class HubSource:
+    """A Hugging Face Hub model repo a trainer pushes to (`hf://org/name[@revision]`), through huggingface_hub.
+
+    Checkpoint directories inside the repo (`checkpoint-<step>/` pushed by
+    `hub_strategy="all_checkpoints"`, or any layout above) are found at one
+    commit: the listing pins the revision's commit, so every file of a scan is
+    read from that same commit even if the trainer pushes meanwhile.
+    """
+
+    def __init__(self, uri: str, endpoint: str | None = None) -> None:
+        from huggingface_hub import HfApi
+
+        repo, _, revision = uri.removeprefix("hf://").partition("@")
+        if repo.count("/") != 1:
+            raise SourceError(f"{uri}: expected hf://org/name[@revision]")
+        self.uri = f"hf://{repo}" + (f"@{revision}" if revision else "")
+        self.repo = repo
+        self.revision = revision or "main"
+        self.commit: str | None = None
+        self.api = HfApi(endpoint=endpoint)
+
+    def list_files(self) -> list[str]:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            info = self.api.model_info(self.repo, revision=self.revision)
+        except HfHubHTTPError as exc:
+            raise SourceError(f"{self.uri}: cannot list ({exc})") from None
+        self.commit = info.sha
+        return sorted(s.rfilename for s in info.siblings or [])
+
+    def read_text(self, path: str) -> str:
+        return self._download(path).read_text(errors="replace")
+
+    def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
+        shutil.copyfile(self._download(f"{checkpoint}/{name}"), dest)
+
+    def _download(self, path: str) -> Path:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            return Path(self.api.hf_hub_download(self.repo, path, revision=self.commit or self.revision))
+        except HfHubHTTPError as exc:
+            raise SourceError(f"{self.uri}/{path}: cannot read ({exc})") from None
+
+
+def open_source(uri: str, s3_endpoint_url: str | None = None, hub_endpoint: str | None = None) -> Source:
+    """The source for `uri`: a local path, `file://`, `s3://bucket/prefix` or `hf://org/name`."""
     if uri.startswith("file://"):
         return LocalSource(Path(uri.removeprefix("file://")))
     if uri.startswith("s3://"):
         return S3Source(uri, s3_endpoint_url)
+    if uri.startswith("hf://"):
+        return HubSource(uri, hub_endpoint)
     if "://" in uri:
         scheme = uri.split("://", 1)[0]
-        raise SourceError(f"{uri}: unsupported source scheme '{scheme}'; expected a local path, file:// or s3://")
+        raise SourceError(
+            f"{uri}: unsupported source scheme '{scheme}'; expected a local path, file://, s3:// or hf://"
+        )
     return LocalSource(Path(uri))

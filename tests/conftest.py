@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+from .hub_server import HubServer
+
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_XET"):
     os.environ[_name] = "1"
 os.environ["DISABLE_MULTIPROC"] = "1"
 
@@ -51,3 +53,20 @@ def s3_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> Iterator[HubServer]:
+    """The Hub-compatible test server on loopback."""
+    with HubServer() as server:
+        yield server
+
+
+@pytest.fixture
+def hub_online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Let huggingface_hub make requests (to the loopback test server only) and cache under tmp_path."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))

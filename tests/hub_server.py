@@ -1,0 +1,135 @@
+"""A small Hugging Face Hub-compatible HTTP server for tests, on 127.0.0.1.
+
+Serves the endpoints huggingface_hub calls to read a model repo: repo info at a
+revision (`/api/models/{repo}[/revision/{rev}]`), refs (`/api/models/{repo}/refs`)
+and file resolve (`HEAD`/`GET /{repo}/resolve/{rev}/{path}`). Repos live in
+memory as commits of whole file trees; `commit` adds one to a branch, `tag`
+points a tag at a branch's head. Later tests extend it with the write side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlparse
+
+
+@dataclass
+class Repo:
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha -> path -> bytes
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, revision: str) -> str | None:
+        if revision in self.commits:
+            return revision
+        return self.branches.get(revision) or self.tags.get(revision)
+
+
+class HubServer:
+    def __init__(self) -> None:
+        self.repos: dict[str, Repo] = {}
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> HubServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main", delete: tuple[str, ...] = ()) -> str:
+        """Add files to (and delete from) the head of `branch`; return the new commit sha."""
+        with self.lock:
+            repo = self.repos.setdefault(repo_id, Repo())
+            tree = dict(repo.commits.get(repo.branches.get(branch, ""), {}))
+            tree.update(files)
+            for path in delete:
+                tree.pop(path, None)
+            sha = hashlib.sha1(repr((repo.branches.get(branch), sorted(tree.items()))).encode()).hexdigest()
+            repo.commits[sha] = tree
+            repo.branches[branch] = sha
+            return sha
+
+
+def _handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None, head: bool = False) -> None:
+            self.send_response(status)
+            for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+
+        def _json(self, status: int, data: object) -> None:
+            self._send(status, json.dumps(data).encode(), {"Content-Type": "application/json"})
+
+        def _not_found(self, what: str, head: bool = False) -> None:
+            self._send(404, json.dumps({"error": what}).encode(), {"X-Error-Code": "RepoNotFound"}, head)
+
+        def do_GET(self) -> None:
+            self._route(head=False)
+
+        def do_HEAD(self) -> None:
+            self._route(head=True)
+
+        def _route(self, head: bool) -> None:
+            parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]
+            with server.lock:
+                if parts[:2] == ["api", "models"]:
+                    self._api(parts[2:])
+                elif "resolve" in parts:
+                    i = parts.index("resolve")
+                    self._resolve("/".join(parts[:i]), parts[i + 1], "/".join(parts[i + 2 :]), head)
+                else:
+                    self._not_found(self.path, head)
+
+        def _api(self, parts: list[str]) -> None:
+            if "refs" in parts:
+                repo = server.repos.get("/".join(parts[: parts.index("refs")]))
+                if repo is None:
+                    return self._not_found("repo")
+                ref = lambda kind, name, sha: {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": sha}  # noqa: E731
+                return self._json(
+                    200,
+                    {
+                        "branches": [ref("heads", n, s) for n, s in repo.branches.items()],
+                        "tags": [ref("tags", n, s) for n, s in repo.tags.items()],
+                        "converts": [],
+                    },
+                )
+            revision = "main"
+            if "revision" in parts:
+                revision = "/".join(parts[parts.index("revision") + 1 :])
+                parts = parts[: parts.index("revision")]
+            repo_id = "/".join(parts)
+            repo = server.repos.get(repo_id)
+            sha = repo.resolve(revision) if repo else None
+            if repo is None or sha is None:
+                return self._not_found(f"{repo_id}@{revision}")
+            siblings = [{"rfilename": path} for path in sorted(repo.commits[sha])]
+            return self._json(
+                200, {"id": repo_id, "modelId": repo_id, "sha": sha, "siblings": siblings, "private": False}
+            )
+
+        def _resolve(self, repo_id: str, revision: str, path: str, head: bool) -> None:
+            repo = server.repos.get(repo_id)
+            sha = repo.resolve(revision) if repo else None
+            if repo is None or sha is None or path not in repo.commits[sha]:
+                return self._send(404, b"", {"X-Error-Code": "EntryNotFound"}, head)
+            body = repo.commits[sha][path]
+            etag = hashlib.sha256(body).hexdigest()
+            self._send(200, body, {"X-Repo-Commit": sha, "ETag": f'"{etag}"'}, head)
+
+    return Handler
