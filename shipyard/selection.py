@@ -101,12 +101,20 @@ def decide(scanned: list[Checkpoint], state: WatchState, policy: WatchSettings, 
     return selected
 
 
-def poll(source: Source, home: Path, policy: WatchSettings, now: float) -> tuple[list[Checkpoint], WatchState]:
-    """Scan what is new in `source`, decide, persist; return the selected checkpoints and the state."""
-    state = load_state(home / "watch", source.uri)
+def poll(
+    source: Source, home: Path, policy: WatchSettings, now: float, state: WatchState | None = None
+) -> tuple[list[Checkpoint], WatchState]:
+    """Scan what is new in `source`, decide, persist; return the selected checkpoints and the state.
+
+    A long-running watcher passes back the state it got, so a poll reads no
+    state file and writes one only when something was decided.
+    """
+    state = state or load_state(home / "watch", source.uri)
+    before = len(state.decided), state.in_flight
     scanned = scan(source, home / "snapshots", policy.allow_pickle_weights, skip=state.decided.keys())
     selected = decide(scanned, state, policy, now)
-    save_state(home / "watch", state)
+    if (len(state.decided), state.in_flight) != before:
+        save_state(home / "watch", state)
     return selected, state
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -21,8 +22,8 @@ from shipyard.errors import InvalidCheckpoint, SourceError
 class Source(Protocol):
     uri: str
 
-    def list_files(self) -> list[str]:
-        """Every file under the source, as a relative posix path."""
+    def list_files(self, prune: Collection[str] = ()) -> list[str]:
+        """Every file under the source, as a relative posix path, except under the directories in `prune`."""
         ...
 
     def read_text(self, path: str) -> str:
@@ -41,13 +42,18 @@ class LocalSource:
         self.root = root
         self.uri = root.resolve().as_uri()
 
-    def list_files(self) -> list[str]:
+    def list_files(self, prune: Collection[str] = ()) -> list[str]:
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: not a directory")
+        pruned = set(prune)
         files = []
-        for dirpath, _, filenames in os.walk(self.root):
-            base = Path(dirpath).relative_to(self.root)
-            files += [(base / name).as_posix() for name in filenames]
+        top = len(str(self.root).rstrip(os.sep)) + 1
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            base = dirpath[top:].replace(os.sep, "/")
+            prefix = f"{base}/" if base else ""
+            # Not descending into decided checkpoints keeps a poll O(new checkpoints).
+            dirnames[:] = [d for d in dirnames if prefix + d not in pruned]
+            files += [prefix + name for name in filenames]
         return sorted(files)
 
     def read_text(self, path: str) -> str:
@@ -87,7 +93,7 @@ class S3Source:
         config = Config(retries={"mode": "standard", "max_attempts": 5})
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
-    def list_files(self) -> list[str]:
+    def list_files(self, prune: Collection[str] = ()) -> list[str]:
         files = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
@@ -95,7 +101,7 @@ class S3Source:
                 files += [obj["Key"].removeprefix(self.prefix) for obj in page.get("Contents", [])]
         except ClientError as exc:
             raise SourceError(f"{self.uri}: cannot list ({exc})") from None
-        return sorted(files)
+        return _without(files, prune)
 
     def read_text(self, path: str) -> str:
         try:
@@ -133,7 +139,7 @@ class HubSource:
         self.commit: str | None = None
         self.api = HfApi(endpoint=endpoint)
 
-    def list_files(self) -> list[str]:
+    def list_files(self, prune: Collection[str] = ()) -> list[str]:
         from huggingface_hub.errors import HfHubHTTPError
 
         try:
@@ -141,7 +147,7 @@ class HubSource:
         except HfHubHTTPError as exc:
             raise SourceError(f"{self.uri}: cannot list ({exc})") from None
         self.commit = info.sha
-        return sorted(s.rfilename for s in info.siblings or [])
+        return _without([s.rfilename for s in info.siblings or []], prune)
 
     def read_text(self, path: str) -> str:
         return self._download(path).read_text(errors="replace")
@@ -156,6 +162,11 @@ class HubSource:
             return Path(self.api.hf_hub_download(self.repo, path, revision=self.commit or self.revision))
         except HfHubHTTPError as exc:
             raise SourceError(f"{self.uri}/{path}: cannot read ({exc})") from None
+
+
+def _without(files: list[str], prune: Collection[str]) -> list[str]:
+    dirs = tuple(f"{d}/" for d in prune)
+    return sorted(f for f in files if not f.startswith(dirs))
 
 
 def open_source(uri: str, s3_endpoint_url: str | None = None, hub_endpoint: str | None = None) -> Source:

@@ -45,7 +45,8 @@ def scan(
     source: Source, cache: Path, allow_pickle_weights: bool = False, skip: Collection[str] = ()
 ) -> list[Checkpoint]:
     """Every checkpoint of `source` not in `skip` (uris), by step; complete ones snapshotted and validated."""
-    listing = source.list_files()
+    root = source.uri.rstrip("/") + "/"
+    listing = source.list_files(prune=[uri.removeprefix(root) for uri in skip if uri.startswith(root)])
     run_id = PurePosixPath(source.uri.rstrip("/")).name
     return [
         _inspect(source, listing, found, run_id, cache, allow_pickle_weights)

@@ -79,3 +79,13 @@ def test_poll_takes_each_checkpoint_once_across_restarts(tiny_model_dir: Path, t
     assert third == []
     assert states(state) == {10: "selected", 20: "selected"}
     assert all(Path(c.path).is_dir() and c.digest for c in state.decided.values())
+
+
+def test_decided_checkpoints_are_not_examined_again(tiny_model_dir: Path, tmp_path: Path) -> None:
+    run, home = tmp_path / "run", tmp_path / "home"
+    ckpt = make_checkpoint(run, 10, tiny_model_dir)
+    _, state = poll(open_source(str(run)), home, WatchSettings(), now=0)
+    (ckpt / "model.safetensors").write_bytes(b"rewritten after the decision")
+    _, again = poll(open_source(str(run)), home, WatchSettings(), now=1, state=state)
+    assert states(again) == {10: "selected"}
+    assert open_source(str(run)).list_files(prune=["checkpoint-10"]) == []
