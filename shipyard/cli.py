@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shipyard.errors import ConfigError, ShipyardError
-from shipyard.settings import Settings, load_settings
+from shipyard.settings import load_settings
 
 app = typer.Typer(
     help="Shipyard: gated, versioned releases from the checkpoints of long RL runs.", no_args_is_help=True
@@ -53,15 +53,11 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    return load_settings(config, **overrides)
-
-
 @app.command("config")
 @clear_errors
 def config_command(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Show the settings in force, after the file, the environment and defaults."""
-    settings = _settings(config)
+    settings = load_settings(config)
     data = settings.model_dump(mode="json")
     if as_json:
         _print_json(data)
@@ -97,8 +93,8 @@ def demo_run_command(
     from shipyard.demo_run import run_demo  # imports torch and TRL: only when asked
 
     given = {"out": out, "steps": steps, "save_every": save_every, "keep": keep, "seed": seed}
-    base = _settings(config)
-    demo = _settings(config, demo=base.demo.model_dump() | {k: v for k, v in given.items() if v is not None}).demo
+    base = load_settings(config)
+    demo = load_settings(config, demo=base.demo.model_dump() | {k: v for k, v in given.items() if v is not None}).demo
     reports = run_demo(demo, progress=not as_json)
     if as_json:
         _print_json([r.as_dict() for r in reports])
@@ -130,7 +126,7 @@ def checkpoints_command(
     from shipyard.sources import open_source
     from shipyard.watch import scan
 
-    settings = _settings(config)
+    settings = load_settings(config)
     source = source or settings.watch.source
     if source is None:
         raise ConfigError("no source: give --source or set watch.source")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,17 +205,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module=r"(trl|transformers|torch)\.")
 
 
-class _NoBar:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
-
-def _progress_bar(enabled: bool) -> Progress | _NoBar:
+def _progress_bar(enabled: bool) -> Progress | nullcontext[None]:
     if not enabled:
-        return _NoBar()
+        return nullcontext()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
