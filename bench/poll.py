@@ -60,7 +60,7 @@ def bench_local(tmp: Path) -> dict[str, float]:
     model = build_tiny_model(tmp / "model")
     policy = WatchSettings(max_in_flight=OLD * 2)
     poll_ms, walk_ms, idle_ms = [], [], []
-    save_state(home / "watch", state)
+    save_state(home / "watch", state, list(state.decided.values()), now=0.0)
     t = time.perf_counter()
     _, state = poll(open_source(str(root)), home, policy, now=0.0)  # a restart: reads the state file
     restart_ms = (time.perf_counter() - t) * 1000

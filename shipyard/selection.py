@@ -3,9 +3,10 @@
 `decide` is a pure function of the scanned checkpoints, what was decided
 before, the policy and the clock: every N steps; a minimum wall-clock interval
 between selections; at most K in flight; when a backlog builds up, the newest
-is taken and the older ones are skipped as superseded. `WatchState` keeps the
-decisions per source in one JSON file, replaced atomically, so a restart
-neither loses nor repeats a checkpoint. Called by the watcher.
+is taken and the older ones are skipped as superseded. `WatchState` is a fold of
+an append-only decision log per source (one JSON line per decision, fsynced),
+so a restart neither loses nor repeats a checkpoint and a poll writes only
+what it decided. Called by the watcher.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from shipyard.settings import WatchSettings
 from shipyard.sources import Source
@@ -27,7 +27,10 @@ IN_FLIGHT = "selected"
 
 @dataclass
 class WatchState:
-    """What the watcher decided for one source: checkpoint records by uri, and when it last selected."""
+    """What the watcher decided for one source: checkpoint records by uri, and when it last selected.
+
+    Whoever changes a decision (`finish`) appends it with `save_state`.
+    """
 
     source_uri: str
     decided: dict[str, Checkpoint] = field(default_factory=dict)
@@ -43,33 +46,42 @@ class WatchState:
 
 
 def state_file(directory: Path, source_uri: str) -> Path:
-    return directory / f"{hashlib.sha256(source_uri.encode()).hexdigest()[:16]}.json"
+    return directory / f"{hashlib.sha256(source_uri.encode()).hexdigest()[:16]}.jsonl"
 
 
 def load_state(directory: Path, source_uri: str) -> WatchState:
+    """Fold the source's decision log: the last record of each checkpoint wins."""
+    state = WatchState(source_uri)
     path = state_file(directory, source_uri)
     if not path.exists():
-        return WatchState(source_uri)
-    data = json.loads(path.read_text())
-    decided = {uri: Checkpoint(**c) for uri, c in data["decided"].items()}
-    return WatchState(data["source_uri"], decided, data["last_selected_at"])
+        return state
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # a torn last line from a crash mid-append: that decision was never made
+            raise
+        checkpoint = Checkpoint(**record["checkpoint"])
+        state.decided[checkpoint.uri] = checkpoint
+        if checkpoint.state == IN_FLIGHT:
+            state.last_selected_at = max(state.last_selected_at or record["at"], record["at"])
+    return state
 
 
-def save_state(directory: Path, state: WatchState) -> None:
+def save_state(directory: Path, state: WatchState, changed: list[Checkpoint], now: float) -> None:
+    """Append the `changed` decisions to the source's log, one JSON line each, and fsync."""
+    if not changed:
+        return
     directory.mkdir(parents=True, exist_ok=True)
-    path = state_file(directory, state.source_uri)
-    data: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "source_uri": state.source_uri,
-        "last_selected_at": state.last_selected_at,
-        "decided": {uri: asdict(c) for uri, c in state.decided.items()},
-    }
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with tmp.open("w") as f:
-        json.dump(data, f, indent=1)
+    lines = "".join(
+        json.dumps({"schema_version": SCHEMA_VERSION, "at": now, "checkpoint": asdict(c)}) + "\n" for c in changed
+    )
+    with state_file(directory, state.source_uri).open("a") as f:
+        f.write(lines)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def decide(scanned: list[Checkpoint], state: WatchState, policy: WatchSettings, now: float) -> list[Checkpoint]:
@@ -110,11 +122,11 @@ def poll(
     state file and writes one only when something was decided.
     """
     state = state or load_state(home / "watch", source.uri)
-    before = len(state.decided), state.in_flight
+    before = dict(state.decided)
     scanned = scan(source, home / "snapshots", policy.allow_pickle_weights, skip=state.decided.keys())
     selected = decide(scanned, state, policy, now)
-    if (len(state.decided), state.in_flight) != before:
-        save_state(home / "watch", state)
+    changed = [c for uri, c in state.decided.items() if before.get(uri) != c]
+    save_state(home / "watch", state, changed, now)
     return selected, state
 
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from shipyard.selection import WatchState, decide, load_state, poll, save_state
+from shipyard.selection import WatchState, decide, load_state, poll, save_state, state_file
 from shipyard.settings import WatchSettings
 from shipyard.sources import open_source
 from shipyard.watch import Checkpoint
@@ -60,10 +60,24 @@ def test_incomplete_checkpoints_are_not_decided() -> None:
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     state = WatchState("file:///run")
     decide([ckpt(10), ckpt(20)], state, WatchSettings(), now=5)
-    save_state(tmp_path, state)
+    save_state(tmp_path, state, list(state.decided.values()), now=5)
     again = load_state(tmp_path, "file:///run")
     assert again == state
+    assert again.last_selected_at == 5
     assert decide([ckpt(10), ckpt(20)], again, WatchSettings(), now=6) == []
+
+
+def test_a_finished_decision_is_appended_and_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    state = WatchState("file:///run")
+    decide([ckpt(10)], state, WatchSettings(), now=5)
+    save_state(tmp_path, state, list(state.decided.values()), now=5)
+    state.finish("file:///run/checkpoint-10", "released")
+    save_state(tmp_path, state, [state.decided["file:///run/checkpoint-10"]], now=9)
+    with state_file(tmp_path, "file:///run").open("a") as f:
+        f.write('{"schema_version": 1, "at": 10, "checkp')  # a crash mid-append
+    again = load_state(tmp_path, "file:///run")
+    assert states(again) == {10: "released"}
+    assert again.in_flight == 0 and again.last_selected_at == 5
 
 
 def test_poll_takes_each_checkpoint_once_across_restarts(tiny_model_dir: Path, tmp_path: Path) -> None:
