@@ -5,6 +5,7 @@
     ├── CheckpointError           a checkpoint cannot be used: names the file and the reason
     │   └── InvalidCheckpoint     complete but broken or unsafe (bad header, NaN, pickle, escape)
     ├── SourceError               a checkpoint source cannot be listed or read
+    ├── StateError                Shipyard's own state on disk is corrupt (names file and line)
     └── DemoRunError              the demo RL run cannot start or continue
 
 Messages say what was expected, what was found, and which file, key or object.
@@ -20,6 +21,7 @@ __all__ = [
     "InvalidCheckpoint",
     "ShipyardError",
     "SourceError",
+    "StateError",
 ]
 
 
@@ -41,6 +43,10 @@ class InvalidCheckpoint(CheckpointError):
 
 class SourceError(ShipyardError):
     """A checkpoint source (local directory, S3 prefix, Hub repo) cannot be listed or read."""
+
+
+class StateError(ShipyardError):
+    """Shipyard's own state on disk (for example a watcher's decision log) is corrupt."""
 
 
 class DemoRunError(ShipyardError):

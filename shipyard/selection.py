@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from shipyard.errors import StateError
 from shipyard.settings import WatchSettings
 from shipyard.sources import Source
 from shipyard.watch import Checkpoint, scan
@@ -62,7 +63,7 @@ def load_state(directory: Path, source_uri: str) -> WatchState:
         except json.JSONDecodeError:
             if number == len(lines):
                 break  # a torn last line from a crash mid-append: that decision was never made
-            raise
+            raise StateError(f"{path}:{number}: not a JSON decision record") from None
         checkpoint = Checkpoint(**record["checkpoint"])
         state.decided[checkpoint.uri] = checkpoint
         if checkpoint.state == IN_FLIGHT:
@@ -78,10 +79,22 @@ def save_state(directory: Path, state: WatchState, changed: list[Checkpoint], no
     lines = "".join(
         json.dumps({"schema_version": SCHEMA_VERSION, "at": now, "checkpoint": asdict(c)}) + "\n" for c in changed
     )
-    with state_file(directory, state.source_uri).open("a") as f:
+    path = state_file(directory, state.source_uri)
+    if _ends_torn(path):  # drop a torn line left by a crash: that decision was never made
+        with path.open("r+b") as f:
+            f.truncate(f.read().rfind(b"\n") + 1)
+    with path.open("a") as f:
         f.write(lines)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _ends_torn(path: Path) -> bool:
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 def decide(scanned: list[Checkpoint], state: WatchState, policy: WatchSettings, now: float) -> list[Checkpoint]:

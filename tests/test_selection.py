@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import pytest
+
+from shipyard.errors import StateError
 from shipyard.selection import WatchState, decide, load_state, poll, save_state, state_file
 from shipyard.settings import WatchSettings
 from shipyard.sources import open_source
@@ -78,6 +81,15 @@ def test_a_finished_decision_is_appended_and_a_torn_last_line_is_ignored(tmp_pat
     again = load_state(tmp_path, "file:///run")
     assert states(again) == {10: "released"}
     assert again.in_flight == 0 and again.last_selected_at == 5
+    decide([ckpt(20)], again, WatchSettings(), now=11)
+    save_state(tmp_path, again, [again.decided["file:///run/checkpoint-20"]], now=11)
+    assert states(load_state(tmp_path, "file:///run")) == {10: "released", 20: "selected"}
+
+
+def test_a_corrupt_record_inside_the_log_is_a_clear_error(tmp_path: Path) -> None:
+    state_file(tmp_path, "file:///run").write_text("garbage\n{}\n")
+    with pytest.raises(StateError, match=r"\.jsonl:1: not a JSON decision record"):
+        load_state(tmp_path, "file:///run")
 
 
 def test_poll_takes_each_checkpoint_once_across_restarts(tiny_model_dir: Path, tmp_path: Path) -> None:
