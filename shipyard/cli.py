@@ -68,6 +68,10 @@ def config_command(config: ConfigOption = None, as_json: JsonOption = False) -> 
     Console().print(table)
 
 
+def _metric(metrics: dict[str, float], key: str) -> str:
+    return f"{metrics[key]:.3f}" if key in metrics else "-"
+
+
 def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for key, value in data.items():
@@ -102,10 +106,9 @@ def demo_run_command(
     columns = ("step", "reward", "KL", "mean length", "held-out accuracy", "checkpoint")
     table = Table(*columns, title=f"checkpoints in {demo.out}")
     for r in reports:
-        m = r.metrics
         table.add_row(
             str(r.step),
-            *(f"{m[k]:.3f}" if k in m else "-" for k in ("reward", "kl", "mean_length", "heldout_accuracy")),
+            *(_metric(r.metrics, k) for k in ("reward", "kl", "mean_length", "heldout_accuracy")),
             r.path.name,
         )
     Console().print(table)
@@ -139,9 +142,7 @@ def checkpoints_command(
         return
     table = Table("step", "state", "reason", "digest", "reward", "held-out acc", "uri", title=source)
     for c in seen:
-        m = c.metrics
-        acc = f"{m['heldout_accuracy']:.3f}" if "heldout_accuracy" in m else "-"
-        reward = f"{m['reward']:.3f}" if "reward" in m else "-"
+        reward, acc = _metric(c.metrics, "reward"), _metric(c.metrics, "heldout_accuracy")
         table.add_row(str(c.step), c.state, c.reason, c.digest[:12], reward, acc, c.uri)
     Console().print(table)
 

@@ -2,8 +2,8 @@
 
 A source lists its files as relative posix paths, reads small marker files,
 and copies one file of a checkpoint to a local path. `open_source` picks the
-implementation from the URI. The local directory is here; so do the S3
-prefix (boto3) and the Hugging Face Hub repo (huggingface_hub). Called by the watcher.
+implementation from the URI: a local directory, an S3 prefix (boto3) or a
+Hugging Face Hub repo (huggingface_hub). Called by the watcher.
 """
 
 from __future__ import annotations
