@@ -3,8 +3,9 @@
 Local: `poll` (pruned listing, layouts, selection, snapshot and validation of
 the one new checkpoint) against its peer, a plain `os.walk` listing of the
 same directory, timed side by side in one process. S3: LIST calls of one
-listing against moto's S3 server on loopback, counted with a botocore event
-hook. Run: `.venv/bin/python bench/poll.py` (about a minute).
+listings against moto's S3 server on loopback, counted with a botocore event
+hook: the first (full) listing, then polls that each find one new checkpoint,
+against the peer, boto3's paginator listing the whole prefix. Run: `.venv/bin/python bench/poll.py` (about a minute).
 """
 
 from __future__ import annotations
@@ -95,9 +96,30 @@ def bench_s3(port: int) -> dict[str, float]:
     source = S3Source("s3://runs/exp", endpoint)
     calls = []
     source.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: calls.append(1))
+    decided = {f"checkpoint-{step}" for step in range(1, OLD + 1)}
     t = time.perf_counter()
-    files = source.list_files()
-    return {"s3_keys": len(files), "s3_list_calls": len(calls), "s3_list_ms": (time.perf_counter() - t) * 1000}
+    source.list_files(prune=decided)  # the first listing is full
+    first = {"s3_keys": 2 * OLD, "s3_full_list_calls": len(calls), "s3_full_list_ms": (time.perf_counter() - t) * 1000}
+    poll_ms, peer_ms, poll_calls = [], [], []
+    for step in range(OLD + 1, OLD + 6):
+        for name in ("config.json", "trainer_state.json"):
+            client.put_object(Bucket="runs", Key=f"exp/checkpoint-{step}/{name}", Body=b"{}")
+        calls.clear()
+        t = time.perf_counter()
+        files = source.list_files(prune=decided)
+        poll_ms.append((time.perf_counter() - t) * 1000)
+        poll_calls.append(len(calls))
+        assert f"checkpoint-{step}/config.json" in files, files
+        decided.add(f"checkpoint-{step}")
+        t = time.perf_counter()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket="runs", Prefix="exp/")
+        assert sum(len(page["Contents"]) for page in pages) == 2 * step
+        peer_ms.append((time.perf_counter() - t) * 1000)
+    return first | {
+        "s3_poll_list_calls_max": max(poll_calls),
+        "s3_poll_ms": statistics.median(poll_ms),
+        "s3_peer_full_list_ms": statistics.median(peer_ms),
+    }
 
 
 def main() -> None:

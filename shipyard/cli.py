@@ -133,7 +133,7 @@ def checkpoints_command(
     source = source or settings.watch.source
     if source is None:
         raise ConfigError("no source: give --source or set watch.source")
-    run = open_source(source, settings.s3.endpoint_url, settings.hub.endpoint)
+    run = open_source(source, settings.s3, settings.hub)
     state = load_state(settings.home / "watch", run.uri)
     scanned = scan(run, settings.home / "snapshots", settings.watch.allow_pickle_weights, skip=state.decided.keys())
     seen = view(scanned, state)

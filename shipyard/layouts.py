@@ -9,6 +9,7 @@ S3 prefix, Hub repo) shares the same rules:
 | veRL | `global_step_<n>/actor/huggingface/` | `latest_checkpointed_iteration.txt` names n or later |
 | OpenRLHF / DeepSpeed | `global_step<n>_hf/` | a DeepSpeed `latest` file names `global_step<m>`, m ≥ n |
 | any `save_pretrained` dir | a directory with `config.json` | it holds a `COMPLETE` marker |
+| a Hub revision per step | `@step-<n>/` (virtual, see `HubSource`) | the revision holds `config.json` |
 
 Called by the watcher (`shipyard.watch`).
 """
@@ -23,6 +24,7 @@ from pathlib import PurePosixPath
 TRANSFORMERS = re.compile(r"(?:^|.*/)checkpoint-(\d+)$")
 VERL = re.compile(r"(?:^|.*/)global_step_(\d+)/actor/huggingface$")
 DEEPSPEED_HF = re.compile(r"(?:^|.*/)global_step(\d+)_hf$")
+HUB_STEP = re.compile(r"^@step-(\d+)$")  # a Hub revision holding one step (see `shipyard.sources.HubSource`)
 VERL_MARKER = "latest_checkpointed_iteration.txt"
 DEEPSPEED_MARKER = "latest"
 COMPLETE_MARKER = "COMPLETE"
@@ -61,9 +63,20 @@ def find_checkpoints(files: Iterable[str], read_text: Callable[[str], str]) -> l
             found[d] = _by_marker(d, int(match[1]), "verl", verl_done, VERL_MARKER)
         elif match := DEEPSPEED_HF.match(d):
             found[d] = _by_marker(d, int(match[1]), "deepspeed", deepspeed_done, DEEPSPEED_MARKER)
+        elif match := HUB_STEP.match(d):
+            complete = f"{d}/config.json" in listed
+            found[d] = Found(d, int(match[1]), "hub", complete, "" if complete else "no config.json at that revision")
         elif f"{d}/{COMPLETE_MARKER}" in listed and f"{d}/config.json" in listed:
             found[d] = Found(d, _step_from_name(d), "marker", True, "")
     return sorted(found.values(), key=lambda f: (f.step, f.path))
+
+
+def numbered(path: str) -> tuple[str, int] | None:
+    """For a checkpoint directory of a numbered layout, its series (the path up to the step digits) and step."""
+    for pattern in (TRANSFORMERS, VERL, DEEPSPEED_HF):
+        if match := pattern.match(path):
+            return path[: match.start(1)], int(match[1])
+    return None
 
 
 def _by_marker(path: str, step: int, layout: str, done: int | None, marker: str) -> Found:

@@ -138,7 +138,7 @@ def poll(
     before = dict(state.decided)
     scanned = scan(source, home / "snapshots", policy.allow_pickle_weights, skip=state.decided.keys())
     selected = decide(scanned, state, policy, now)
-    changed = [c for uri, c in state.decided.items() if before.get(uri) != c]
+    changed = [c for uri, c in state.decided.items() if before.get(uri) is not c]  # decisions are new objects
     save_state(home / "watch", state, changed, now)
     return selected, state
 

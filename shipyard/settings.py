@@ -68,6 +68,9 @@ class S3Settings(Section):
     """How Shipyard reaches S3 (sources and, later, release stores); credentials come from boto3's chain."""
 
     endpoint_url: str | None = Field(None, description="An S3-compatible endpoint; None for AWS.")
+    full_listing_every: int = Field(
+        30, ge=1, description="A watched S3 prefix is listed whole every Nth poll; between, only where new steps go."
+    )
 
 
 class HubSettings(Section):

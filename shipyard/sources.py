@@ -8,7 +8,9 @@ Hugging Face Hub repo (huggingface_hub). Called by the watcher.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from collections.abc import Collection
 from pathlib import Path
@@ -16,7 +18,14 @@ from typing import Protocol
 
 from botocore.exceptions import ClientError
 
+from shipyard.cursor import Cursor, Window
 from shipyard.errors import InvalidCheckpoint, SourceError
+from shipyard.layouts import TRAINER_STATE
+from shipyard.settings import HubSettings, S3Settings
+
+EVERY_SAVE = re.compile(r"Training in progress, step (\d+)")  # transformers' commit title per save
+STEP_REF = re.compile(r"[A-Za-z_-]*?(\d+)")  # a tag or branch per step: step-40, checkpoint-40, v40
+LAST_CHECKPOINT = "last-checkpoint"
 
 
 class Source(Protocol):
@@ -77,10 +86,12 @@ class S3Source:
     """An S3 prefix an RL run writes into (`s3://bucket/prefix`), through boto3.
 
     `endpoint_url` points at any S3-compatible store; boto3 also honours
-    `AWS_ENDPOINT_URL` and its usual credential chain.
+    `AWS_ENDPOINT_URL` and its usual credential chain. Between full listings,
+    a cursor (`shipyard.cursor`) keeps a poll to a few LIST calls however long
+    the run.
     """
 
-    def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
+    def __init__(self, uri: str, endpoint_url: str | None = None, full_listing_every: int = 30) -> None:
         import boto3
         from botocore.config import Config
 
@@ -90,18 +101,34 @@ class S3Source:
         self.uri = f"s3://{bucket}/{prefix}".rstrip("/")
         self.bucket = bucket
         self.prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+        self.full_listing_every = full_listing_every
+        self.cursor: Cursor | None = None
         config = Config(retries={"mode": "standard", "max_attempts": 5})
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
     def list_files(self, prune: Collection[str] = ()) -> list[str]:
+        """The first listing, and every `full_listing_every`-th, is full; the others list the cursor's windows."""
+        if self.cursor is None or self.cursor.polls >= self.full_listing_every:
+            self.cursor = Cursor()
+            files = self._list(Window(""))
+        else:
+            files = sorted({f for window in self.cursor.windows(prune) for f in self._list(window)})
+        self.cursor.learn(files)
+        self.cursor.polls += 1
+        return _without(files, prune)
+
+    def _list(self, window: Window) -> list[str]:
+        extra = {"StartAfter": self.prefix + window.start_after} if window.start_after else {}
         files = []
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + window.prefix, **extra
+            )
             for page in pages:
                 files += [obj["Key"].removeprefix(self.prefix) for obj in page.get("Contents", [])]
         except ClientError as exc:
             raise SourceError(f"{self.uri}: cannot list ({exc})") from None
-        return _without(files, prune)
+        return files
 
     def read_text(self, path: str) -> str:
         try:
@@ -121,10 +148,19 @@ class S3Source:
 class HubSource:
     """A Hugging Face Hub model repo a trainer pushes to (`hf://org/name[@revision]`), through huggingface_hub.
 
-    Checkpoint directories inside the repo (`checkpoint-<step>/` pushed by
-    `hub_strategy="all_checkpoints"`, or any layout above) are found at one
-    commit: the listing pins the revision's commit, so every file of a scan is
-    read from that same commit even if the trainer pushes meanwhile.
+    Every way transformers' `Trainer` pushes a run is found:
+
+    - checkpoint directories in the tree (`checkpoint-<step>/` from
+      `hub_strategy="all_checkpoints"`, or any layout of `shipyard.layouts`);
+    - `"every_save"`: each commit titled "Training in progress, step N" holds
+      that step's model at the repo root;
+    - `"checkpoint"`: `last-checkpoint/`, its step read from its `trainer_state.json`;
+    - a tag or branch per step (`step-40`, `checkpoint-40`, …).
+
+    The last three appear in the listing as virtual directories `@step-<N>/`,
+    each read at its own commit. The tree is listed at one pinned commit, so a
+    scan reads every file from the commit it listed even if the trainer pushes
+    meanwhile.
     """
 
     def __init__(self, uri: str, endpoint: str | None = None) -> None:
@@ -137,17 +173,44 @@ class HubSource:
         self.repo = repo
         self.revision = revision or "main"
         self.commit: str | None = None
+        self.steps: dict[str, tuple[str, str]] = {}  # virtual dir -> (commit, folder in the repo)
         self.api = HfApi(endpoint=endpoint)
 
     def list_files(self, prune: Collection[str] = ()) -> list[str]:
         from huggingface_hub.errors import HfHubHTTPError
 
         try:
-            info = self.api.model_info(self.repo, revision=self.revision)
+            tree = self._tree(self.revision)
+            self.commit, files = tree
+            self.steps = self._steps(files, set(prune))
+            for virtual, (commit, folder) in self.steps.items():
+                inside = self._tree(commit)[1] if virtual not in prune else []
+                files += [f"{virtual}/{f.removeprefix(folder)}" for f in inside if _directly_in(f, folder)]
         except HfHubHTTPError as exc:
             raise SourceError(f"{self.uri}: cannot list ({exc})") from None
-        self.commit = info.sha
-        return _without([s.rfilename for s in info.siblings or []], prune)
+        return _without(files, prune)
+
+    def _tree(self, revision: str) -> tuple[str, list[str]]:
+        info = self.api.model_info(self.repo, revision=revision)
+        assert info.sha is not None
+        return info.sha, [s.rfilename for s in info.siblings or []]
+
+    def _steps(self, files: list[str], decided: set[str]) -> dict[str, tuple[str, str]]:
+        """Checkpoints held by revisions: commits per save, refs per step, `last-checkpoint/` (later wins)."""
+        assert self.commit is not None
+        steps = {}
+        for commit in reversed(self.api.list_repo_commits(self.repo, revision=self.commit)):
+            if match := EVERY_SAVE.fullmatch(commit.title):
+                steps[f"@step-{match[1]}"] = (commit.commit_id, "")
+        refs = self.api.list_repo_refs(self.repo)
+        for ref in [*refs.branches, *refs.tags]:
+            if ref.name != self.revision and (match := STEP_REF.fullmatch(ref.name)):
+                steps[f"@step-{int(match[1])}"] = (ref.target_commit, "")
+        if f"{LAST_CHECKPOINT}/{TRAINER_STATE}" in files:
+            state = json.loads(self.read_text(f"{LAST_CHECKPOINT}/{TRAINER_STATE}"))
+            if isinstance(state.get("global_step"), int) and f"@step-{state['global_step']}" not in decided:
+                steps[f"@step-{state['global_step']}"] = (self.commit, f"{LAST_CHECKPOINT}/")
+        return steps
 
     def read_text(self, path: str) -> str:
         return self._download(path).read_text(errors="replace")
@@ -158,10 +221,17 @@ class HubSource:
     def _download(self, path: str) -> Path:
         from huggingface_hub.errors import HfHubHTTPError
 
+        virtual, _, rest = path.partition("/")
+        commit, folder = self.steps.get(virtual, (self.commit or self.revision, ""))
+        in_repo = folder + rest if virtual in self.steps else path
         try:
-            return Path(self.api.hf_hub_download(self.repo, path, revision=self.commit or self.revision))
+            return Path(self.api.hf_hub_download(self.repo, in_repo, revision=commit))
         except HfHubHTTPError as exc:
             raise SourceError(f"{self.uri}/{path}: cannot read ({exc})") from None
+
+
+def _directly_in(path: str, folder: str) -> bool:
+    return path.startswith(folder) and "/" not in path.removeprefix(folder)
 
 
 def _without(files: list[str], prune: Collection[str]) -> list[str]:
@@ -169,14 +239,15 @@ def _without(files: list[str], prune: Collection[str]) -> list[str]:
     return sorted(f for f in files if not f.startswith(dirs))
 
 
-def open_source(uri: str, s3_endpoint_url: str | None = None, hub_endpoint: str | None = None) -> Source:
+def open_source(uri: str, s3: S3Settings | None = None, hub: HubSettings | None = None) -> Source:
     """The source for `uri`: a local path, `file://`, `s3://bucket/prefix` or `hf://org/name`."""
     if uri.startswith("file://"):
         return LocalSource(Path(uri.removeprefix("file://")))
     if uri.startswith("s3://"):
-        return S3Source(uri, s3_endpoint_url)
+        s3 = s3 or S3Settings()
+        return S3Source(uri, s3.endpoint_url, s3.full_listing_every)
     if uri.startswith("hf://"):
-        return HubSource(uri, hub_endpoint)
+        return HubSource(uri, (hub or HubSettings()).endpoint)
     if "://" in uri:
         scheme = uri.split("://", 1)[0]
         raise SourceError(

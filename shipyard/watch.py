@@ -71,12 +71,9 @@ def _inspect(
         return replace(base, state="invalid", reason=str(exc))
     try:
         validate_checkpoint(snap.path, allow_pickle_weights=allow_pickle_weights)
-        metrics = _metrics(snap.path, found.step) if found.layout == "transformers" else {}
+        has_state = f"{found.path}/{TRAINER_STATE}" in listing
+        metrics = metrics_at(read_trainer_state(snap.path / TRAINER_STATE), found.step) if has_state else {}
     except CheckpointError as exc:
         # Name the checkpoint as the user knows it, not its snapshot in the cache.
         return replace(base, state="invalid", reason=str(exc).replace(str(snap.path), base.uri), digest=snap.digest)
     return replace(base, state="complete", digest=snap.digest, path=str(snap.path), files=snap.files, metrics=metrics)
-
-
-def _metrics(path: Path, step: int) -> dict[str, float]:
-    return metrics_at(read_trainer_state(path / TRAINER_STATE), step)

@@ -1,8 +1,9 @@
 """A small Hugging Face Hub-compatible HTTP server for tests, on 127.0.0.1.
 
 Serves the endpoints huggingface_hub calls to read a model repo: repo info at a
-revision (`/api/models/{repo}[/revision/{rev}]`), refs (`/api/models/{repo}/refs`)
-and file resolve (`HEAD`/`GET /{repo}/resolve/{rev}/{path}`). Repos live in
+revision (`/api/models/{repo}[/revision/{rev}]`), refs (`/api/models/{repo}/refs`),
+commit history (`/api/models/{repo}/commits/{rev}`) and file resolve
+(`HEAD`/`GET /{repo}/resolve/{rev}/{path}`). Repos live in
 memory as commits of whole file trees; `commit` adds one to a branch, `tag`
 points a tag at a branch's head. Later tests extend it with the write side.
 """
@@ -20,6 +21,8 @@ from urllib.parse import unquote, urlparse
 @dataclass
 class Repo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha -> path -> bytes
+    parents: dict[str, str | None] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -45,18 +48,33 @@ class HubServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main", delete: tuple[str, ...] = ()) -> str:
+    def commit(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        branch: str = "main",
+        delete: tuple[str, ...] = (),
+        message: str = "Upload files",
+    ) -> str:
         """Add files to (and delete from) the head of `branch`; return the new commit sha."""
         with self.lock:
             repo = self.repos.setdefault(repo_id, Repo())
-            tree = dict(repo.commits.get(repo.branches.get(branch, ""), {}))
+            parent = repo.branches.get(branch)
+            tree = dict(repo.commits.get(parent or "", {}))
             tree.update(files)
             for path in delete:
                 tree.pop(path, None)
-            sha = hashlib.sha1(repr((repo.branches.get(branch), sorted(tree.items()))).encode()).hexdigest()
-            repo.commits[sha] = tree
+            sha = hashlib.sha1(repr((parent, message, sorted(tree.items()))).encode()).hexdigest()
+            repo.commits[sha], repo.parents[sha], repo.titles[sha] = tree, parent, message
             repo.branches[branch] = sha
             return sha
+
+    def tag(self, repo_id: str, tag: str, revision: str = "main") -> None:
+        with self.lock:
+            repo = self.repos[repo_id]
+            sha = repo.resolve(revision)
+            assert sha is not None, revision
+            repo.tags[tag] = sha
 
 
 def _handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
@@ -96,6 +114,10 @@ def _handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                     self._not_found(self.path, head)
 
         def _api(self, parts: list[str]) -> None:
+            if "commits" in parts:
+                return self._history(
+                    "/".join(parts[: parts.index("commits")]), "/".join(parts[parts.index("commits") + 1 :])
+                )
             if "refs" in parts:
                 repo = server.repos.get("/".join(parts[: parts.index("refs")]))
                 if repo is None:
@@ -122,6 +144,20 @@ def _handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             return self._json(
                 200, {"id": repo_id, "modelId": repo_id, "sha": sha, "siblings": siblings, "private": False}
             )
+
+        def _history(self, repo_id: str, revision: str) -> None:
+            repo = server.repos.get(repo_id)
+            sha = repo.resolve(revision) if repo else None
+            if repo is None or sha is None:
+                return self._not_found(f"{repo_id}@{revision}")
+            history = []
+            while sha is not None:
+                title = repo.titles[sha]
+                history.append(
+                    {"id": sha, "title": title, "message": "", "authors": [], "date": "2026-11-24T00:00:00Z"}
+                )
+                sha = repo.parents[sha]
+            return self._json(200, history)
 
         def _resolve(self, repo_id: str, revision: str, path: str, head: bool) -> None:
             repo = server.repos.get(repo_id)

@@ -8,7 +8,8 @@ import boto3
 import pytest
 
 from shipyard.errors import SourceError
-from shipyard.sources import open_source
+from shipyard.settings import S3Settings
+from shipyard.sources import S3Source, open_source
 from shipyard.watch import scan
 
 from .helpers import make_checkpoint
@@ -32,7 +33,7 @@ def test_s3_run_is_scanned_like_a_local_one(s3_endpoint: str, tiny_model_dir: Pa
     (run / "checkpoint-20" / "trainer_state.json").unlink()  # still being written
     upload(client, bucket, "exp1", run)
 
-    seen = scan(open_source(f"s3://{bucket}/exp1", s3_endpoint), tmp_path / "cache")
+    seen = scan(open_source(f"s3://{bucket}/exp1", S3Settings(endpoint_url=s3_endpoint)), tmp_path / "cache")
     assert [(c.step, c.state) for c in seen] == [(10, "complete"), (20, "incomplete")]
     assert seen[0].uri == f"s3://{bucket}/exp1/checkpoint-10"
     assert seen[0].metrics == {"reward": 0.1}
@@ -41,4 +42,39 @@ def test_s3_run_is_scanned_like_a_local_one(s3_endpoint: str, tiny_model_dir: Pa
 
 def test_s3_missing_bucket_is_a_source_error(s3_endpoint: str) -> None:
     with pytest.raises(SourceError, match="s3://no-such-bucket/x: cannot list"):
-        open_source("s3://no-such-bucket/x", s3_endpoint).list_files()
+        open_source("s3://no-such-bucket/x", S3Settings(endpoint_url=s3_endpoint)).list_files()
+
+
+def test_s3_poll_lists_only_where_new_checkpoints_go(s3_endpoint: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    bucket = f"runs-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    for step in range(1, 1_200):  # more than one page of old checkpoints
+        client.put_object(Bucket=bucket, Key=f"exp/checkpoint-{step}/trainer_state.json", Body=b"{}")
+    source = open_source(f"s3://{bucket}/exp", S3Settings(endpoint_url=s3_endpoint))
+    assert isinstance(source, S3Source)
+    lists: list[str] = []
+    source.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: lists.append("LIST"))
+    decided = {f"checkpoint-{step}" for step in range(1, 1_200)}
+    assert len(source.list_files(prune=decided)) == 0
+    full = len(lists)
+    run = tmp_path / "run"
+    make_checkpoint(run, 1_200, tiny_model_dir)
+    upload(client, bucket, "exp", run)
+
+    files = source.list_files(prune=decided)
+    assert len(lists) - full <= 2
+    assert "checkpoint-1200/model.safetensors" in files
+    assert all(f.startswith("checkpoint-1200/") for f in files)
+
+
+def test_s3_full_listing_finds_what_lies_outside_the_windows(s3_endpoint: str, tmp_path: Path) -> None:
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    bucket = f"runs-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="checkpoint-10/trainer_state.json", Body=b"{}")
+    source = open_source(f"s3://{bucket}", S3Settings(endpoint_url=s3_endpoint, full_listing_every=2))
+    source.list_files()
+    client.put_object(Bucket=bucket, Key="final/COMPLETE", Body=b"")
+    assert "final/COMPLETE" not in source.list_files()
+    assert "final/COMPLETE" in source.list_files()
