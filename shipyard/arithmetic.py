@@ -14,8 +14,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from shipyard.generate import greedy
 
 FORMAT_REWARD = 0.1
 _ANSWER = re.compile(r"-?\d+")
@@ -89,22 +90,11 @@ def prompt_text(tokenizer: PreTrainedTokenizerBase, problem: Problem, answer: st
     return str(tokenizer.apply_chat_template(messages, tokenize=False))
 
 
-@torch.no_grad()
 def greedy_answers(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem], batch_size: int = 256
 ) -> list[str]:
     """The model's greedy completion of each problem's prompt."""
-    was_training = model.training
-    model.eval()
-    answers: list[str] = []
-    for start in range(0, len(problems), batch_size):
-        chunk = problems[start : start + batch_size]
-        prompts = [prompt_text(tokenizer, p) for p in chunk]
-        batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
-        out = model.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)  # type: ignore[operator]  # nn.Module.__getattr__ hides generate
-        answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-    model.train(was_training)
-    return answers
+    return greedy(model, tokenizer, [p.messages() for p in problems], max_new_tokens=6, batch_size=batch_size)
 
 
 def accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem]) -> float:

@@ -68,7 +68,7 @@ def config_command(config: ConfigOption = None, as_json: JsonOption = False) -> 
     Console().print(table)
 
 
-def _metric(metrics: dict[str, float], key: str) -> str:
+def _metric(metrics: dict[str, Any], key: str) -> str:
     return f"{metrics[key]:.3f}" if key in metrics else "-"
 
 
@@ -145,6 +145,35 @@ def checkpoints_command(
         reward, acc = _metric(c.metrics, "reward"), _metric(c.metrics, "heldout_accuracy")
         table.add_row(str(c.step), c.state, c.reason, c.digest[:12], reward, acc, c.uri)
     Console().print(table)
+
+
+@app.command("posttrain")
+@clear_errors
+def posttrain_command(
+    checkpoint: Annotated[Path, typer.Option(help="The checkpoint: a save_pretrained directory (e.g. a snapshot).")],
+    out: Annotated[Path, typer.Option(help="Directory to write the candidate into (empty or new).")],
+    recipe: Annotated[
+        Path | None, typer.Option(help="Recipe YAML (default: the built-in preference + safety recipe).")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Post-train a checkpoint with a recipe's stages into a release candidate (cached by digests)."""
+    from shipyard.posttrain import posttrain
+    from shipyard.recipe import DEFAULT_RECIPE
+
+    settings = load_settings(config)
+    candidate = posttrain(checkpoint, recipe or DEFAULT_RECIPE, settings.home, out, progress=not as_json)
+    if as_json:
+        _print_json({"path": str(candidate.path), "cached": candidate.cached, "lineage": candidate.lineage})
+        return
+    table = Table("stage", "method", "steps", "loss", "reward acc", "reward margin", title=str(candidate.path))
+    for stage in candidate.lineage["stages"]:
+        metrics = [_metric(stage, key) for key in ("steps", "loss", "reward_accuracy", "reward_margin")]
+        table.add_row(stage["name"], stage["method"], *metrics)
+    Console().print(table)
+    status = "cache hit, nothing trained" if candidate.cached else "trained"
+    Console().print(f"candidate {candidate.digest[:12]} ({status})")
 
 
 def main() -> None:

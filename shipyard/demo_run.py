@@ -11,9 +11,7 @@ completion length in `trainer_state.json`. Called by `shipyard demo-run`.
 
 from __future__ import annotations
 
-import logging
 import random
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +29,10 @@ from transformers import (
     TrainerState,
 )
 from transformers import TrainingArguments as HFTrainingArguments
-from transformers.utils import logging as hf_logging
 
 from shipyard import arithmetic
 from shipyard.errors import DemoRunError
+from shipyard.quiet import quiet_libraries
 from shipyard.settings import DemoSettings
 from shipyard.tiny import TinyModelSpec, build_model, build_tokenizer
 from shipyard.trainer_state import metrics_at, read_trainer_state
@@ -62,7 +60,7 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> list[CheckpointRe
     from trl.trainer.grpo_trainer import GRPOTrainer
 
     _check_out_dir(settings.out)
-    _quiet_libraries()
+    quiet_libraries()
     torch.manual_seed(settings.seed)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, TinyModelSpec(seed=settings.seed))
@@ -196,13 +194,6 @@ def _check_out_dir(out: Path) -> None:
     if out.exists() and any(out.glob(f"{CHECKPOINT_PREFIX}*")):
         raise DemoRunError(f"{out}: already holds checkpoints; give an empty or new --out directory")
     out.mkdir(parents=True, exist_ok=True)
-
-
-def _quiet_libraries() -> None:
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("trl").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"(trl|transformers|torch)\.")
 
 
 def _progress_bar(enabled: bool) -> Progress | nullcontext[None]:

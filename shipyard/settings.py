@@ -10,7 +10,6 @@ Called by the CLI and by anything that needs configuration.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from pydantic_settings import (
 )
 
 from shipyard.errors import ConfigError
+from shipyard.schema import did_you_mean, fields_at
 
 ENV_PREFIX = "SHIPYARD_"
 ENV_DELIMITER = "__"
@@ -146,7 +146,7 @@ def _reject_unknown_env() -> None:
             if part not in fields:
                 valid = [env_var((*parts[:depth], f)) for f in fields]
                 raise ConfigError(
-                    f"environment variable {name}: unknown key{_did_you_mean(env_var(parts[: depth + 1]), valid)}"
+                    f"environment variable {name}: unknown key{did_you_mean(env_var(parts[: depth + 1]), valid)}"
                 )
             annotation = fields[part].annotation
             if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
@@ -161,22 +161,7 @@ def _describe(exc: ValidationError, config: Path | None) -> str:
         key = ".".join(str(part) for part in loc)
         origin = f"environment variable {env_var(loc)}" if env_var(loc) in os.environ else f"{config or 'arguments'}"
         if error["type"] == "extra_forbidden":
-            lines.append(f"{origin}: unknown key '{key}'{_did_you_mean(str(loc[-1]), _siblings(loc))}")
+            lines.append(f"{origin}: unknown key '{key}'{did_you_mean(str(loc[-1]), fields_at(Settings, loc[:-1]))}")
         else:
             lines.append(f"{origin}: {key} = {error['input']!r}: {error['msg']}")
     return "invalid settings:\n  " + "\n  ".join(lines)
-
-
-def _siblings(loc: tuple[str | int, ...]) -> list[str]:
-    model: type[BaseModel] = Settings
-    for part in loc[:-1]:
-        annotation = model.model_fields[str(part)].annotation
-        assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        model = annotation
-    return list(model.model_fields)
-
-
-def _did_you_mean(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"{hint} Valid keys: {', '.join(valid)}"

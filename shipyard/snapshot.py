@@ -56,7 +56,7 @@ def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path
         for name in names:
             part = Path(staging) / uuid.uuid4().hex
             source.fetch(checkpoint, name, part)
-            files[name] = _hash(part)
+            files[name] = file_digest(part)
             blob = blobs / files[name]
             if not blob.exists():
                 os.replace(part, blob)
@@ -64,9 +64,9 @@ def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path
         final = cache / "checkpoints" / digest
         if not final.exists():
             building = Path(staging) / "snapshot"
-            for name, file_digest in files.items():
+            for name, digest_of_file in files.items():
                 (building / name).parent.mkdir(parents=True, exist_ok=True)
-                _link_or_copy(blobs / file_digest, building / name)
+                _link_or_copy(blobs / digest_of_file, building / name)
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(building, final)
@@ -76,7 +76,7 @@ def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path
     return Snapshot(final, files, digest)
 
 
-def _hash(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):

@@ -32,6 +32,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
+@pytest.fixture(scope="session")
+def rl_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of a short demo RL run: the tiny model after its warm start and 10 GRPO steps."""
+    from shipyard.demo_run import run_demo
+    from shipyard.settings import DemoSettings
+
+    out = tmp_path_factory.mktemp("rl-run")
+    run_demo(DemoSettings(out=out, steps=10, save_every=10), progress=False)
+    return out / "checkpoint-10"
+
+
 def _free_port() -> int:
     import socket
 

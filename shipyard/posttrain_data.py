@@ -1,0 +1,84 @@
+"""The data of a post-training stage: loaded, checked against the method, and digested.
+
+A local JSONL file is read line by line (an unparsable line is named by file
+and line); a `datasets` id is loaded with `datasets.load_dataset`. Each stage's
+method needs its columns (DPO: `chosen` and `rejected`, usually `prompt`;
+SFT: `messages`, `prompt` and `completion`, or `text`); conversational rows
+need a tokenizer with a chat template. Problems are `ConfigError`s naming
+the recipe, the stage and the data. Called by `shipyard.posttrain`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from shipyard.errors import ConfigError
+from shipyard.recipe import Stage, local_dataset
+
+COLUMNS = {
+    "dpo": [("prompt", "chosen", "rejected"), ("chosen", "rejected")],
+    "sft": [("messages",), ("prompt", "completion"), ("text",)],
+}
+
+
+@dataclass(frozen=True)
+class StageData:
+    dataset: Dataset
+    digest: str  # sha256 of the file's bytes, or the `datasets` fingerprint
+    origin: str  # the file's path or the dataset id, for messages and lineage
+
+
+def load_stage_data(recipe_file: Path, stage: Stage, tokenizer: PreTrainedTokenizerBase) -> StageData:
+    """The stage's data set, checked for the method's columns and a chat template when conversational."""
+    path = local_dataset(recipe_file, stage)
+    data = _read_jsonl(path) if path else _load_hub(stage)
+    where = f"{recipe_file}: stage '{stage.name}': dataset {data.origin}"
+    if len(data.dataset) == 0:
+        raise ConfigError(f"{where} is empty")
+    columns = set(data.dataset.column_names)
+    if not any(set(option) <= columns for option in COLUMNS[stage.method]):
+        wanted = " or ".join("+".join(option) for option in COLUMNS[stage.method])
+        raise ConfigError(f"{where}: {stage.method} needs columns {wanted}; found {', '.join(sorted(columns))}")
+    if _conversational(data.dataset[0]) and tokenizer.chat_template is None:
+        raise ConfigError(
+            f"{where} is conversational (lists of role/content messages) but the model's tokenizer has no chat template"
+        )
+    return data
+
+
+def _read_jsonl(path: Path) -> StageData:
+    raw = path.read_bytes()
+    rows = []
+    for number, line in enumerate(raw.decode().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}:{number}: expected a JSON object, found {type(row).__name__}")
+        rows.append(row)
+    return StageData(Dataset.from_list(rows), hashlib.sha256(raw).hexdigest(), str(path))
+
+
+def _load_hub(stage: Stage) -> StageData:
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(stage.dataset, split=stage.split)
+    except Exception as exc:  # datasets raises many kinds; all mean "this id cannot be loaded here"
+        raise ConfigError(f"stage '{stage.name}': dataset '{stage.dataset}' cannot be loaded: {exc}") from None
+    assert isinstance(dataset, Dataset)
+    return StageData(dataset, dataset._fingerprint, f"{stage.dataset}[{stage.split}]")
+
+
+def _conversational(row: dict[str, Any]) -> bool:
+    return any(isinstance(v, list) and v and isinstance(v[0], dict) and "role" in v[0] for v in row.values())

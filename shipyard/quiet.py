@@ -1,0 +1,17 @@
+"""Quiet the ML libraries' own logging and progress bars, so a command shows one progress display of its own."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import datasets
+from transformers.utils import logging as hf_logging
+
+
+def quiet_libraries() -> None:
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(trl|transformers|torch|peft)\.")
