@@ -169,8 +169,8 @@ def posttrain_command(
         return
     table = Table("stage", "method", "steps", "loss", "reward acc", "reward margin", title=str(candidate.path))
     for stage in candidate.lineage["stages"]:
-        metrics = [_metric(stage, key) for key in ("steps", "loss", "reward_accuracy", "reward_margin")]
-        table.add_row(stage["name"], stage["method"], *metrics)
+        metrics = [_metric(stage, key) for key in ("loss", "reward_accuracy", "reward_margin")]
+        table.add_row(stage["name"], stage["method"], str(int(stage["steps"])), *metrics)
     Console().print(table)
     status = "cache hit, nothing trained" if candidate.cached else "trained"
     Console().print(f"candidate {candidate.digest[:12]} ({status})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import datasets
@@ -10,6 +11,8 @@ from transformers.utils import logging as hf_logging
 
 
 def quiet_libraries() -> None:
+    # TRL's reference-log-prob pass draws a tqdm bar that only this switch turns off.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()

@@ -95,3 +95,16 @@ def test_lora_adapters_are_merged_into_a_plain_model(rl_checkpoint: Path, tmp_pa
     model, tokenizer = load(out)
     assert type(model).__name__ == "LlamaForCausalLM"
     assert heldout_margin(model, tokenizer) > heldout_margin(*load(rl_checkpoint))
+
+
+def test_sft_stage_trains_on_conversations(rl_checkpoint: Path, tmp_path: Path) -> None:
+    rows = [{"messages": [*p["prompt"], *p["chosen"]]} for p in preference_data.rows("train")[:64]]
+    (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(
+        "stages:\n  - {name: answers, method: sft, dataset: sft.jsonl, learning_rate: 1.0e-3, max_steps: 8}\n"
+    )
+    candidate = posttrain(rl_checkpoint, recipe, tmp_path / "home", progress=False)
+    stage = candidate.lineage["stages"][0]
+    assert stage["method"] == "sft" and stage["steps"] == 8 and stage["loss"] > 0
+    assert candidate.lineage["data_digests"]["answers"]
