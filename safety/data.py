@@ -9,8 +9,8 @@ Two kinds of request, both templated by the project (XSTest-style):
   so that safety training does not teach over-refusal.
 
 A fixed fifth of the requests, chosen by hash, is held out and never trained
-on. Run `python -m safety.data` to write `safety/data/`; a test checks the
-files match.
+on; the safety eval suite reads the held-out requests (`eval_*.jsonl`). Run
+`python -m safety.data` to write `safety/data/`; a test checks the files match.
 """
 
 from __future__ import annotations
@@ -93,10 +93,18 @@ def rows(split: str) -> list[dict[str, Any]]:
     return [r for r in harmful + benign if is_held_out(r["prompt"][0]["content"]) == (split == "heldout")]
 
 
+def eval_rows(kind: str) -> list[dict[str, str]]:
+    """The held-out requests of one kind, as the safety eval suite reads them."""
+    return [{"request": r["prompt"][0]["content"]} for r in rows("heldout") if r["kind"] == kind]
+
+
 def main() -> None:
     for split in ("train", "heldout"):
         path = DATA_DIR / f"safety_preferences.{split}.jsonl"
         path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows(split)))
+    for kind in ("harmful", "benign"):
+        path = DATA_DIR / f"eval_{kind}.jsonl"
+        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in eval_rows(kind)))
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def posttrain(
         raise ConfigError(f"{checkpoint}: not a model directory (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     data = [load_stage_data(recipe_file, stage, tokenizer) for stage in recipe.stages]
-    inputs = _inputs(checkpoint, recipe_file, recipe, data)
+    inputs = _inputs(checkpoint, recipe, data)
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     entry = home / "candidates" / key
     cached = (entry / LINEAGE).is_file()
@@ -89,7 +89,7 @@ def device() -> str:
     return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
-def _inputs(checkpoint: Path, recipe_file: Path, recipe: Recipe, data: list[StageData]) -> dict[str, Any]:
+def _inputs(checkpoint: Path, recipe: Recipe, data: list[StageData]) -> dict[str, Any]:
     """What determines the candidate: digests and versions (paths are recorded, not keyed)."""
     files = {
         p.relative_to(checkpoint).as_posix(): file_digest(p)

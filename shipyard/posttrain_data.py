@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerBase
 
 from shipyard.errors import ConfigError
@@ -36,9 +36,20 @@ class StageData:
 
 
 def load_stage_data(recipe_file: Path, stage: Stage, tokenizer: PreTrainedTokenizerBase) -> StageData:
-    """The stage's data set, checked for the method's columns and a chat template when conversational."""
-    path = local_dataset(recipe_file, stage)
-    data = _read_jsonl(path) if path else _load_hub(stage)
+    """The stage's data set(s), each checked for the method's columns, concatenated on those columns."""
+    names = [stage.dataset] if isinstance(stage.dataset, str) else stage.dataset
+    parts = [_checked(recipe_file, stage, name, tokenizer) for name in names]
+    if len(parts) == 1:
+        return parts[0]
+    columns = next(c for c in COLUMNS[stage.method] if all(set(c) <= set(p.dataset.column_names) for p in parts))
+    dataset = concatenate_datasets([p.dataset.select_columns(list(columns)) for p in parts])
+    digest = hashlib.sha256(" ".join(p.digest for p in parts).encode()).hexdigest()
+    return StageData(dataset, digest, " + ".join(p.origin for p in parts))
+
+
+def _checked(recipe_file: Path, stage: Stage, name: str, tokenizer: PreTrainedTokenizerBase) -> StageData:
+    path = local_dataset(recipe_file, stage, name)
+    data = _read_jsonl(path) if path else _load_hub(name, stage)
     where = f"{recipe_file}: stage '{stage.name}': dataset {data.origin}"
     if len(data.dataset) == 0:
         raise ConfigError(f"{where} is empty")
@@ -47,9 +58,7 @@ def load_stage_data(recipe_file: Path, stage: Stage, tokenizer: PreTrainedTokeni
         wanted = " or ".join("+".join(option) for option in COLUMNS[stage.method])
         raise ConfigError(f"{where}: {stage.method} needs columns {wanted}; found {', '.join(sorted(columns))}")
     if _conversational(data.dataset[0]) and tokenizer.chat_template is None:
-        raise ConfigError(
-            f"{where} is conversational (lists of role/content messages) but the model's tokenizer has no chat template"
-        )
+        raise ConfigError(f"{where} is conversational (role/content messages) but the tokenizer has no chat template")
     return data
 
 
@@ -69,15 +78,15 @@ def _read_jsonl(path: Path) -> StageData:
     return StageData(Dataset.from_list(rows), hashlib.sha256(raw).hexdigest(), str(path))
 
 
-def _load_hub(stage: Stage) -> StageData:
+def _load_hub(name: str, stage: Stage) -> StageData:
     from datasets import load_dataset
 
     try:
-        dataset = load_dataset(stage.dataset, split=stage.split)
+        dataset = load_dataset(name, split=stage.split)
     except Exception as exc:  # datasets raises many kinds; all mean "this id cannot be loaded here"
-        raise ConfigError(f"stage '{stage.name}': dataset '{stage.dataset}' cannot be loaded: {exc}") from None
+        raise ConfigError(f"stage '{stage.name}': dataset '{name}' cannot be loaded: {exc}") from None
     assert isinstance(dataset, Dataset)
-    return StageData(dataset, dataset._fingerprint, f"{stage.dataset}[{stage.split}]")
+    return StageData(dataset, dataset._fingerprint, f"{name}[{stage.split}]")
 
 
 def _conversational(row: dict[str, Any]) -> bool:

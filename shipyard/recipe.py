@@ -40,7 +40,9 @@ class Stage(Strict):
 
     name: str = Field(description="Shown in progress and lineage, e.g. 'preference' or 'safety'.")
     method: Literal["dpo", "sft"] = Field(description="dpo: TRL DPOTrainer; sft: TRL SFTTrainer.")
-    dataset: str = Field(description="A .jsonl path (relative to the recipe file) or a `datasets` id.")
+    dataset: str | list[str] = Field(
+        description="A .jsonl path (relative to the recipe file) or a `datasets` id; a list is concatenated."
+    )
     split: str = Field("train", description="Split of a `datasets` id.")
     loss_type: list[str] = Field(["sigmoid"], description="DPO loss types (TRL names), combined by loss_weights.")
     loss_weights: list[float] | None = Field(None, description="Weights of the DPO loss types; None: all 1.")
@@ -86,11 +88,11 @@ def recipe_digest(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(recipe.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-def local_dataset(recipe_file: Path, stage: Stage) -> Path | None:
-    """The stage's data file if it names a local JSONL file (relative to the recipe file), else None."""
-    if not stage.dataset.endswith((".jsonl", ".json")):
+def local_dataset(recipe_file: Path, stage: Stage, dataset: str) -> Path | None:
+    """`dataset` as a local JSONL file (relative to the recipe file), or None if it is a `datasets` id."""
+    if not dataset.endswith((".jsonl", ".json")):
         return None
-    path = (recipe_file.parent / stage.dataset).resolve()
+    path = (recipe_file.parent / dataset).resolve()
     if not path.is_file():
-        raise ConfigError(f"{recipe_file}: stage '{stage.name}': dataset {stage.dataset} not found (looked at {path})")
+        raise ConfigError(f"{recipe_file}: stage '{stage.name}': dataset {dataset} not found (looked at {path})")
     return path
