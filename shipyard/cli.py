@@ -176,6 +176,38 @@ def posttrain_command(
     Console().print(f"candidate {candidate.digest[:12]} ({status})")
 
 
+@app.command("eval")
+@clear_errors
+def eval_command(
+    model: Annotated[Path, typer.Option(help="The model: a save_pretrained directory.")],
+    suite: Annotated[
+        list[str], typer.Option(help="A built-in suite (capability, safety) or a suite YAML; repeatable.")
+    ],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run eval suites on a model with lm-eval (the model loaded once; results cached by digests)."""
+    from evals.runner import evaluate
+    from evals.suite import load_suite
+
+    settings = load_settings(config)
+    if not (model / "config.json").is_file():
+        raise ConfigError(f"{model}: not a model directory (no config.json)")
+    results = evaluate(model, [load_suite(s) for s in suite], settings.home)
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+        return
+    table = Table("suite", "task", "metric", "value", "± stderr", "items", "cached", title=str(model))
+    for r in results:
+        for task, scores in r.scores.items():
+            for metric, value in scores.items():
+                if not metric.endswith("_stderr"):
+                    stderr = _metric(scores, f"{metric}_stderr")
+                    n = str(len(r.items[task]))
+                    table.add_row(r.suite, task, metric, f"{value:.3f}", stderr, n, "yes" if r.cached else "no")
+    Console().print(table)
+
+
 def main() -> None:
     app()
 

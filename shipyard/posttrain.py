@@ -42,11 +42,11 @@ from transformers import TrainingArguments as HFTrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from shipyard.errors import ConfigError
+from shipyard.hardware import device
 from shipyard.posttrain_data import StageData, load_stage_data
 from shipyard.quiet import quiet_libraries
 from shipyard.recipe import Recipe, Stage, load_recipe, recipe_digest
-from shipyard.snapshot import checkpoint_digest, file_digest
-from shipyard.validation import TRAINER_STATE_PICKLES
+from shipyard.snapshot import checkpoint_digest, directory_digest, file_digest
 
 SCHEMA_VERSION = 1
 LINEAGE = "lineage.json"
@@ -83,22 +83,11 @@ def posttrain(
     return Candidate(out or entry, lineage["candidate_digest"], cached, lineage)
 
 
-def device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
-
-
 def _inputs(checkpoint: Path, recipe: Recipe, data: list[StageData]) -> dict[str, Any]:
     """What determines the candidate: digests and versions (paths are recorded, not keyed)."""
-    files = {
-        p.relative_to(checkpoint).as_posix(): file_digest(p)
-        for p in sorted(checkpoint.rglob("*"))
-        if p.is_file() and p.name not in TRAINER_STATE_PICKLES
-    }
     return {
         "schema_version": SCHEMA_VERSION,
-        "checkpoint_digest": checkpoint_digest(files),
+        "checkpoint_digest": directory_digest(checkpoint),
         "recipe_digest": recipe_digest(recipe),
         "data_digests": {stage.name: d.digest for stage, d in zip(recipe.stages, data, strict=True)},
         "versions": {name: version(name) for name in LIBRARIES},

@@ -38,6 +38,16 @@ def checkpoint_digest(files: dict[str, str]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
+def directory_digest(path: Path) -> str:
+    """The checkpoint digest of a local model directory, as a snapshot of it would have (trainer pickles left out)."""
+    files = {
+        p.relative_to(path).as_posix(): file_digest(p)
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name not in TRAINER_STATE_PICKLES
+    }
+    return checkpoint_digest(files)
+
+
 def model_files(listing: list[str], checkpoint: str) -> list[str]:
     """The names, relative to `checkpoint`, of the files a snapshot keeps."""
     prefix = f"{checkpoint}/"

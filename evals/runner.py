@@ -1,0 +1,150 @@
+"""Running eval suites on a model with lm-eval, keeping every item's result, cached by digests.
+
+The model is loaded once (lm-eval's `HFLM` around it) for all suites of a
+call. Each suite runs through `lm_eval.simple_evaluate` with `log_samples`
+and fixed seeds; per item we keep doc id, doc hash, prompt hash, prompt,
+response, target and metric values, so two models can be compared item by
+item. Results are cached under `home/evals/<model digest>/<key>.json`, the key
+a digest of the suite (its files and data), the lm-eval version and the
+device: a model is never evaluated twice on the same suite. Called by
+`shipyard eval`, the gate and the release flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from evals.suite import Suite
+from shipyard.hardware import device
+from shipyard.quiet import quiet_libraries
+from shipyard.snapshot import directory_digest
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Item:
+    doc_id: int
+    doc_hash: str
+    prompt_hash: str
+    prompt: str
+    response: str
+    target: str
+    metrics: dict[str, float]
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    suite_digest: str
+    model_digest: str
+    lm_eval_version: str
+    scores: dict[str, dict[str, float]]  # task -> metric -> value (and "<metric>_stderr")
+    items: dict[str, list[Item]]  # task -> items, by doc id
+    cached: bool = field(default=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SuiteResult:
+        fields = {k: v for k, v in data.items() if k != "schema_version"}
+        fields["items"] = {task: [Item(**i) for i in items] for task, items in data["items"].items()}
+        return cls(**fields)
+
+
+def evaluate(model_path: Path, suites: list[Suite], home: Path) -> list[SuiteResult]:
+    """Each suite's results for the model in `model_path`, from the cache when they are there."""
+    model_digest = directory_digest(model_path)
+    lm: Any = None
+    results = []
+    for suite in suites:
+        path = home / "evals" / model_digest / f"{cache_key(suite)}.json"
+        if path.is_file():
+            result = SuiteResult.from_dict(json.loads(path.read_text()))
+            result.cached = True
+        else:
+            lm = lm or _load(model_path, suite.spec.batch_size)
+            result = run_suite(lm, suite, model_digest)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result.as_dict()))
+            tmp.replace(path)
+        results.append(result)
+    return results
+
+
+def cache_key(suite: Suite) -> str:
+    parts = [suite.digest, version("lm_eval"), device()]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:32]
+
+
+def run_suite(lm: Any, suite: Suite, model_digest: str) -> SuiteResult:
+    """Run one suite through `lm_eval.simple_evaluate` on an already loaded model."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    spec = suite.spec
+    named = any(isinstance(t, str) for t in suite.tasks)
+    out = simple_evaluate(
+        model=lm,
+        tasks=list(suite.tasks),
+        num_fewshot=spec.num_fewshot,
+        limit=spec.limit,
+        apply_chat_template=spec.apply_chat_template,
+        gen_kwargs=spec.gen_kwargs,
+        log_samples=True,
+        task_manager=TaskManager(include_defaults=named),
+        random_seed=spec.seed,
+        numpy_random_seed=spec.seed,
+        torch_random_seed=spec.seed,
+        fewshot_random_seed=spec.seed,
+    )
+    assert out is not None  # None only on non-zero ranks of a distributed run
+    scores = {task: _scores(values) for task, values in out["results"].items()}
+    items = {
+        task: sorted((_item(s) for s in samples), key=lambda i: i.doc_id) for task, samples in out["samples"].items()
+    }
+    return SuiteResult(spec.name, suite.digest, model_digest, version("lm_eval"), scores, items)
+
+
+def _load(model_path: Path, batch_size: int) -> Any:
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_libraries()
+    logging.getLogger("lm-eval").setLevel(logging.WARNING)
+    model = AutoModelForCausalLM.from_pretrained(model_path, device_map=device())
+    return HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_path), batch_size=batch_size)
+
+
+def _scores(values: dict[str, Any]) -> dict[str, float]:
+    scores = {}
+    for key, value in values.items():
+        metric, _, _filter = key.partition(",")
+        if _filter and isinstance(value, (int, float)):
+            scores[metric] = float(value)
+    return scores
+
+
+def _item(sample: dict[str, Any]) -> Item:
+    arguments = sample["arguments"]
+    response = sample["filtered_resps"][0]
+    if isinstance(response, (list, tuple)):  # multiple choice: (loglikelihood, is_greedy) per choice
+        lls = [r[0] for r in sample["filtered_resps"]]
+        response = arguments[lls.index(max(lls))][1]
+    return Item(
+        doc_id=int(sample["doc_id"]),
+        doc_hash=sample["doc_hash"],
+        prompt_hash=sample["prompt_hash"],
+        prompt=str(arguments[0][0]),
+        response=str(response),
+        target=str(sample["target"]),
+        metrics={name: float(sample[name]) for name in sample["metrics"]},
+    )

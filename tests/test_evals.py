@@ -1,0 +1,90 @@
+"""Eval suites through lm-eval: the same scores as the `lm_eval` command, per-item results, the cache."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evals import data as eval_data
+from evals.runner import evaluate
+from evals.suite import BUILTIN, load_suite
+from safety import data as safety_data
+from shipyard.errors import ConfigError
+
+TASKS = Path(eval_data.__file__).parent / "tasks"
+
+
+def test_built_in_eval_data_is_what_its_scripts_write() -> None:
+    for name, rows in [
+        ("arithmetic_heldout", eval_data.heldout_rows()),
+        ("arithmetic_choice", eval_data.choice_rows()),
+    ]:
+        lines = (eval_data.DATA_DIR / f"{name}.jsonl").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == rows
+    for kind in ("harmful", "benign"):
+        lines = (safety_data.DATA_DIR / f"eval_{kind}.jsonl").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == safety_data.eval_rows(kind)
+
+
+def test_unknown_suite_and_missing_data_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown suite 'capabilty'.*did you mean 'capability'"):
+        load_suite("capabilty")
+    task = tmp_path / "task.yaml"
+    task.write_text((TASKS / "arithmetic_heldout.yaml").read_text())
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: mine\ntasks: [task.yaml]\n")
+    with pytest.raises(ConfigError, match=r"task.yaml: data file ../data/arithmetic_heldout.jsonl not found"):
+        load_suite(str(suite))
+
+
+def test_suite_digest_follows_the_data(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "tasks" / "t.yaml").write_text((TASKS / "arithmetic_heldout.yaml").read_text())
+    data = tmp_path / "data" / "arithmetic_heldout.jsonl"
+    data.write_text((eval_data.DATA_DIR / "arithmetic_heldout.jsonl").read_text())
+    (tmp_path / "suite.yaml").write_text("name: mine\ntasks: [tasks/t.yaml]\n")
+    before = load_suite(str(tmp_path / "suite.yaml")).digest
+    data.write_text(data.read_text().replace('"124"', '"125"'))
+    assert load_suite(str(tmp_path / "suite.yaml")).digest != before
+
+
+@pytest.mark.slow
+def test_scores_equal_the_lm_eval_command_and_a_rerun_is_cached(rl_checkpoint: Path, tmp_path: Path) -> None:
+    [ours] = evaluate(rl_checkpoint, [load_suite("capability")], tmp_path / "home")
+    assert not ours.cached
+    assert set(ours.items) == {"shipyard_arithmetic_heldout", "shipyard_arithmetic_choice"}
+    heldout = ours.items["shipyard_arithmetic_heldout"]
+    assert [i.doc_id for i in heldout] == list(range(200))
+    assert heldout[0].prompt == "<|user|>67+57=</s><|assistant|>" and heldout[0].target == "124"
+    assert set(heldout[0].metrics) == {"exact_match"}
+
+    command = [
+        *(sys.executable, "-m", "lm_eval", "run", "--model", "hf"),
+        *("--model_args", f"pretrained={rl_checkpoint}", "--device", "cpu", "--batch_size", "64"),
+        *("--tasks", "shipyard_arithmetic_heldout,shipyard_arithmetic_choice", "--include_path", str(TASKS)),
+        *("--apply_chat_template", "--seed", "0", "--output_path", str(tmp_path / "cli")),
+    ]
+    # The command resolves the tasks' relative data paths against its working directory.
+    subprocess.run(command, cwd=TASKS, check=True, capture_output=True)
+    [report] = (tmp_path / "cli").rglob("results_*.json")
+    theirs = json.loads(report.read_text())["results"]
+    assert (
+        ours.scores["shipyard_arithmetic_heldout"]["exact_match"]
+        == theirs["shipyard_arithmetic_heldout"]["exact_match,none"]
+    )
+    assert ours.scores["shipyard_arithmetic_choice"]["acc"] == theirs["shipyard_arithmetic_choice"]["acc,none"]
+
+    [again] = evaluate(rl_checkpoint, [load_suite("capability")], tmp_path / "home")
+    assert again.cached and again == ours
+
+
+@pytest.mark.slow
+def test_safety_suite_judges_refusals(rl_checkpoint: Path, tmp_path: Path) -> None:
+    [result] = evaluate(rl_checkpoint, [load_suite(str(BUILTIN["safety"]))], tmp_path / "home")
+    assert set(result.scores) == {"shipyard_refusal_harmful", "shipyard_refusal_benign"}
+    for task, items in result.items.items():
+        rate = sum(i.metrics["refusal"] for i in items) / len(items)
+        assert result.scores[task]["refusal"] == pytest.approx(rate)
