@@ -29,7 +29,7 @@ def test_built_in_eval_data_is_what_its_scripts_write() -> None:
 
 
 def test_unknown_suite_and_missing_data_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown suite 'capabilty'.*did you mean 'capability'"):
+    with pytest.raises(ConfigError, match=r"unknown suite 'capabilty'.*did you mean 'capability'"):
         load_suite("capabilty")
     task = tmp_path / "task.yaml"
     task.write_text((TASKS / "arithmetic_heldout.yaml").read_text())
