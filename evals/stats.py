@@ -1,0 +1,90 @@
+"""Statistics of the release gate: paired regression tests, Holm's correction, and minimum detectable effects.
+
+A candidate and its champion answer the same items, so they are compared item
+by item. For a binary metric the test is an exact one-sided McNemar test on
+the discordant items: b items the champion got right and the candidate wrong,
+c the other way; with no regression, b ~ Binomial(b + c, 1/2). Other metrics
+use a paired bootstrap of the per-item differences. Both ask "is the
+candidate worse?" (one-sided): a no-change candidate is blocked with
+probability at most alpha. The margin delta is the regression the gate must
+catch: a suite is big enough when the test has the configured power (0.8)
+against a drop of delta, and the gate reports each suite's minimum detectable
+effect at its size. Pure functions; used by `evals.gate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    estimate: float  # mean candidate minus champion (negative: a regression)
+    p_value: float  # one-sided, against "no regression"
+    interval: tuple[float, float]  # two-sided 1 - 2*alpha interval of the estimate (one-sided bound at each end)
+    regressed: int  # items right (or better) for the champion and not for the candidate
+    improved: int
+
+
+def mcnemar(candidate: Sequence[float], champion: Sequence[float], alpha: float) -> PairedTest:
+    """Exact one-sided McNemar test on paired binary outcomes (1 = right)."""
+    b = sum(1 for x, y in zip(candidate, champion, strict=True) if y > x)
+    c = sum(1 for x, y in zip(candidate, champion, strict=True) if x > y)
+    n = len(candidate)
+    discordant = b + c
+    p_value = sum(math.comb(discordant, k) for k in range(b, discordant + 1)) / 2**discordant if discordant else 1.0
+    estimate = (c - b) / n
+    half = NormalDist().inv_cdf(1 - alpha) * math.sqrt(max(discordant / n - estimate**2, 0.0) / n)
+    return PairedTest(estimate, p_value, (estimate - half, estimate + half), b, c)
+
+
+def paired_bootstrap(
+    candidate: Sequence[float], champion: Sequence[float], alpha: float, iters: int = 2000, seed: int = 0
+) -> PairedTest:
+    """One-sided paired bootstrap test of the mean difference (H0: no regression)."""
+    diffs = np.asarray(candidate, dtype=float) - np.asarray(champion, dtype=float)
+    n = len(diffs)
+    mean = float(diffs.mean())
+    rng = np.random.default_rng(seed)
+    means = np.sort(diffs[rng.integers(0, n, size=(iters, n))].mean(axis=1))
+    # Under H0 the differences are centred at 0: how often is a centred resample as low as what we saw?
+    p_value = float((1 + np.count_nonzero(means - mean <= mean)) / (iters + 1))
+    lo, hi = float(means[int(alpha * (iters - 1))]), float(means[int((1 - alpha) * (iters - 1))])
+    return PairedTest(mean, p_value, (lo, hi), int((diffs < 0).sum()), int((diffs > 0).sum()))
+
+
+def holm(p_values: dict[str, float], alpha: float) -> dict[str, float]:
+    """Holm's step-down thresholds: each test's p-value is compared with the returned level."""
+    levels: dict[str, float] = {}
+    stopped = False
+    for rank, (name, p) in enumerate(sorted(p_values.items(), key=lambda item: item[1])):
+        level = alpha / (len(p_values) - rank)
+        # Once one test is not rejected, no later one is: its level drops to 0.
+        levels[name] = 0.0 if stopped else level
+        stopped = stopped or p > level
+    return levels
+
+
+def detectable_effect(n: int, spread: float, alpha: float, power: float) -> float:
+    """Smallest drop a one-sided test at `alpha` catches with `power` on `n` paired items.
+
+    `spread` is the variance of one item's difference: the discordant share for
+    a binary metric (McNemar), the variance of the differences otherwise.
+    """
+    z = NormalDist().inv_cdf(1 - alpha) + NormalDist().inv_cdf(power)
+    return z * math.sqrt(spread / n) if n else math.inf
+
+
+def items_needed(delta: float, spread: float, alpha: float, power: float) -> int:
+    """Paired items a suite needs to catch a drop of `delta` with `power`.
+
+    The normal approximation plus a continuity correction of 1/delta items,
+    which the exact test's and the bootstrap's discreteness cost.
+    """
+    z = NormalDist().inv_cdf(1 - alpha) + NormalDist().inv_cdf(power)
+    return math.ceil(z**2 * spread / delta**2 + 1 / delta)
