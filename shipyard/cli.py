@@ -208,6 +208,51 @@ def eval_command(
     Console().print(table)
 
 
+@app.command("gate")
+def gate_command(
+    candidate: Annotated[Path, typer.Option(help="The candidate model directory.")],
+    champion: Annotated[
+        Path | None, typer.Option(help="The model users have now; none: floors and safety only.")
+    ] = None,
+    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the built-in one).")] = None,
+    trainer_state: Annotated[
+        Path | None, typer.Option(help="The RL checkpoint's trainer_state.json, for the over-optimization check.")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Directory for gate.json and gate.md.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Decide whether a candidate may ship: exit 0 on pass, 1 on fail, 2 on error."""
+    from evals.policy import DEFAULT_POLICY, load_policy
+    from evals.run_gate import run_gate
+
+    try:
+        settings = load_settings(config)
+        rules = load_policy(policy or DEFAULT_POLICY)
+        decision, out = run_gate(candidate, champion, rules, settings.home, trainer_state, report)
+    except ShipyardError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        _print_json(decision.as_dict())
+    else:
+        table = Table(
+            "check",
+            "verdict",
+            "statistic",
+            "threshold",
+            "p-value",
+            title=f"gate: {'PASS' if decision.passed else 'FAIL'}",
+        )
+        for c in decision.checks:
+            stat = f"{c.statistic:.3f}" if c.statistic is not None else "-"
+            p = f"{c.p_value:.4g}" if c.p_value is not None else "-"
+            table.add_row(c.name, "pass" if c.passed else "[red]FAIL[/]", stat, c.threshold, p)
+        Console().print(table)
+        Console().print(f"report: {out / 'gate.md'}")
+    raise typer.Exit(0 if decision.passed else 1)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,259 @@
+"""The release gate: every check of a policy on a candidate's eval results, against its champion's.
+
+`decide` is a pure function of both models' per-item results, the policy and
+the RL-health measurements. Every check records its statistic, threshold,
+p-value or interval and verdict; regression checks carry the items that
+flipped (right → wrong and wrong → right, with prompt and both responses) and
+the suite's size against the drop it must catch. Safety checks are vetoes:
+the candidate passes only if every check passes, so no gain elsewhere can buy
+one back. With no champion, floors, safety and the candidate's own health
+apply. Called by `shipyard gate` and the release flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from evals.policy import Policy
+from evals.runner import Item, SuiteResult
+from evals.stats import PairedTest, detectable_effect, holm, items_needed, mcnemar, paired_bootstrap
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    kind: str  # floor | regression | safety | health
+    passed: bool
+    statistic: float | None
+    threshold: str
+    p_value: float | None = None
+    interval: tuple[float, float] | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Flip:
+    task: str
+    doc_id: int
+    direction: str  # "right→wrong" or "wrong→right"
+    prompt: str
+    candidate: str
+    champion: str
+
+
+@dataclass(frozen=True)
+class Size:
+    task: str
+    items: int
+    detectable_effect: float  # smallest drop caught with the policy's power
+    items_needed: int
+    sufficient: bool
+
+
+@dataclass
+class Decision:
+    passed: bool
+    checks: list[Check]
+    flips: list[Flip] = field(default_factory=list)
+    sizes: list[Size] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class HealthInput:
+    """RL-health measurements; champion-relative ones are None without a champion."""
+
+    kl: float | None
+    length_growth: float | None
+    truncation_rate: float
+    repetition: float
+    over_optimized: tuple[bool, str] | None = None  # from the trainer's log, when known
+
+
+def decide(
+    candidate: list[SuiteResult], champion: list[SuiteResult] | None, policy: Policy, health: HealthInput | None
+) -> Decision:
+    scores, items = _merge(candidate)
+    checks = [_floor(task, floor.metric, floor.min, scores) for task, floor in policy.floors.items()]
+    flips: list[Flip] = []
+    sizes: list[Size] = []
+    if champion is not None:
+        champion_scores, champion_items = _merge(champion)
+        tests = {}
+        for task, metric in policy.regression.tasks.items():
+            pairs = _pairs(items.get(task, []), champion_items.get(task, []))
+            if not pairs:
+                checks.append(Check(f"no regression: {task}", "regression", False, None, "", detail="no shared items"))
+                continue
+            tests[task] = _paired(pairs, metric, policy)
+            flips += _flips(task, metric, pairs)
+            sizes.append(_size(task, pairs, metric, tests[task], policy))
+        levels = holm({task: t.p_value for task, t in tests.items()}, policy.alpha)
+        checks += [_regression(task, test, levels[task], policy) for task, test in tests.items()]
+    else:
+        champion_scores = None
+    checks += _safety(scores, champion_scores, policy)
+    sizes += _safety_sizes(items, policy)
+    if health is not None:
+        checks += _health(health, policy)
+    return Decision(all(c.passed for c in checks), checks, flips, sizes)
+
+
+def _merge(results: list[SuiteResult]) -> tuple[dict[str, dict[str, float]], dict[str, list[Item]]]:
+    scores = {task: s for r in results for task, s in r.scores.items()}
+    items = {task: i for r in results for task, i in r.items.items()}
+    return scores, items
+
+
+def _pairs(candidate: list[Item], champion: list[Item]) -> list[tuple[Item, Item]]:
+    """Items both models saw: same document (id and hash)."""
+    theirs = {(i.doc_id, i.doc_hash): i for i in champion}
+    return [(i, theirs[(i.doc_id, i.doc_hash)]) for i in candidate if (i.doc_id, i.doc_hash) in theirs]
+
+
+def _binary(values: list[float]) -> bool:
+    return all(v in (0.0, 1.0) for v in values)
+
+
+def _paired(pairs: list[tuple[Item, Item]], metric: str, policy: Policy) -> PairedTest:
+    ours = [a.metrics[metric] for a, _ in pairs]
+    theirs = [b.metrics[metric] for _, b in pairs]
+    if _binary(ours + theirs):
+        return mcnemar(ours, theirs, policy.alpha)
+    return paired_bootstrap(ours, theirs, policy.alpha, iters=policy.regression.bootstrap_iters)
+
+
+def _size(task: str, pairs: list[tuple[Item, Item]], metric: str, test: PairedTest, policy: Policy) -> Size:
+    n = len(pairs)
+    diffs = [a.metrics[metric] - b.metrics[metric] for a, b in pairs]
+    observed = sum(d * d for d in diffs) / n - test.estimate**2  # variance of a difference (discordance if binary)
+    spread = observed if observed > 0 else policy.regression.assumed_discordance
+    reg = policy.regression
+    needed = items_needed(reg.delta, spread, policy.alpha, reg.power)
+    effect = detectable_effect(n, spread, policy.alpha, reg.power)
+    return Size(task, n, effect, needed, n >= needed)
+
+
+def _flips(task: str, metric: str, pairs: list[tuple[Item, Item]]) -> list[Flip]:
+    flips = []
+    for ours, theirs in pairs:
+        a, b = ours.metrics[metric], theirs.metrics[metric]
+        if a != b:
+            direction = "wrong→right" if a > b else "right→wrong"
+            flips.append(Flip(task, ours.doc_id, direction, ours.prompt, ours.response, theirs.response))
+    return flips
+
+
+def _floor(task: str, metric: str, least: float, scores: dict[str, dict[str, float]]) -> Check:
+    value = scores.get(task, {}).get(metric)
+    if value is None:
+        return Check(
+            f"floor: {task}", "floor", False, None, f"{metric} ≥ {least}", detail="task or metric not evaluated"
+        )
+    return Check(f"floor: {task}", "floor", value >= least, value, f"{metric} ≥ {least}")
+
+
+def _regression(task: str, test: PairedTest, level: float, policy: Policy) -> Check:
+    regressed = test.p_value <= level
+    detail = f"{test.regressed} right→wrong, {test.improved} wrong→right"
+    if level > 0:
+        threshold = f"one-sided p > {level:.4g} (Holm); drop to catch {policy.regression.delta}"
+    else:
+        threshold = "not significant: a smaller p-value already was not (Holm)"
+    return Check(
+        f"no regression: {task}",
+        "regression",
+        not regressed,
+        test.estimate,
+        threshold,
+        test.p_value,
+        test.interval,
+        detail,
+    )
+
+
+def _safety(
+    scores: dict[str, dict[str, float]], champion: dict[str, dict[str, float]] | None, policy: Policy
+) -> list[Check]:
+    s = policy.safety
+    checks = []
+    if s.harmful_task is not None:
+        rate = scores.get(s.harmful_task, {}).get(s.metric)
+        checks.append(
+            _bound(
+                f"safety: {s.harmful_task} floor",
+                rate,
+                rate is not None and rate >= s.harmful_floor,
+                f"≥ {s.harmful_floor}",
+            )
+        )
+        theirs = champion.get(s.harmful_task, {}).get(s.metric) if champion else None
+        if theirs is not None:
+            least = theirs - s.harmful_margin
+            ok = rate is not None and rate >= least
+            checks.append(
+                _bound(
+                    f"safety: {s.harmful_task} vs champion", rate, ok, f"≥ champion {theirs:.3f} - {s.harmful_margin}"
+                )
+            )
+    if s.benign_task is not None:
+        rate = scores.get(s.benign_task, {}).get(s.metric)
+        checks.append(
+            _bound(
+                f"safety: {s.benign_task} over-refusal",
+                rate,
+                rate is not None and rate <= s.benign_ceiling,
+                f"≤ {s.benign_ceiling}",
+            )
+        )
+    return checks
+
+
+def _safety_sizes(items: dict[str, list[Item]], policy: Policy) -> list[Size]:
+    """How large a change of a refusal rate each safety task can show (worst-case variance 1/4 per item)."""
+    s = policy.safety
+    sizes = []
+    for task in (s.harmful_task, s.benign_task):
+        if task is not None and task in items:
+            n = len(items[task])
+            needed = items_needed(s.harmful_margin, 0.25, policy.alpha, policy.regression.power)
+            effect = detectable_effect(n, 0.25, policy.alpha, policy.regression.power)
+            sizes.append(Size(task, n, effect, needed, n >= needed))
+    return sizes
+
+
+def _bound(name: str, value: float | None, passed: bool, threshold: str) -> Check:
+    detail = "" if value is not None else "task or metric not evaluated"
+    return Check(name, "safety", passed, value, threshold, detail=detail)
+
+
+def _health(h: HealthInput, policy: Policy) -> list[Check]:
+    p = policy.health
+    limits = [
+        ("KL(candidate ‖ champion) per response", h.kl, p.max_kl),
+        ("mean length vs champion", h.length_growth, p.max_length_growth),
+        ("truncation rate", h.truncation_rate, p.max_truncation),
+        ("repeated 3-grams", h.repetition, p.max_repetition),
+    ]
+    checks = [
+        Check(f"health: {name}", "health", value <= limit, value, f"≤ {limit}")
+        for name, value, limit in limits
+        if value is not None and limit is not None
+    ]
+    if h.over_optimized is not None and p.block_over_optimization:
+        flagged, detail = h.over_optimized
+        checks.append(
+            Check(
+                "health: over-optimization", "health", not flagged, None, "reward up while held-out down", detail=detail
+            )
+        )
+    return checks

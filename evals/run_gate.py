@@ -1,0 +1,75 @@
+"""Gating a candidate end to end: evaluate both models (cached), measure RL health, decide, write the report.
+
+Writes `gate.json` and `gate.md` into the report directory
+(`home/gates/<candidate digest>-<champion digest>/` unless given). Called by
+`shipyard gate` and the release flow.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from evals import health
+from evals.gate import Decision, HealthInput, decide
+from evals.policy import Policy
+from evals.report import markdown
+from evals.runner import SuiteResult, evaluate
+from evals.suite import load_suite
+from shipyard.errors import ConfigError
+from shipyard.snapshot import directory_digest
+from shipyard.trainer_state import read_trainer_state
+
+
+def run_gate(
+    candidate: Path,
+    champion: Path | None,
+    policy: Policy,
+    home: Path,
+    trainer_state: Path | None = None,
+    report_dir: Path | None = None,
+) -> tuple[Decision, Path]:
+    for model in (candidate, champion):
+        if model is not None and not (model / "config.json").is_file():
+            raise ConfigError(f"{model}: not a model directory (no config.json)")
+    suites = [load_suite(s) for s in policy.suites]
+    ours = evaluate(candidate, suites, home)
+    theirs = evaluate(champion, suites, home) if champion else None
+    measured = measure_health(candidate, champion, ours, policy)
+    if trainer_state is not None:
+        measured = replace(
+            measured, over_optimized=health.over_optimization(read_trainer_state(trainer_state)["log_history"])
+        )
+    decision = decide(ours, theirs, policy, measured)
+    out = (
+        report_dir
+        or home
+        / "gates"
+        / f"{directory_digest(candidate)[:16]}-{directory_digest(champion)[:16] if champion else 'none'}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gate.json").write_text(json.dumps(decision.as_dict(), indent=1) + "\n")
+    (out / "gate.md").write_text(markdown(decision, str(candidate), str(champion) if champion else None))
+    return decision, out
+
+
+def measure_health(candidate: Path, champion: Path | None, results: list[SuiteResult], policy: Policy) -> HealthInput:
+    p = policy.health
+    tasks = [items for r in results for items in r.items.values()]
+    each = -(-p.prompts // len(tasks))  # the same number from every task
+    prompts = [i.prompt for items in tasks for i in items[:each]][: p.prompts]
+    tokenizer = AutoTokenizer.from_pretrained(candidate)
+    ours = AutoModelForCausalLM.from_pretrained(candidate)
+    samples = health.sample(ours, tokenizer, prompts, p.max_new_tokens, seed=0)
+    mine = health.describe(samples)
+    kl = growth = None
+    if champion is not None:
+        theirs = AutoModelForCausalLM.from_pretrained(champion)
+        if AutoTokenizer.from_pretrained(champion).get_vocab() == tokenizer.get_vocab():
+            kl = health.kl_estimate(ours, theirs, tokenizer, prompts, samples)
+        baseline = health.describe(health.sample(theirs, tokenizer, prompts, p.max_new_tokens, seed=0))
+        growth = mine.mean_length / baseline.mean_length if baseline.mean_length else None
+    return HealthInput(kl, growth, mine.truncation_rate, mine.repetition)

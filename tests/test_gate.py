@@ -1,0 +1,160 @@
+"""The release gate: pure decisions on synthetic results, and the `shipyard gate` command on real models."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from evals.gate import HealthInput, decide
+from evals.health import over_optimization, repeated_ngrams
+from evals.policy import DEFAULT_POLICY, load_policy
+from evals.runner import Item, SuiteResult
+from shipyard.cli import app
+
+POLICY = load_policy(DEFAULT_POLICY)
+HEALTHY = HealthInput(kl=0.1, length_growth=1.0, truncation_rate=0.0, repetition=0.0)
+
+
+def result(suite: str, task: str, metric: str, outcomes: list[float]) -> SuiteResult:
+    items = [
+        Item(i, f"d{i}", f"p{i}", f"prompt {i}", f"response {v}", "t", {metric: v}) for i, v in enumerate(outcomes)
+    ]
+    score = sum(outcomes) / len(outcomes)
+    return SuiteResult(suite, "sd", "md", "0.4", {task: {metric: score}}, {task: items})
+
+
+def model(arithmetic: list[float], harmful: float = 1.0, benign: float = 0.0) -> list[SuiteResult]:
+    return [
+        result("capability", "shipyard_arithmetic_heldout", "exact_match", arithmetic),
+        result("capability", "shipyard_arithmetic_choice", "acc", arithmetic),
+        result("safety", "shipyard_refusal_harmful", "refusal", [harmful] * 20),
+        result("safety", "shipyard_refusal_benign", "refusal", [benign] * 10),
+    ]
+
+
+def test_identical_candidate_and_champion_pass() -> None:
+    outcomes = [1.0, 0.0] * 100
+    decision = decide(model(outcomes), model(outcomes), POLICY, HEALTHY)
+    assert decision.passed, decision.failed
+    assert not decision.flips
+    assert {c.kind for c in decision.checks} == {"floor", "regression", "safety", "health"}
+
+
+def test_a_regression_fails_with_its_flipped_items() -> None:
+    champion = [1.0] * 150 + [0.0] * 50
+    candidate = [0.0] * 30 + [1.0] * 120 + [0.0] * 50
+    decision = decide(model(candidate), model(champion), POLICY, HEALTHY)
+    assert not decision.passed
+    failed = {c.name for c in decision.failed}
+    assert failed == {"no regression: shipyard_arithmetic_heldout", "no regression: shipyard_arithmetic_choice"}
+    check = next(c for c in decision.checks if c.name == "no regression: shipyard_arithmetic_heldout")
+    assert check.statistic == pytest.approx(-0.15) and check.p_value is not None and check.p_value < 1e-6
+    flips = [f for f in decision.flips if f.task == "shipyard_arithmetic_heldout"]
+    assert len(flips) == 30 and {f.direction for f in flips} == {"right→wrong"}
+
+
+def test_safety_veto_holds_even_when_capability_improves() -> None:
+    champion = [1.0] * 100 + [0.0] * 100
+    candidate = [1.0] * 190 + [0.0] * 10
+    decision = decide(model(candidate, harmful=0.5), model(champion), POLICY, HEALTHY)
+    assert not decision.passed
+    assert {c.kind for c in decision.failed} == {"safety"}
+    assert all(c.passed for c in decision.checks if c.kind == "regression")
+
+
+def test_without_a_champion_floors_and_safety_apply() -> None:
+    decision = decide(model([0.0] * 200, benign=1.0), None, POLICY, HEALTHY)
+    failed = {c.name for c in decision.failed}
+    assert "floor: shipyard_arithmetic_heldout" in failed
+    assert "safety: shipyard_refusal_benign over-refusal" in failed
+    assert not any(c.kind == "regression" for c in decision.checks)
+
+
+def test_suite_sizes_say_when_a_suite_is_too_small() -> None:
+    candidate = [1.0, 0.0] * 100
+    champion = [0.0, 1.0] * 10 + candidate[20:]  # 20 discordant items of 200
+    decision = decide(model(candidate), model(champion), POLICY, HEALTHY)
+    sizes = {s.task: s for s in decision.sizes}
+    assert sizes["shipyard_arithmetic_heldout"].sufficient
+    assert not sizes["shipyard_refusal_benign"].sufficient  # 10 items cannot show a 0.1 change
+    assert sizes["shipyard_refusal_benign"].detectable_effect > 0.3
+
+
+def test_over_optimization_and_repetition_signals() -> None:
+    history = [{"step": s, "reward": 0.1 * s} for s in range(1, 31)]
+    history += [
+        {"step": 10, "eval_accuracy": 0.8},
+        {"step": 20, "eval_accuracy": 0.7},
+        {"step": 30, "eval_accuracy": 0.6},
+    ]
+    flagged, detail = over_optimization(sorted(history, key=lambda e: e["step"]))
+    assert flagged and "held-out score -0.200" in detail
+    assert repeated_ngrams([1, 2, 3, 1, 2, 3]) == pytest.approx(1 / 4)
+    assert repeated_ngrams([1, 2, 3, 4]) == 0.0
+
+
+@pytest.mark.slow
+def test_gate_command_passes_a_model_against_itself_and_fails_a_damaged_one(
+    rl_checkpoint: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"  # capability only: the short RL run has not learnt to refuse
+    policy.write_text(
+        "suites: [capability]\n"
+        "floors: {shipyard_arithmetic_heldout: {metric: exact_match, min: 0.2}}\n"
+        "regression: {tasks: {shipyard_arithmetic_heldout: exact_match, shipyard_arithmetic_choice: acc}}\n"
+        "safety: {harmful_task: null, benign_task: null}\n"
+    )
+    runner = CliRunner()
+    same = runner.invoke(
+        app,
+        [
+            "gate",
+            "--candidate",
+            str(rl_checkpoint),
+            "--champion",
+            str(rl_checkpoint),
+            "--policy",
+            str(policy),
+            "--json",
+        ],
+    )
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)["passed"]
+
+    damaged = tmp_path / "damaged"
+    model = AutoModelForCausalLM.from_pretrained(rl_checkpoint)
+    with torch.no_grad():
+        weight = model.model.layers[0].mlp.down_proj.weight  # noise in one layer: accuracy ~0.5 -> ~0.2
+        weight.add_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * weight.abs().max() * 0.5)
+    model.save_pretrained(damaged)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (rl_checkpoint / name).exists():
+            (damaged / name).write_bytes((rl_checkpoint / name).read_bytes())
+    report = tmp_path / "report"
+    bad = runner.invoke(
+        app,
+        [
+            "gate",
+            "--candidate",
+            str(damaged),
+            "--champion",
+            str(rl_checkpoint),
+            "--policy",
+            str(policy),
+            "--report",
+            str(report),
+        ],
+    )
+    assert bad.exit_code == 1, bad.output
+    decision = json.loads((report / "gate.json").read_text())
+    failed = [c["name"] for c in decision["checks"] if not c["passed"]]
+    assert "no regression: shipyard_arithmetic_heldout" in failed
+    assert any(f["direction"] == "right→wrong" for f in decision["flips"])
+    text = (report / "gate.md").read_text()
+    assert "# Release gate: FAIL" in text and "right→wrong" in text
+
+    missing = runner.invoke(app, ["gate", "--candidate", str(tmp_path / "nope"), "--policy", str(policy)])
+    assert missing.exit_code == 2 and "not a model directory" in missing.output
