@@ -73,7 +73,8 @@ class HealthInput:
     """RL-health measurements; champion-relative ones are None without a champion."""
 
     kl: float | None
-    length_growth: float | None
+    length_growth: float | None  # mean response length, candidate / champion
+    p95_growth: float | None  # 95th-percentile response length, candidate / champion
     truncation_rate: float
     repetition: float
     over_optimized: tuple[bool, str] | None = None  # from the trainer's log, when known
@@ -241,6 +242,7 @@ def _health(h: HealthInput, policy: Policy) -> list[Check]:
     limits = [
         ("KL(candidate ‖ champion) per response", h.kl, p.max_kl),
         ("mean length vs champion", h.length_growth, p.max_length_growth),
+        ("p95 length vs champion", h.p95_growth, p.max_length_growth),
         ("truncation rate", h.truncation_rate, p.max_truncation),
         ("repeated 3-grams", h.repetition, p.max_repetition),
     ]

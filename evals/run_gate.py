@@ -65,11 +65,12 @@ def measure_health(candidate: Path, champion: Path | None, results: list[SuiteRe
     ours = AutoModelForCausalLM.from_pretrained(candidate)
     samples = health.sample(ours, tokenizer, prompts, p.max_new_tokens, seed=0)
     mine = health.describe(samples)
-    kl = growth = None
+    kl = growth = p95_growth = None
     if champion is not None:
         theirs = AutoModelForCausalLM.from_pretrained(champion)
         if AutoTokenizer.from_pretrained(champion).get_vocab() == tokenizer.get_vocab():
             kl = health.kl_estimate(ours, theirs, tokenizer, prompts, samples)
         baseline = health.describe(health.sample(theirs, tokenizer, prompts, p.max_new_tokens, seed=0))
         growth = mine.mean_length / baseline.mean_length if baseline.mean_length else None
-    return HealthInput(kl, growth, mine.truncation_rate, mine.repetition)
+        p95_growth = mine.p95_length / baseline.p95_length if baseline.p95_length else None
+    return HealthInput(kl, growth, p95_growth, mine.truncation_rate, mine.repetition)

@@ -15,7 +15,7 @@ from evals.runner import Item, SuiteResult
 from shipyard.cli import app
 
 POLICY = load_policy(DEFAULT_POLICY)
-HEALTHY = HealthInput(kl=0.1, length_growth=1.0, truncation_rate=0.0, repetition=0.0)
+HEALTHY = HealthInput(kl=0.1, length_growth=1.0, p95_growth=1.1, truncation_rate=0.0, repetition=0.0)
 
 
 def result(suite: str, task: str, metric: str, outcomes: list[float]) -> SuiteResult:
