@@ -92,8 +92,11 @@ def decide(
         tests = {}
         for task, metric in policy.regression.tasks.items():
             pairs = _pairs(items.get(task, []), champion_items.get(task, []))
-            if not pairs:
-                checks.append(Check(f"no regression: {task}", "regression", False, None, "", detail="no shared items"))
+            problem = "no items both models saw" if not pairs else ""
+            if pairs and metric not in pairs[0][0].metrics:
+                problem = f"metric {metric} not measured; the task has {', '.join(sorted(pairs[0][0].metrics))}"
+            if problem:
+                checks.append(Check(f"no regression: {task}", "regression", False, None, "", detail=problem))
                 continue
             tests[task] = _paired(pairs, metric, policy)
             flips += _flips(task, metric, pairs)

@@ -73,6 +73,15 @@ def test_without_a_champion_floors_and_safety_apply() -> None:
     assert not any(c.kind == "regression" for c in decision.checks)
 
 
+def test_a_policy_naming_a_metric_the_task_lacks_fails_with_the_reason() -> None:
+    policy = POLICY.model_copy(
+        update={"regression": POLICY.regression.model_copy(update={"tasks": {"shipyard_arithmetic_choice": "f1"}})}
+    )
+    decision = decide(model([1.0] * 200), model([1.0] * 200), policy, HEALTHY)
+    [check] = [c for c in decision.checks if c.kind == "regression"]
+    assert not check.passed and check.detail == "metric f1 not measured; the task has acc"
+
+
 def test_suite_sizes_say_when_a_suite_is_too_small() -> None:
     candidate = [1.0, 0.0] * 100
     champion = [0.0, 1.0] * 10 + candidate[20:]  # 20 discordant items of 200
