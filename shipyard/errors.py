@@ -6,6 +6,8 @@
     │   └── InvalidCheckpoint     complete but broken or unsafe (bad header, NaN, pickle, escape)
     ├── SourceError               a checkpoint source cannot be listed or read
     ├── StateError                Shipyard's own state on disk is corrupt (names file and line)
+    ├── StoreError                a release store cannot be read or written
+    ├── LedgerError               the release ledger is inconsistent (broken chain, missing blob)
     └── DemoRunError              the demo RL run cannot start or continue
 
 Messages say what was expected, what was found, and which file, key or object.
@@ -19,9 +21,11 @@ __all__ = [
     "ConfigError",
     "DemoRunError",
     "InvalidCheckpoint",
+    "LedgerError",
     "ShipyardError",
     "SourceError",
     "StateError",
+    "StoreError",
 ]
 
 
@@ -47,6 +51,14 @@ class SourceError(ShipyardError):
 
 class StateError(ShipyardError):
     """Shipyard's own state on disk (for example a watcher's decision log) is corrupt."""
+
+
+class StoreError(ShipyardError):
+    """A release store (local directory, S3 prefix) cannot be read or written."""
+
+
+class LedgerError(ShipyardError):
+    """The release ledger is inconsistent: a broken hash chain, a tampered event, a missing blob."""
 
 
 class DemoRunError(ShipyardError):

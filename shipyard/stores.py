@@ -1,0 +1,116 @@
+"""Release stores: where the ledger and the content-addressed blobs live, behind one small protocol.
+
+A store is a flat key space. `put_if_absent` is the one primitive the ledger
+needs to give every event a unique sequence number: it writes a key only if
+no object is there yet and says whether it did. `LocalStore` does it with a
+hard link of a fully written, fsynced temp file (atomic on POSIX; the
+directory is fsynced after). Called by the ledger and the publisher.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from shipyard.errors import StoreError
+
+
+class Store(Protocol):
+    uri: str
+
+    def put_if_absent(self, key: str, body: bytes) -> bool:
+        """Write `key` only if absent; True if this call wrote it."""
+        ...
+
+    def put(self, key: str, body: bytes) -> None:
+        """Write or overwrite `key` (hints only; never events)."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """The object at `key`, or None if there is none."""
+        ...
+
+    def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        """Keys under `prefix` sorting after `start_after`, in order."""
+        ...
+
+
+class LocalStore:
+    """A directory on a local or network file system."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = root.resolve().as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = self.root / key
+        if ".." in Path(key).parts or (path.is_absolute() and not path.is_relative_to(self.root)):
+            raise StoreError(f"{self.uri}: key {key!r} leaves the store")
+        return path
+
+    def put_if_absent(self, key: str, body: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._write_tmp(path, body)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        _fsync_dir(path.parent)
+        return True
+
+    def put(self, key: str, body: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._write_tmp(path, body), path)
+        _fsync_dir(path.parent)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        directory = self._path(prefix).parent if not prefix.endswith("/") else self._path(prefix)
+        if not directory.is_dir():
+            return
+        base = directory.relative_to(self.root).as_posix()
+        names = sorted(e.name for e in os.scandir(directory) if e.is_file() and not e.name.startswith(".tmp-"))
+        for name in names:
+            key = f"{base}/{name}" if base != "." else name
+            if key.startswith(prefix) and key > start_after:
+                yield key
+
+    def put_file(self, key: str, source: Path) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
+        shutil.copyfile(source, tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def _write_tmp(self, path: Path, body: bytes) -> Path:
+        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        return Path(name)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

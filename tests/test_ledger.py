@@ -1,0 +1,115 @@
+"""The release ledger on a local store: chained appends, folds, exactly one release under races, tampering."""
+
+import json
+import multiprocessing
+import threading
+from pathlib import Path
+from typing import Any
+
+from shipyard.errors import StoreError
+from shipyard.ledger import Ledger, State, event_key
+from shipyard.stores import LocalStore
+
+
+def release(line: str, candidate: str) -> Any:
+    """Build a `released` event for `candidate`, unless the line already has it (exactly once)."""
+
+    def build(state: State) -> tuple[str, dict[str, Any]] | None:
+        if state.release_of(line, candidate) is not None:
+            return None
+        return "released", {"line": line, "version": state.latest(line) + 1, "candidate_digest": candidate}
+
+    return build
+
+
+def test_releases_get_gap_free_versions_and_the_chain_verifies(tmp_path: Path) -> None:
+    ledger = Ledger(LocalStore(tmp_path))
+    for candidate in ("a", "b", "c"):
+        ledger.append(release("main", candidate))
+    assert ledger.append(release("main", "b")) is None  # publishing again is a no-op
+    state = Ledger(LocalStore(tmp_path)).refresh()  # a fresh reader folds the same state
+    assert sorted(state.releases) == [("main", 1), ("main", 2), ("main", 3)]
+    assert state.channel("main", "candidate") == 3
+    assert Ledger(LocalStore(tmp_path)).verify() == []
+
+
+def test_promotion_and_rollback_move_the_channel_and_keep_history(tmp_path: Path) -> None:
+    ledger = Ledger(LocalStore(tmp_path))
+    for candidate in ("a", "b"):
+        ledger.append(release("main", candidate))
+    ledger.append(lambda s: ("promoted", {"line": "main", "channel": "stable", "version": 1}))
+    ledger.append(lambda s: ("promoted", {"line": "main", "channel": "stable", "version": 2}))
+    ledger.append(lambda s: ("rolled_back", {"line": "main", "channel": "stable", "to_version": 1, "from_version": 2}))
+    assert ledger.state.channel("main", "stable") == 1
+    assert ledger.state.channels[("main", "stable")] == [1, 2, 1]
+
+
+def test_racing_publishers_make_one_release(tmp_path: Path) -> None:
+    barrier = threading.Barrier(8)
+
+    def publish() -> None:
+        ledger = Ledger(LocalStore(tmp_path))
+        barrier.wait()
+        ledger.append(release("main", "same-candidate"))
+
+    threads = [threading.Thread(target=publish) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    state = Ledger(LocalStore(tmp_path)).refresh()
+    assert list(state.releases) == [("main", 1)]
+
+
+def _append_many(root: str, worker: int) -> None:
+    ledger = Ledger(LocalStore(Path(root)))
+    for i in range(20):
+        ledger.append(release("main", f"{worker}-{i}"))
+
+
+def test_processes_appending_at_once_lose_nothing_and_never_share_a_version(tmp_path: Path) -> None:
+    processes = [multiprocessing.Process(target=_append_many, args=(str(tmp_path), w)) for w in range(4)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+        assert p.exitcode == 0
+    ledger = Ledger(LocalStore(tmp_path))
+    state = ledger.refresh()
+    assert sorted(v for _, v in state.releases) == list(range(1, 81))
+    assert len({r.candidate_digest for r in state.releases.values()}) == 80
+    assert ledger.verify() == []
+
+
+class LostAck(LocalStore):
+    """A store whose first conditional write succeeds but whose answer is lost."""
+
+    lost = False
+
+    def put_if_absent(self, key: str, body: bytes) -> bool:
+        wrote = super().put_if_absent(key, body)
+        if not self.lost:
+            self.lost = True
+            raise StoreError("connection reset after the write")
+        return wrote
+
+
+def test_a_lost_acknowledgement_is_not_a_second_release(tmp_path: Path) -> None:
+    ledger = Ledger(LostAck(tmp_path))
+    event = ledger.append(release("main", "a"))
+    assert event is not None and event.seq == 1
+    assert list(Ledger(LocalStore(tmp_path)).refresh().releases) == [("main", 1)]
+
+
+def test_a_tampered_or_missing_event_is_reported(tmp_path: Path) -> None:
+    ledger = Ledger(LocalStore(tmp_path))
+    for candidate in ("a", "b", "c"):
+        ledger.append(release("main", candidate))
+    path = tmp_path / event_key(2)
+    event = json.loads(path.read_text())
+    event["data"]["candidate_digest"] = "evil"
+    path.write_text(json.dumps(event))
+    problems = Ledger(LocalStore(tmp_path)).verify()
+    assert len(problems) == 1 and event_key(3) in problems[0] and "does not chain" in problems[0]
+    (tmp_path / event_key(1)).unlink()
+    assert any("event 1 missing" in p for p in Ledger(LocalStore(tmp_path)).verify())
