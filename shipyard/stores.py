@@ -114,3 +114,83 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class S3Store:
+    """An S3 prefix (`s3://bucket/prefix`), through boto3 with standard retries.
+
+    Conditional writes use `IfNoneMatch='*'`; botocore retries neither 412 nor
+    409, and a connection error after the server committed is indistinguishable
+    from one before: the ledger reads the slot back and compares its nonce.
+    """
+
+    def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise StoreError(f"{uri}: expected s3://bucket/prefix")
+        self.uri = f"s3://{bucket}/{prefix}".rstrip("/")
+        self.bucket = bucket
+        self.prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+        config = Config(retries={"mode": "standard", "max_attempts": 5})
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+    def put_if_absent(self, key: str, body: bytes) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or (
+                exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
+            ):
+                return False
+            raise StoreError(f"{self.uri}/{key}: cannot write ({exc})") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"{self.uri}/{key}: cannot write ({exc})") from None
+        return True
+
+    def put(self, key: str, body: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body)
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"{self.uri}/{key}: cannot write ({exc})") from None
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise StoreError(f"{self.uri}/{key}: cannot read ({exc})") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"{self.uri}/{key}: cannot read ({exc})") from None
+
+    def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra = {"StartAfter": self.prefix + start_after} if start_after else {}
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix, **extra
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield obj["Key"].removeprefix(self.prefix)
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"{self.uri}: cannot list {prefix} ({exc})") from None
+
+
+def open_store(uri: str, endpoint_url: str | None = None) -> Store:
+    """The store at `uri`: a local path, `file://…` or `s3://bucket/prefix`."""
+    if uri.startswith("s3://"):
+        return S3Store(uri, endpoint_url)
+    if "://" in uri and not uri.startswith("file://"):
+        raise StoreError(f"{uri}: unsupported store; expected a local path, file:// or s3://bucket/prefix")
+    return LocalStore(Path(uri.removeprefix("file://")))

@@ -3,12 +3,16 @@
 import json
 import multiprocessing
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
+import pytest
+
 from shipyard.errors import StoreError
 from shipyard.ledger import Ledger, State, event_key
-from shipyard.stores import LocalStore
+from shipyard.stores import LocalStore, S3Store
 
 
 def release(line: str, candidate: str) -> Any:
@@ -113,3 +117,27 @@ def test_a_tampered_or_missing_event_is_reported(tmp_path: Path) -> None:
     assert len(problems) == 1 and event_key(3) in problems[0] and "does not chain" in problems[0]
     (tmp_path / event_key(1)).unlink()
     assert any("event 1 missing" in p for p in Ledger(LocalStore(tmp_path)).verify())
+
+
+@pytest.mark.s3
+def test_the_ledger_on_s3_gives_one_release_to_racing_publishers(s3_endpoint: str) -> None:
+    bucket = f"releases-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    uri = f"s3://{bucket}/models"
+    barrier = threading.Barrier(4)
+
+    def publish(candidate: str) -> None:
+        ledger = Ledger(S3Store(uri, s3_endpoint))
+        barrier.wait()
+        ledger.append(release("main", candidate))
+
+    threads = [threading.Thread(target=publish, args=(c,)) for c in ("x", "x", "y", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ledger = Ledger(S3Store(uri, s3_endpoint))
+    state = ledger.refresh()
+    assert sorted(r.candidate_digest for r in state.releases.values()) == ["x", "y"]
+    assert sorted(v for _, v in state.releases) == [1, 2]
+    assert ledger.verify() == []
