@@ -15,7 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shipyard.errors import StoreError
 
@@ -37,6 +37,16 @@ class Store(Protocol):
 
     def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
         """Keys under `prefix` sorting after `start_after`, in order."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Upload a (large) file to `key`, replacing what is there; a reader never sees a partial object."""
+        ...
+
+    def get_file(self, key: str, dest: Path) -> None:
+        """Download `key` to `dest`."""
         ...
 
 
@@ -88,6 +98,15 @@ class LocalStore:
             key = f"{base}/{name}" if base != "." else name
             if key.startswith(prefix) and key > start_after:
                 yield key
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def get_file(self, key: str, dest: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), dest)
+        except FileNotFoundError:
+            raise StoreError(f"{self.uri}/{key}: missing") from None
 
     def put_file(self, key: str, source: Path) -> None:
         path = self._path(key)
@@ -185,6 +204,45 @@ class S3Store:
                     yield obj["Key"].removeprefix(self.prefix)
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"{self.uri}: cannot list {prefix} ({exc})") from None
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise StoreError(f"{self.uri}/{key}: cannot read ({exc})") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"{self.uri}/{key}: cannot read ({exc})") from None
+        return True
+
+    def put_file(self, key: str, source: Path) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.upload_file(str(source), self.bucket, self.prefix + key, Config=TRANSFER)
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"{self.uri}/{key}: cannot upload {source} ({exc})") from None
+
+    def get_file(self, key: str, dest: Path) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.download_file(self.bucket, self.prefix + key, str(dest), Config=TRANSFER)
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"{self.uri}/{key}: cannot download ({exc})") from None
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    # Large parts and a few threads: weights are big files; 64 MiB parts keep part counts low.
+    return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
+
+
+TRANSFER = _transfer_config()
 
 
 def open_store(uri: str, endpoint_url: str | None = None) -> Store:

@@ -1,0 +1,96 @@
+"""Publishing, pulling, promoting and rolling back releases on a local store and on S3 (moto)."""
+
+import shutil
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from shipyard.errors import ConfigError
+from shipyard.ledger import Ledger
+from shipyard.publish import blob_key, promote, publish, pull, rollback, verify
+from shipyard.stores import LocalStore, S3Store
+
+
+class CountingStore(LocalStore):
+    uploads: list[str]
+
+    def put_file(self, key: str, source: Path) -> None:
+        self.uploads.append(source.name)
+        super().put_file(key, source)
+
+
+def changed_copy(model_dir: Path, out: Path) -> Path:
+    shutil.copytree(model_dir, out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.01)
+    model.save_pretrained(out)
+    return out
+
+
+def test_publish_is_exactly_once_and_uploads_only_what_changed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "store")
+    store.uploads = []
+    first = publish(tiny_model_dir, "main", store)
+    assert first.created and first.release.version == 1
+    again = publish(tiny_model_dir, "main", store)
+    assert not again.created and again.release.version == 1
+    uploaded = len(store.uploads)
+    store.uploads = []
+    second = publish(changed_copy(tiny_model_dir, tmp_path / "v2"), "main", store)
+    assert second.created and second.release.version == 2
+    assert store.uploads == ["model.safetensors"]  # tokenizer and config were already there
+    assert uploaded > 1 and verify(store) == []
+
+
+def test_pull_verifies_and_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    publish(tiny_model_dir, "main", store)
+    release = pull(store, "main", "candidate", tmp_path / "pulled")
+    assert release.version == 1
+    AutoModelForCausalLM.from_pretrained(tmp_path / "pulled")
+    blob = tmp_path / "store" / blob_key(release.data["manifest"])
+    assert blob.is_file()
+    with pytest.raises(ConfigError, match="no release or channel 'stable'"):
+        pull(store, "main", "stable", tmp_path / "nothing")
+
+
+def test_promotion_and_rollback_copy_no_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    publish(tiny_model_dir, "main", store)
+    publish(changed_copy(tiny_model_dir, tmp_path / "v2"), "main", store)
+    blobs = sorted((tmp_path / "store" / "blobs").rglob("*"))
+    promote(store, "main", 1)
+    promote(store, "main", 2)
+    assert rollback(store, "main").version == 1
+    state = Ledger(store).refresh()
+    assert state.channels[("main", "stable")] == [1, 2, 1]
+    assert sorted((tmp_path / "store" / "blobs").rglob("*")) == blobs
+    with pytest.raises(ConfigError, match="has no version 7"):
+        promote(store, "main", 7)
+
+
+def test_verify_reports_a_missing_blob(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    release = publish(tiny_model_dir, "main", store).release
+    files = {p.name: p for p in (tmp_path / "store" / "blobs" / "sha256").iterdir()}
+    victim = next(d for d in files if d != release.data["manifest"])
+    files[victim].unlink()
+    [problem] = verify(store)
+    assert "main v1: blob of" in problem and "missing" in problem
+
+
+@pytest.mark.s3
+def test_publish_and_pull_on_s3(tiny_model_dir: Path, tmp_path: Path, s3_endpoint: str) -> None:
+    bucket = f"releases-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    store = S3Store(f"s3://{bucket}/lab", s3_endpoint)
+    assert publish(tiny_model_dir, "main", store).release.version == 1
+    assert not publish(tiny_model_dir, "main", store).created
+    pull(store, "main", "v1", tmp_path / "pulled")
+    AutoModelForCausalLM.from_pretrained(tmp_path / "pulled")
+    assert verify(store) == []
