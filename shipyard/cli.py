@@ -253,6 +253,148 @@ def gate_command(
     raise typer.Exit(0 if decision.passed else 1)
 
 
+StoreOption = Annotated[
+    str | None, typer.Option("--store", help="Release store: path or s3://bucket/prefix (default: release.store).")
+]
+LineOption = Annotated[str | None, typer.Option("--line", help="Release line (default: release.line).")]
+
+
+def _releases(config: Path | None, store: str | None, line: str | None) -> tuple[Any, str]:
+    from shipyard.stores import open_store
+
+    settings = load_settings(config)
+    uri = store or settings.release.store or str(settings.home / "releases")
+    return open_store(uri, settings.s3.endpoint_url), line or settings.release.line
+
+
+def _release_row(release: Any, state: Any) -> dict[str, Any]:
+    channels = sorted(
+        c for (line, c), history in state.channels.items() if line == release.line and history[-1] == release.version
+    )
+    return {"line": release.line, "version": release.version, "channels": channels, **release.data, "at": release.at}
+
+
+@app.command("publish")
+@clear_errors
+def publish_command(
+    model: Annotated[Path, typer.Option(help="The candidate directory (with lineage.json and gate.json if present).")],
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish a candidate as the next release of a line; publishing it again names the existing release."""
+    from shipyard.publish import publish
+
+    releases, name = _releases(config, store, line)
+    published = publish(model, name, releases)
+    if as_json:
+        _print_json({"created": published.created, "line": name, "version": published.release.version})
+        return
+    verb = "published" if published.created else "already released"
+    Console().print(f"{verb}: {name} v{published.release.version} in {releases.uri}")
+
+
+@app.command("pull")
+@clear_errors
+def pull_command(
+    ref: Annotated[str, typer.Argument(help="A version (3 or v3) or a channel (stable, candidate).")],
+    out: Annotated[Path, typer.Option(help="Directory to write the release into.")],
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Materialize a release, verifying every file's digest."""
+    from shipyard.publish import pull
+
+    releases, name = _releases(config, store, line)
+    release = pull(releases, name, ref, out)
+    if as_json:
+        _print_json({"line": name, "version": release.version, "path": str(out)})
+        return
+    Console().print(f"{name} v{release.version} → {out}")
+
+
+@app.command("releases")
+@clear_errors
+def releases_command(
+    store: StoreOption = None, line: LineOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """List the releases of a line with the channels pointing at them."""
+    from shipyard.ledger import Ledger
+
+    releases, name = _releases(config, store, line)
+    state = Ledger(releases).refresh()
+    rows = [_release_row(r, state) for (n, _), r in sorted(state.releases.items()) if n == name]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("version", "channels", "candidate", "checkpoint", title=f"{name} in {releases.uri}")
+    for row in rows:
+        table.add_row(
+            f"v{row['version']}",
+            ", ".join(row["channels"]),
+            row["candidate_digest"][:12],
+            row["checkpoint_digest"][:12],
+        )
+    Console().print(table)
+
+
+@app.command("promote")
+@clear_errors
+def promote_command(
+    version: Annotated[str, typer.Argument(help="The version to promote (3 or v3).")],
+    channel: Annotated[str, typer.Option(help="The channel to move.")] = "stable",
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Point a channel at a release: one ledger event, no weights copied."""
+    from shipyard.publish import promote
+
+    releases, name = _releases(config, store, line)
+    release = promote(releases, name, int(version.removeprefix("v")), channel)
+    Console().print(f"{channel} → {name} v{release.version}")
+
+
+@app.command("rollback")
+@clear_errors
+def rollback_command(
+    channel: Annotated[str, typer.Option(help="The channel to move back.")] = "stable",
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Move a channel back to the release it pointed at before, in one step."""
+    from shipyard.publish import rollback
+
+    releases, name = _releases(config, store, line)
+    release = rollback(releases, name, channel)
+    Console().print(f"{channel} → {name} v{release.version}")
+
+
+ledger_app = typer.Typer(help="The release ledger.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("verify")
+@clear_errors
+def ledger_verify_command(store: StoreOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Check the hash chain and that every blob a release names exists; exit 1 on any problem."""
+    from shipyard.publish import verify
+
+    releases, _ = _releases(config, store, None)
+    problems = verify(releases)
+    if as_json:
+        _print_json({"store": releases.uri, "problems": problems})
+    else:
+        for problem in problems:
+            err.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
+        Console().print(f"{releases.uri}: {'sound' if not problems else f'{len(problems)} problem(s)'}")
+    raise typer.Exit(1 if problems else 0)
+
+
 def main() -> None:
     app()
 

@@ -79,6 +79,13 @@ class HubSettings(Section):
     endpoint: str | None = Field(None, description="A Hub-compatible endpoint; None for huggingface_hub's default.")
 
 
+class ReleaseSettings(Section):
+    """Where releases live and which line a publish extends."""
+
+    store: str | None = Field(None, description="A path, file:// or s3://bucket/prefix; None: <home>/releases.")
+    line: str = Field("main", description="The release line versions are counted in.")
+
+
 class Settings(BaseSettings):
     """All of Shipyard's configuration, one section per stage."""
 
@@ -95,6 +102,7 @@ class Settings(BaseSettings):
     watch: WatchSettings = WatchSettings()
     s3: S3Settings = S3Settings()
     hub: HubSettings = HubSettings()
+    release: ReleaseSettings = ReleaseSettings()
 
     @classmethod
     def settings_customise_sources(

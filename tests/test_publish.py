@@ -1,14 +1,18 @@
 """Publishing, pulling, promoting and rolling back releases on a local store and on S3 (moto)."""
 
+import json
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
 
+from shipyard.cli import app
 from shipyard.errors import ConfigError
 from shipyard.ledger import Ledger
 from shipyard.publish import blob_key, promote, publish, pull, rollback, verify
@@ -94,3 +98,27 @@ def test_publish_and_pull_on_s3(tiny_model_dir: Path, tmp_path: Path, s3_endpoin
     pull(store, "main", "v1", tmp_path / "pulled")
     AutoModelForCausalLM.from_pretrained(tmp_path / "pulled")
     assert verify(store) == []
+
+
+def test_release_commands_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    store = ["--store", str(tmp_path / "store")]
+
+    def run(*args: str) -> Any:
+        result = runner.invoke(app, [*args, *store])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout) if "--json" in args else result.stdout
+
+    assert run("publish", "--model", str(tiny_model_dir), "--json") == {"created": True, "line": "main", "version": 1}
+    assert run("publish", "--model", str(tiny_model_dir), "--json")["created"] is False
+    run("publish", "--model", str(changed_copy(tiny_model_dir, tmp_path / "v2")))
+    run("promote", "v1")
+    run("promote", "2")
+    assert "stable → main v1" in run("rollback")
+    listed = run("releases", "--json")
+    assert [(r["version"], r["channels"]) for r in listed] == [(1, ["stable"]), (2, ["candidate"])]
+    assert run("pull", "stable", "--out", str(tmp_path / "pulled"), "--json")["version"] == 1
+    assert run("ledger", "verify", "--json")["problems"] == []
+    (tmp_path / "store" / "ledger" / "events" / "000000000001.json").write_text("{}")
+    broken = runner.invoke(app, ["ledger", "verify", *store])
+    assert broken.exit_code == 1
