@@ -9,10 +9,26 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from shipyard.errors import StoreError
 from shipyard.ledger import Ledger, State, event_key
 from shipyard.stores import LocalStore, S3Store
+
+from .s3_proxy import LosingProxy
+
+
+class RawBody:
+    """The raw body of a canned botocore response."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self.body
+
+    def read(self, *_: Any) -> bytes:
+        return self.body
 
 
 def release(line: str, candidate: str) -> Any:
@@ -141,3 +157,29 @@ def test_the_ledger_on_s3_gives_one_release_to_racing_publishers(s3_endpoint: st
     assert sorted(r.candidate_digest for r in state.releases.values()) == ["x", "y"]
     assert sorted(v for _, v in state.releases) == [1, 2]
     assert ledger.verify() == []
+
+
+@pytest.mark.s3
+def test_s3_faults_lose_nothing_and_never_duplicate_a_version(s3_endpoint: str) -> None:
+    bucket = f"releases-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    proxy = LosingProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    store = S3Store(f"s3://{bucket}/models", proxy.url)
+    throttled: list[str] = []
+
+    def slow_down(request: Any, **_: Any) -> Any:  # a 503 SlowDown before the server sees the first write
+        if request.method == "PUT" and not throttled:
+            throttled.append(request.url)
+            return AWSResponse(request.url, 503, {}, RawBody(b"<Error><Code>SlowDown</Code></Error>"))
+        return None
+
+    store.client.meta.events.register("before-send.s3.PutObject", slow_down)
+    ledger = Ledger(store)
+    ledger.append(release("main", "a"))  # retried by botocore after the 503
+    proxy.lose_answer_to = b"PUT /" + bucket.encode() + b"/models/ledger/events/000000000002.json"
+    ledger.append(release("main", "b"))  # committed, answer lost: the retry gets 412, the nonce says it won
+    ledger.append(release("main", "c"))
+    proxy.close()
+    state = Ledger(S3Store(f"s3://{bucket}/models", s3_endpoint)).refresh()
+    assert throttled and proxy.lost == 1
+    assert sorted((r.version, r.candidate_digest) for r in state.releases.values()) == [(1, "a"), (2, "b"), (3, "c")]
