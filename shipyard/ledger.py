@@ -8,8 +8,8 @@ lost, the writer reads the slot back: its own nonce there means the write won
 channels, approvals and channel history are folds over the log (`fold`).
 Appends are built from the state they extend (`append(build)`), so two
 publishers racing on one candidate produce one release. A `Ledger` keeps
-the events it has read, so each append lists and reads only the events after
-them. Called by the publisher, promotion, approvals and `shipyard ledger verify`.
+the events it has read and probes the slots after them, so an append reads
+only what is new, however long the log. Called by the publisher, promotion, approvals and `shipyard ledger verify`.
 """
 
 from __future__ import annotations
@@ -122,12 +122,16 @@ class Ledger:
         self.state = State()
 
     def refresh(self) -> State:
-        """Read the events written since the last refresh, in order."""
-        after = event_key(self.events[-1].seq) if self.events else ""
-        for key in self.store.keys(EVENTS, start_after=after):
-            event = self._read(key)
+        """Read the events written since the last refresh, in order.
+
+        The next slot is known (one past the last event read), so new events
+        are read by probing slot after slot: no listing of the log, one GET per
+        new event plus one that finds the end.
+        """
+        while (body := self.store.get(event_key(len(self.events) + 1))) is not None:
+            event = self._parse(event_key(len(self.events) + 1), body)
             if event.seq != len(self.events) + 1:
-                raise LedgerError(f"{self.store.uri}/{key}: expected event {len(self.events) + 1}, found {event.seq}")
+                raise LedgerError(f"{self.store.uri}/{event_key(len(self.events) + 1)}: holds event {event.seq}")
             self.events.append(event)
             apply(self.state, event)
         return self.state
@@ -164,6 +168,9 @@ class Ledger:
         body = self.store.get(key)
         if body is None:
             raise LedgerError(f"{self.store.uri}/{key}: listed but cannot be read")
+        return self._parse(key, body)
+
+    def _parse(self, key: str, body: bytes) -> Event:
         try:
             return Event(**json.loads(body))
         except (json.JSONDecodeError, TypeError) as exc:
