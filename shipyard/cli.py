@@ -316,9 +316,13 @@ def pull_command(
     Console().print(f"{name} v{release.version} → {out}")
 
 
-@app.command("releases")
+releases_app = typer.Typer(help="The releases of a line.", no_args_is_help=True)
+app.add_typer(releases_app, name="releases")
+
+
+@releases_app.command("list")
 @clear_errors
-def releases_command(
+def releases_list_command(
     store: StoreOption = None, line: LineOption = None, config: ConfigOption = None, as_json: JsonOption = False
 ) -> None:
     """List the releases of a line with the channels pointing at them."""
@@ -338,6 +342,60 @@ def releases_command(
             row["candidate_digest"][:12],
             row["checkpoint_digest"][:12],
         )
+    Console().print(table)
+
+
+@releases_app.command("show")
+@clear_errors
+def releases_show_command(
+    ref: Annotated[str, typer.Argument(help="A version (3 or v3) or a channel.")],
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A release's manifest: files, lineage, gate decision, eval scores, channels and approvals."""
+    from shipyard.ledger import Ledger
+    from shipyard.publish import manifest, resolve
+
+    releases, name = _releases(config, store, line)
+    state = Ledger(releases).refresh()
+    release = resolve(state, name, ref)
+    shown = _release_row(release, state) | {
+        "manifest": manifest(releases, release),
+        "approvals": state.approvals.get((name, release.version), []),
+    }
+    if as_json:
+        _print_json(shown)
+        return
+    Console().print_json(json.dumps(shown, default=str))
+
+
+@releases_app.command("diff")
+@clear_errors
+def releases_diff_command(
+    old: Annotated[str, typer.Argument(help="The earlier release (version or channel).")],
+    new: Annotated[str, typer.Argument(help="The later release (version or channel).")],
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What changed between two releases: files, checkpoint, and per-task eval score deltas."""
+    from shipyard.publish import diff
+
+    releases, name = _releases(config, store, line)
+    changes = diff(releases, name, old, new)
+    if as_json:
+        _print_json(changes)
+        return
+    Console().print(
+        f"v{changes['from']} → v{changes['to']}: files changed: {', '.join(changes['files_changed']) or 'none'}"
+    )
+    table = Table("task", "metric", "delta")
+    for task, metrics in changes["score_deltas"].items():
+        for metric, delta in metrics.items():
+            table.add_row(task, metric, f"{delta:+.3f}")
     Console().print(table)
 
 

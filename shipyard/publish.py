@@ -25,7 +25,9 @@ from shipyard.snapshot import checkpoint_digest, file_digest
 from shipyard.stores import Store
 
 MANIFEST_SCHEMA = 1
-METADATA = ("lineage.json", "gate.json")  # carried inside the manifest, not as release files
+# Carried inside the manifest, not as release files: post-training lineage, the gate's decision,
+# and eval scores ({task: {metric: value}}), each when present in the candidate directory.
+METADATA = ("lineage.json", "gate.json", "evals.json")
 STABLE = "stable"
 
 
@@ -178,6 +180,28 @@ def verify(store: Store) -> list[str]:
             if not store.exists(blob_key(meta["digest"]))
         ]
     return problems
+
+
+def diff(store: Store, line: str, old_ref: str, new_ref: str) -> dict[str, Any]:
+    """What changed between two releases: files, the checkpoint, and every eval score (new minus old)."""
+    state = Ledger(store).refresh()
+    old, new = resolve(state, line, old_ref), resolve(state, line, new_ref)
+    a, b = manifest(store, old), manifest(store, new)
+    names = sorted(set(a["files"]) | set(b["files"]))
+    changed = [n for n in names if a["files"].get(n, {}).get("digest") != b["files"].get(n, {}).get("digest")]
+    scores: dict[str, dict[str, float]] = {}
+    for task, metrics in (b.get("evals") or {}).items():
+        for metric, value in metrics.items():
+            before = (a.get("evals") or {}).get(task, {}).get(metric)
+            if before is not None and not metric.endswith("_stderr"):
+                scores.setdefault(task, {})[metric] = value - before
+    return {
+        "from": old.version,
+        "to": new.version,
+        "files_changed": changed,
+        "checkpoint": [old.data.get("checkpoint_digest", ""), new.data.get("checkpoint_digest", "")],
+        "score_deltas": scores,
+    }
 
 
 def _json(path: Path) -> Any:

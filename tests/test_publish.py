@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from shipyard.cli import app
 from shipyard.errors import ConfigError
 from shipyard.ledger import Ledger
-from shipyard.publish import blob_key, promote, publish, pull, rollback, verify
+from shipyard.publish import blob_key, diff, manifest, promote, publish, pull, rollback, verify
 from shipyard.stores import LocalStore, S3Store
 
 
@@ -115,10 +115,31 @@ def test_release_commands_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     run("promote", "v1")
     run("promote", "2")
     assert "stable → main v1" in run("rollback")
-    listed = run("releases", "--json")
+    listed = run("releases", "list", "--json")
     assert [(r["version"], r["channels"]) for r in listed] == [(1, ["stable"]), (2, ["candidate"])]
+    shown = run("releases", "show", "stable", "--json")
+    assert shown["version"] == 1 and "config.json" in shown["manifest"]["files"]
+    assert run("releases", "diff", "1", "2", "--json")["files_changed"] == ["model.safetensors"]
     assert run("pull", "stable", "--out", str(tmp_path / "pulled"), "--json")["version"] == 1
     assert run("ledger", "verify", "--json")["problems"] == []
     (tmp_path / "store" / "ledger" / "events" / "000000000001.json").write_text("{}")
     broken = runner.invoke(app, ["ledger", "verify", *store])
     assert broken.exit_code == 1
+
+
+def test_manifest_carries_lineage_gate_and_scores_and_diff_gives_deltas(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, old)
+    (old / "evals.json").write_text(json.dumps({"arith": {"exact_match": 0.5}}))
+    (old / "lineage.json").write_text(json.dumps({"checkpoint_digest": "c1"}))
+    publish(old, "main", store)
+    new = changed_copy(tiny_model_dir, tmp_path / "new")
+    (new / "evals.json").write_text(json.dumps({"arith": {"exact_match": 0.75}}))
+    (new / "gate.json").write_text(json.dumps({"passed": True}))
+    release = publish(new, "main", store).release
+    assert manifest(store, release)["gate"] == {"passed": True}
+    assert "evals.json" not in manifest(store, release)["files"]
+    changes = diff(store, "main", "1", "2")
+    assert changes["score_deltas"] == {"arith": {"exact_match": 0.25}}
+    assert changes["checkpoint"][0] == "c1"
