@@ -68,6 +68,7 @@ class State:
         default_factory=dict
     )  # (line, channel) -> versions, oldest first
     approvals: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    mirrors: list[dict[str, Any]] = field(default_factory=list)  # data of `mirrored` events
     events: int = 0
 
     def latest(self, line: str) -> int:
@@ -101,6 +102,8 @@ def apply(state: State, event: Event) -> None:
     elif event.type == "rolled_back":
         history = state.channels.setdefault((d["line"], d["channel"]), [])
         history.append(d["to_version"])
+    elif event.type == "mirrored":
+        state.mirrors.append(d)
     elif event.type in ("approved", "rejected"):
         state.approvals.setdefault((d["line"], d["version"]), []).append({"type": event.type, **d, "at": event.at})
 

@@ -3,13 +3,16 @@
 Serves the endpoints huggingface_hub calls to read a model repo: repo info at a
 revision (`/api/models/{repo}[/revision/{rev}]`), refs (`/api/models/{repo}/refs`),
 commit history (`/api/models/{repo}/commits/{rev}`) and file resolve
-(`HEAD`/`GET /{repo}/resolve/{rev}/{path}`). Repos live in
+(`HEAD`/`GET /{repo}/resolve/{rev}/{path}`), and the write side the release
+mirror uses: repo create, YAML validation of model cards, preupload (always "regular": bytes come inline),
+commit (NDJSON; a stale `parentCommit` gets 412), tag, branch create/delete. Repos live in
 memory as commits of whole file trees; `commit` adds one to a branch, `tag`
 points a tag at a branch's head. Later tests extend it with the write side.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -95,6 +98,88 @@ def _handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
 
         def _not_found(self, what: str, head: bool = False) -> None:
             self._send(404, json.dumps({"error": what}).encode(), {"X-Error-Code": "RepoNotFound"}, head)
+
+        def do_POST(self) -> None:
+            parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with server.lock:
+                if parts[:3] == ["api", "repos", "create"]:
+                    self._create(json.loads(body))
+                elif parts[:2] == ["api", "validate-yaml"]:
+                    self._json(200, {"warnings": []})
+                elif (
+                    parts[:2] == ["api", "models"]
+                    and len(parts) >= 6
+                    and parts[4] in ("preupload", "commit", "tag", "branch")
+                ):
+                    repo = server.repos.get("/".join(parts[2:4]))
+                    if repo is None:
+                        return self._not_found("repo")
+                    action = getattr(self, f"_{parts[4]}")
+                    action("/".join(parts[2:4]), repo, "/".join(parts[5:]), body)
+                else:
+                    self._not_found(self.path)
+
+        def do_DELETE(self) -> None:
+            parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]
+            with server.lock:
+                repo = server.repos.get("/".join(parts[2:4]))
+                if repo is None or parts[4] != "branch" or "/".join(parts[5:]) not in repo.branches:
+                    return self._not_found(self.path)
+                del repo.branches["/".join(parts[5:])]
+                self._json(200, {})
+
+        def _create(self, request: dict[str, object]) -> None:
+            repo_id = f"{request.get('organization') or 'user'}/{request['name']}"
+            if repo_id in server.repos:
+                return self._json(
+                    409, {"error": "You already created this model repo", "url": f"{server.url}/{repo_id}"}
+                )
+            server.repos[repo_id] = Repo()
+            # Like the Hub, a new repo starts with one commit on main.
+            sha = hashlib.sha1(repo_id.encode()).hexdigest()
+            repo = server.repos[repo_id]
+            repo.commits[sha], repo.parents[sha], repo.titles[sha] = {".gitattributes": b""}, None, "initial commit"
+            repo.branches["main"] = sha
+            self._json(200, {"url": f"{server.url}/{repo_id}"})
+
+        def _preupload(self, repo_id: str, repo: Repo, revision: str, body: bytes) -> None:
+            files = json.loads(body)["files"]
+            self._json(
+                200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
+
+        def _commit(self, repo_id: str, repo: Repo, branch: str, body: bytes) -> None:
+            lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+            header = lines[0]["value"]
+            head = repo.branches.get(branch)
+            if header.get("parentCommit") not in (None, head):
+                return self._json(412, {"error": "A commit has happened since. Please refresh and try again."})
+            tree = dict(repo.commits.get(head or "", {}))
+            for line in lines[1:]:
+                if line["key"] == "file":
+                    tree[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
+                elif line["key"] == "deletedFile":
+                    tree.pop(line["value"]["path"], None)
+            sha = hashlib.sha1(repr((head, header["summary"], sorted(tree.items()))).encode()).hexdigest()
+            repo.commits[sha], repo.parents[sha], repo.titles[sha] = tree, head, header["summary"]
+            repo.branches[branch] = sha
+            self._json(200, {"commitUrl": f"{server.url}/{repo_id}/commit/{sha}", "commitOid": sha})
+
+        def _tag(self, repo_id: str, repo: Repo, revision: str, body: bytes) -> None:
+            tag, sha = json.loads(body)["tag"], repo.resolve(revision)
+            if sha is None or tag in repo.tags:
+                return self._json(409 if sha else 404, {"error": f"tag {tag}"})
+            repo.tags[tag] = sha
+            self._json(200, {})
+
+        def _branch(self, repo_id: str, repo: Repo, branch: str, body: bytes) -> None:
+            start = (json.loads(body) if body else {}).get("startingPoint") or "main"
+            sha = repo.resolve(start)
+            if sha is None or branch in repo.branches:
+                return self._json(409 if sha else 404, {"error": f"branch {branch}"})
+            repo.branches[branch] = sha
+            self._json(200, {})
 
         def do_GET(self) -> None:
             self._route(head=False)
