@@ -432,6 +432,26 @@ def rollback_command(
     Console().print(f"{channel} → {name} v{release.version}")
 
 
+@app.command("mirror")
+@clear_errors
+def mirror_command(
+    repo: Annotated[str, typer.Option(help="The Hub model repo to mirror into (org/name).")],
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mirror the line's releases to a Hub repo (one commit and a tag each; channels as branches); catches up."""
+    from shipyard.mirror import mirror
+
+    releases, name = _releases(config, store, line)
+    done = mirror(releases, name, repo, load_settings(config).hub.endpoint)
+    if as_json:
+        _print_json({"repo": repo, "mirrored": done})
+        return
+    Console().print(f"{repo}: mirrored {', '.join(f'v{v}' for v in done) or 'nothing new'}")
+
+
 ledger_app = typer.Typer(help="The release ledger.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 

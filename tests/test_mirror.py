@@ -8,7 +8,9 @@ import pytest
 import torch
 from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
 
+from shipyard.cli import app
 from shipyard.ledger import Ledger
 from shipyard.mirror import mirror
 from shipyard.publish import promote, publish, rollback
@@ -78,6 +80,9 @@ def test_a_crash_between_the_hub_and_the_ledger_is_caught_up(
     # Forget the `mirrored` event, as if the process died after tagging on the Hub.
     last = max((tmp_path / "store" / "ledger" / "events").iterdir())
     last.unlink()
-    assert mirror(store, "main", "lab/crashy", hub_server.url) == [1]  # recorded again, not committed again
+    command = ["mirror", "--repo", "lab/crashy", "--store", str(tmp_path / "store"), "--json"]
+    result = CliRunner().invoke(app, command, env={"SHIPYARD_HUB__ENDPOINT": hub_server.url})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mirrored"] == [1]  # recorded again, not committed again
     assert len(hub_server.repos["lab/crashy"].commits) == 2  # the initial commit and v1
     assert [t.name for t in api.list_repo_refs("lab/crashy").tags] == ["v1"]
