@@ -25,7 +25,7 @@ from moto.server import ThreadedMotoServer
 
 from shipyard.ledger import Event, Ledger, event_key
 from shipyard.publish import promote, publish
-from shipyard.stores import LocalStore, S3Store
+from shipyard.stores import LocalStore, Progress, S3Store
 
 MB = 1 << 20
 
@@ -57,9 +57,9 @@ def bench_upload(tmp: Path, port: int) -> dict[str, float]:
 class Counting(LocalStore):
     uploaded = 0
 
-    def put_file(self, key: str, source: Path) -> None:
+    def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
         self.uploaded += source.stat().st_size
-        super().put_file(key, source)
+        super().put_file(key, source, progress)
 
 
 def model_dir(path: Path, weights: int) -> Path:

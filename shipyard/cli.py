@@ -287,7 +287,7 @@ def publish_command(
     from shipyard.publish import publish
 
     releases, name = _releases(config, store, line)
-    published = publish(model, name, releases)
+    published = publish(model, name, releases, progress=not as_json)
     if as_json:
         _print_json({"created": published.created, "line": name, "version": published.release.version})
         return
@@ -407,13 +407,14 @@ def promote_command(
     store: StoreOption = None,
     line: LineOption = None,
     config: ConfigOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Point a channel at a release: one ledger event, no weights copied."""
     from shipyard.publish import promote
 
     releases, name = _releases(config, store, line)
     release = promote(releases, name, int(version.removeprefix("v")), channel)
-    Console().print(f"{channel} → {name} v{release.version}")
+    _channel_moved(name, channel, release.version, as_json)
 
 
 @app.command("rollback")
@@ -423,13 +424,21 @@ def rollback_command(
     store: StoreOption = None,
     line: LineOption = None,
     config: ConfigOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Move a channel back to the release it pointed at before, in one step."""
     from shipyard.publish import rollback
 
     releases, name = _releases(config, store, line)
     release = rollback(releases, name, channel)
-    Console().print(f"{channel} → {name} v{release.version}")
+    _channel_moved(name, channel, release.version, as_json)
+
+
+def _channel_moved(line: str, channel: str, version: int, as_json: bool) -> None:
+    if as_json:
+        _print_json({"line": line, "channel": channel, "version": version})
+    else:
+        Console().print(f"{channel} → {line} v{version}")
 
 
 @app.command("mirror")

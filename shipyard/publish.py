@@ -15,9 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.progress import Progress as RichProgress
 
 from shipyard.errors import ConfigError, LedgerError
 from shipyard.ledger import Ledger, Release, State
@@ -41,8 +45,8 @@ def blob_key(digest: str) -> str:
     return f"blobs/sha256/{digest}"
 
 
-def publish(model_dir: Path, line: str, store: Store) -> Published:
-    """Publish `model_dir` as the next release of `line`, exactly once."""
+def publish(model_dir: Path, line: str, store: Store, progress: bool = False) -> Published:
+    """Publish `model_dir` as the next release of `line`, exactly once; `progress` shows a bar of bytes."""
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"{model_dir}: not a model directory (no config.json)")
     paths = {
@@ -55,9 +59,13 @@ def publish(model_dir: Path, line: str, store: Store) -> Published:
     ledger = Ledger(store)
     if (existing := ledger.refresh().release_of(line, candidate)) is not None:
         return Published(existing, False)
-    for name, path in paths.items():
-        if not store.exists(blob_key(digests[name])):
-            store.put_file(blob_key(digests[name]), path)
+    missing = [name for name in paths if not store.exists(blob_key(digests[name]))]
+    total = sum(paths[name].stat().st_size for name in missing)
+    with _bar(progress) as bar:
+        task = bar.add_task(f"{line}: upload", total=total) if bar else None
+        for name in missing:
+            step = (lambda n: bar.advance(task, n)) if bar and task is not None else None
+            store.put_file(blob_key(digests[name]), paths[name], step)
     manifest = {
         "schema_version": MANIFEST_SCHEMA,
         "line": line,
@@ -202,6 +210,18 @@ def diff(store: Store, line: str, old_ref: str, new_ref: str) -> dict[str, Any]:
         "checkpoint": [old.data.get("checkpoint_digest", ""), new.data.get("checkpoint_digest", "")],
         "score_deltas": scores,
     }
+
+
+def _bar(enabled: bool) -> Any:
+    if not enabled:
+        return nullcontext()
+    return RichProgress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
 
 
 def _json(path: Path) -> Any:

@@ -13,11 +13,14 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from shipyard.errors import StoreError
+
+Progress = Callable[[int], None]  # called with a number of bytes just transferred
+CHUNK = 8 << 20
 
 
 class Store(Protocol):
@@ -41,8 +44,11 @@ class Store(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def put_file(self, key: str, source: Path) -> None:
-        """Upload a (large) file to `key`, replacing what is there; a reader never sees a partial object."""
+    def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
+        """Upload a (large) file to `key`, replacing what is there; a reader never sees a partial object.
+
+        `progress`, if given, is called with each number of bytes sent.
+        """
         ...
 
     def get_file(self, key: str, dest: Path) -> None:
@@ -108,13 +114,17 @@ class LocalStore:
         except FileNotFoundError:
             raise StoreError(f"{self.uri}/{key}: missing") from None
 
-    def put_file(self, key: str, source: Path) -> None:
+    def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
-        shutil.copyfile(source, tmp)
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
+        with source.open("rb") as src, tmp.open("wb") as dst:
+            while chunk := src.read(CHUNK):
+                dst.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            dst.flush()
+            os.fsync(dst.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
 
@@ -218,11 +228,11 @@ class S3Store:
             raise StoreError(f"{self.uri}/{key}: cannot read ({exc})") from None
         return True
 
-    def put_file(self, key: str, source: Path) -> None:
+    def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.upload_file(str(source), self.bucket, self.prefix + key, Config=TRANSFER)
+            self.client.upload_file(str(source), self.bucket, self.prefix + key, Config=TRANSFER, Callback=progress)
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"{self.uri}/{key}: cannot upload {source} ({exc})") from None
 

@@ -16,15 +16,15 @@ from shipyard.cli import app
 from shipyard.errors import ConfigError
 from shipyard.ledger import Ledger
 from shipyard.publish import blob_key, diff, manifest, promote, publish, pull, rollback, verify
-from shipyard.stores import LocalStore, S3Store
+from shipyard.stores import LocalStore, Progress, S3Store
 
 
 class CountingStore(LocalStore):
     uploads: list[str]
 
-    def put_file(self, key: str, source: Path) -> None:
+    def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
         self.uploads.append(source.name)
-        super().put_file(key, source)
+        super().put_file(key, source, progress)
 
 
 def changed_copy(model_dir: Path, out: Path) -> Path:
@@ -112,7 +112,7 @@ def test_release_commands_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     assert run("publish", "--model", str(tiny_model_dir), "--json") == {"created": True, "line": "main", "version": 1}
     assert run("publish", "--model", str(tiny_model_dir), "--json")["created"] is False
     run("publish", "--model", str(changed_copy(tiny_model_dir, tmp_path / "v2")))
-    run("promote", "v1")
+    assert run("promote", "v1", "--json") == {"line": "main", "channel": "stable", "version": 1}
     run("promote", "2")
     assert "stable → main v1" in run("rollback")
     listed = run("releases", "list", "--json")
