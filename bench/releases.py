@@ -23,7 +23,7 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-from shipyard.ledger import Event, Ledger, event_key
+from shipyard.ledger import EVENTS, SNAPSHOT_EVERY, SNAPSHOTS, Event, Ledger, State, apply, event_key, snapshot_key
 from shipyard.publish import promote, publish
 from shipyard.stores import LocalStore, Progress, S3Store
 
@@ -90,15 +90,17 @@ def bench_incremental_and_promotion(tmp: Path) -> dict[str, float]:
 
 
 def fill(store_dir: Path, n: int) -> None:
-    """Write a chained log of `n` release events directly (the bench's setup, not what it measures)."""
-    events = store_dir / "ledger" / "events"
-    events.mkdir(parents=True)
-    prev = ""
+    """Write a chained log of `n` release events and its stored folds directly, as appends would leave them."""
+    for directory in (EVENTS, SNAPSHOTS):
+        (store_dir / directory).mkdir(parents=True)
+    state = State()
     for seq in range(1, n + 1):
         data = {"line": "main", "version": seq, "candidate_digest": f"{seq:064x}"}
-        event = Event(seq, "released", data, 0.0, "bench", prev)
+        event = Event(seq, "released", data, 0.0, "bench", state.head)
         (store_dir / event_key(seq)).write_bytes(event.body())
-        prev = event.digest
+        apply(state, event)
+        if seq % SNAPSHOT_EVERY == 0:
+            (store_dir / snapshot_key(seq)).write_text(json.dumps(state.to_json()))
 
 
 def bench_append(tmp: Path) -> dict[str, float]:

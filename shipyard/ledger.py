@@ -28,6 +28,8 @@ from shipyard.stores import Store
 SCHEMA_VERSION = 1
 EVENTS = "ledger/events/"
 TYPES = ("released", "approved", "rejected", "promoted", "rolled_back", "mirrored", "skipped", "refused", "gate_failed")
+SNAPSHOTS = "ledger/snapshots/"
+SNAPSHOT_EVERY = 1000  # a fold of the log is stored every this many events, so a new reader starts from it
 ATTEMPTS = 100
 
 
@@ -69,15 +71,44 @@ class State:
     )  # (line, channel) -> versions, oldest first
     approvals: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
     mirrors: list[dict[str, Any]] = field(default_factory=list)  # data of `mirrored` events
-    events: int = 0
+    events: int = 0  # the sequence number of the last event folded in
+    head: str = ""  # its digest
+    _by_candidate: dict[tuple[str, str], Release] = field(default_factory=dict, repr=False)
+    _latest: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def add_release(self, release: Release) -> None:
+        self.releases[(release.line, release.version)] = release
+        self._by_candidate[(release.line, release.candidate_digest)] = release
+        self._latest[release.line] = max(self._latest.get(release.line, 0), release.version)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "releases": [asdict(r) for r in self.releases.values()],
+            "channels": [[line, channel, history] for (line, channel), history in self.channels.items()],
+            "approvals": [[line, version, items] for (line, version), items in self.approvals.items()],
+            "mirrors": self.mirrors,
+            "events": self.events,
+            "head": self.head,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> State:
+        state = cls(
+            channels={(line, channel): history for line, channel, history in data["channels"]},
+            approvals={(line, version): items for line, version, items in data["approvals"]},
+            mirrors=data["mirrors"],
+            events=data["events"],
+            head=data["head"],
+        )
+        for r in data["releases"]:
+            state.add_release(Release(**r))
+        return state
 
     def latest(self, line: str) -> int:
-        return max((v for (name, v) in self.releases if name == line), default=0)
+        return self._latest.get(line, 0)
 
     def release_of(self, line: str, candidate_digest: str) -> Release | None:
-        return next(
-            (r for r in self.releases.values() if r.line == line and r.candidate_digest == candidate_digest), None
-        )
+        return self._by_candidate.get((line, candidate_digest))
 
     def channel(self, line: str, channel: str) -> int | None:
         history = self.channels.get((line, channel), [])
@@ -88,14 +119,16 @@ def event_key(seq: int) -> str:
     return f"{EVENTS}{seq:012d}.json"
 
 
+def snapshot_key(seq: int) -> str:
+    return f"{SNAPSHOTS}{seq:012d}.json"
+
+
 def apply(state: State, event: Event) -> None:
     """Fold one event into the state."""
     d = event.data
-    state.events += 1
+    state.events, state.head = event.seq, event.digest
     if event.type == "released":
-        state.releases[(d["line"], d["version"])] = Release(
-            d["line"], d["version"], d["candidate_digest"], d, event.seq, event.at
-        )
+        state.add_release(Release(d["line"], d["version"], d["candidate_digest"], d, event.seq, event.at))
         state.channels.setdefault((d["line"], "candidate"), []).append(d["version"])
     elif event.type == "promoted":
         state.channels.setdefault((d["line"], d["channel"]), []).append(d["version"])
@@ -116,26 +149,29 @@ def fold(events: list[Event]) -> State:
 
 
 class Ledger:
-    """The ledger in one store. Keeps the events it has read, so each refresh reads only new ones."""
+    """The ledger in one store. Keeps the state it has folded, so each refresh reads only new events."""
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self.events: list[Event] = []
         self.state = State()
 
     def refresh(self) -> State:
-        """Read the events written since the last refresh, in order.
+        """Fold in the events written since the last refresh, in order.
 
-        The next slot is known (one past the last event read), so new events
-        are read by probing slot after slot: no listing of the log, one GET per
-        new event plus one that finds the end.
+        A new reader starts from the latest stored fold (one every
+        `SNAPSHOT_EVERY` events). The next slot is then known, so new events
+        are read by probing slot after slot: no listing of the log, one GET
+        per new event plus one that finds the end. Each event must chain to
+        the one before it.
         """
-        while (body := self.store.get(event_key(len(self.events) + 1))) is not None:
-            event = self._parse(event_key(len(self.events) + 1), body)
-            if event.seq != len(self.events) + 1:
-                raise LedgerError(f"{self.store.uri}/{event_key(len(self.events) + 1)}: holds event {event.seq}")
-            self.events.append(event)
+        if self.state.events == 0:
+            self._load_snapshot()
+        while (body := self.store.get(event_key(self.state.events + 1))) is not None:
+            key = event_key(self.state.events + 1)
+            event = self._parse(key, body)
+            if event.seq != self.state.events + 1 or event.prev != self.state.head:
+                raise LedgerError(f"{self.store.uri}/{key}: does not follow event {self.state.events} (tampered?)")
             apply(self.state, event)
         return self.state
 
@@ -150,12 +186,29 @@ class Ledger:
             kind, data = made
             if kind not in TYPES:
                 raise LedgerError(f"unknown event type {kind!r}; valid: {', '.join(TYPES)}")
-            prev = self.events[-1].digest if self.events else ""
-            event = Event(len(self.events) + 1, kind, data, self.clock(), nonce, prev)
+            event = Event(state.events + 1, kind, data, self.clock(), nonce, state.head)
             if self._put(event):
                 self.refresh()
+                if event.seq % SNAPSHOT_EVERY == 0:
+                    self._save_snapshot(event.seq)
                 return event
         raise LedgerError(f"{self.store.uri}: could not append after {ATTEMPTS} attempts (heavy contention?)")
+
+    def _save_snapshot(self, seq: int) -> None:
+        state = self.state.to_json() if self.state.events == seq else None
+        if state is not None:  # another writer may have moved on; its own snapshot will come
+            self.store.put_if_absent(snapshot_key(seq), json.dumps(state).encode())
+
+    def _load_snapshot(self) -> None:
+        keys = list(self.store.keys(SNAPSHOTS))
+        if not keys:
+            return
+        body = self.store.get(keys[-1])
+        snapshot = State.from_json(json.loads(body)) if body else None
+        event = self.store.get(event_key(snapshot.events)) if snapshot else None
+        # Trust a fold only if it ends at the event it names.
+        if snapshot is not None and event is not None and self._parse(keys[-1], event).digest == snapshot.head:
+            self.state = snapshot
 
     def _put(self, event: Event) -> bool:
         key = event_key(event.seq)
@@ -183,8 +236,9 @@ class Ledger:
         """Problems with the chain: a tampered, missing or reordered event. Empty when the ledger is sound."""
         problems = []
         prev = ""
-        keys = list(self.store.keys(EVENTS))
-        for number, key in enumerate(keys, 1):
+        folded = State()
+        snapshots = {int(k.removeprefix(SNAPSHOTS).removesuffix(".json")): k for k in self.store.keys(SNAPSHOTS)}
+        for number, key in enumerate(self.store.keys(EVENTS), 1):
             try:
                 event = self._read(key)
             except LedgerError as exc:
@@ -195,4 +249,7 @@ class Ledger:
             if event.prev != prev:
                 problems.append(f"{self.store.uri}/{key}: does not chain to the event before (tampered or reordered)")
             prev = event.digest
+            apply(folded, event)
+            if event.seq in snapshots and json.loads(self.store.get(snapshots[event.seq]) or b"{}") != folded.to_json():
+                problems.append(f"{self.store.uri}/{snapshots[event.seq]}: differs from the fold of the log")
         return problems

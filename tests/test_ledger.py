@@ -11,6 +11,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from shipyard import ledger as ledger_module
 from shipyard.errors import StoreError
 from shipyard.ledger import Ledger, State, event_key
 from shipyard.stores import LocalStore, S3Store
@@ -183,3 +184,25 @@ def test_s3_faults_lose_nothing_and_never_duplicate_a_version(s3_endpoint: str) 
     state = Ledger(S3Store(f"s3://{bucket}/models", s3_endpoint)).refresh()
     assert throttled and proxy.lost == 1
     assert sorted((r.version, r.candidate_digest) for r in state.releases.values()) == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_a_new_reader_starts_from_the_stored_fold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_module, "SNAPSHOT_EVERY", 2)
+    ledger = Ledger(LocalStore(tmp_path))
+    for candidate in "abcde":
+        ledger.append(release("main", candidate))
+    assert sorted(p.name for p in (tmp_path / "ledger" / "snapshots").iterdir()) == [
+        "000000000002.json",
+        "000000000004.json",
+    ]
+    assert Ledger(LocalStore(tmp_path)).verify() == []
+    snapshot = tmp_path / "ledger" / "snapshots" / "000000000002.json"
+    original = snapshot.read_text()
+    snapshot.write_text(original.replace('"a"', '"evil"'))
+    [problem] = Ledger(LocalStore(tmp_path)).verify()
+    assert "000000000002.json: differs from the fold of the log" in problem
+    snapshot.write_text(original)
+    for seq in (1, 2, 3):  # a reader that starts from the fold at 4 never needs these
+        (tmp_path / event_key(seq)).unlink()
+    state = Ledger(LocalStore(tmp_path)).refresh()
+    assert sorted(v for _, v in state.releases) == [1, 2, 3, 4, 5] and state.events == 5
