@@ -23,7 +23,7 @@ from typing import Any
 from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.progress import Progress as RichProgress
 
-from shipyard.errors import ConfigError, LedgerError
+from shipyard.errors import ConfigError, LedgerError, StoreError
 from shipyard.ledger import Ledger, Release, State
 from shipyard.snapshot import checkpoint_digest, file_digest
 from shipyard.stores import Store
@@ -66,6 +66,9 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False) ->
         for name in missing:
             step = (lambda n: bar.advance(task, n)) if bar and task is not None else None
             store.put_file(blob_key(digests[name]), paths[name], step)
+            stored, size = store.size(blob_key(digests[name])), paths[name].stat().st_size
+            if stored != size:  # checked before any event names the blob
+                raise StoreError(f"{store.uri}/{blob_key(digests[name])}: {stored} bytes stored, {size} sent ({name})")
     manifest = {
         "schema_version": MANIFEST_SCHEMA,
         "line": line,

@@ -44,6 +44,10 @@ class Store(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None if there is none."""
+        ...
+
     def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
         """Upload a (large) file to `key`, replacing what is there; a reader never sees a partial object.
 
@@ -107,6 +111,10 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        return path.stat().st_size if path.is_file() else None
 
     def get_file(self, key: str, dest: Path) -> None:
         try:
@@ -216,17 +224,20 @@ class S3Store:
             raise StoreError(f"{self.uri}: cannot list {prefix} ({exc})") from None
 
     def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                return False
+                return None
             raise StoreError(f"{self.uri}/{key}: cannot read ({exc})") from None
         except BotoCoreError as exc:
             raise StoreError(f"{self.uri}/{key}: cannot read ({exc})") from None
-        return True
+        return int(head["ContentLength"])
 
     def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
