@@ -1,6 +1,7 @@
 """Gating a candidate end to end: evaluate both models (cached), measure RL health, decide, write the report.
 
-Writes `gate.json` and `gate.md` into the report directory
+Writes `gate.json`, `gate.md` and the candidate's `evals.json` (scores per
+task) into the report directory
 (`home/gates/<candidate digest>-<champion digest>/` unless given). Called by
 `shipyard gate` and the release flow.
 """
@@ -53,6 +54,8 @@ def run_gate(
     out.mkdir(parents=True, exist_ok=True)
     (out / "gate.json").write_text(json.dumps(decision.as_dict(), indent=1) + "\n")
     (out / "gate.md").write_text(markdown(decision, str(candidate), str(champion) if champion else None))
+    scores = {task: values for result in ours for task, values in result.scores.items()}
+    (out / "evals.json").write_text(json.dumps(scores, indent=1) + "\n")
     return decision, out
 
 

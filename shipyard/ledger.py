@@ -220,6 +220,10 @@ class Ledger:
         there = self.store.get(key)
         return there is not None and json.loads(there).get("nonce") == event.nonce
 
+    def event(self, seq: int) -> Event:
+        """The event at `seq`, read from the store."""
+        return self._read(event_key(seq))
+
     def _read(self, key: str) -> Event:
         body = self.store.get(key)
         if body is None:

@@ -86,6 +86,20 @@ class ReleaseSettings(Section):
     line: str = Field("main", description="The release line versions are counted in.")
 
 
+class PipelineSettings(Section):
+    """How one selected checkpoint becomes a release: recipe, gate policy, and the cheap screening first."""
+
+    recipe: Path | None = Field(None, description="Post-training recipe YAML; None: the built-in one.")
+    policy: Path | None = Field(None, description="Gate policy YAML; None: the built-in one.")
+    screening: bool = Field(True, description="Evaluate the raw checkpoint before paying for post-training.")
+    screening_task: str = Field("shipyard_arithmetic_heldout", description="Task of the capability suite to screen on.")
+    screening_metric: str = Field("exact_match", description="Its metric.")
+    screening_margin: float = Field(
+        0.1, ge=0, description="Screening passes at the champion's score minus this (any score without a champion)."
+    )
+    champion_channel: str = Field("stable", description="The channel whose head a candidate must beat.")
+
+
 class Settings(BaseSettings):
     """All of Shipyard's configuration, one section per stage."""
 
@@ -103,6 +117,7 @@ class Settings(BaseSettings):
     s3: S3Settings = S3Settings()
     hub: HubSettings = HubSettings()
     release: ReleaseSettings = ReleaseSettings()
+    pipeline: PipelineSettings = PipelineSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,130 @@
+"""One checkpoint's way to a release: screen, post-train, evaluate, gate, publish — or a recorded reason why not.
+
+Each stage is a library call that caches by digests (post-training by
+checkpoint + recipe + data, evals by model + suite), so running a checkpoint
+again redoes no finished stage. The champion is the head of
+`pipeline.champion_channel` (stable by default), pulled once into the cache.
+Every outcome ends in the ledger: `released`, or `skipped` (screening) or
+`gate_failed` with the reason. The Prefect flows call these stages as tasks;
+`shipyard watch` calls `release_checkpoint` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from evals.policy import DEFAULT_POLICY, load_policy
+from evals.run_gate import run_gate
+from evals.runner import evaluate
+from evals.suite import load_suite
+from shipyard.ledger import Ledger
+from shipyard.posttrain import posttrain
+from shipyard.publish import publish, pull
+from shipyard.recipe import DEFAULT_RECIPE
+from shipyard.settings import Settings
+from shipyard.stores import Store, open_store
+from shipyard.watch import Checkpoint
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: int
+    uri: str
+    state: str  # released | screened_out | gate_failed
+    reason: str = ""
+    version: int | None = None
+    report: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def release_store(settings: Settings) -> Store:
+    return open_store(settings.release.store or str(settings.home / "releases"), settings.s3.endpoint_url)
+
+
+def champion(settings: Settings, store: Store) -> Path | None:
+    """The model a candidate must beat, pulled once into `home/champions/v<N>`; None before the first promotion."""
+    line, channel = settings.release.line, settings.pipeline.champion_channel
+    version = Ledger(store).refresh().channel(line, channel)
+    if version is None:
+        return None
+    path = settings.home / "champions" / line / f"v{version}"
+    if not (path / "config.json").is_file():
+        pull(store, line, str(version), path)
+    return path
+
+
+def screen(checkpoint: Checkpoint, champion_dir: Path | None, settings: Settings) -> tuple[bool, str]:
+    """Whether the raw checkpoint is worth post-training: its score against the champion's minus a margin."""
+    p = settings.pipeline
+    if not p.screening:
+        return True, "screening off"
+    suite = load_suite("capability")
+    ours = _score(evaluate(Path(checkpoint.path), [suite], settings.home), p.screening_task, p.screening_metric)
+    if champion_dir is None:
+        return True, f"{p.screening_task} {ours:.3f}; no champion yet"
+    theirs = _score(evaluate(champion_dir, [suite], settings.home), p.screening_task, p.screening_metric)
+    passed = ours >= theirs - p.screening_margin
+    return passed, f"{p.screening_task} {ours:.3f} vs champion {theirs:.3f} - {p.screening_margin}"
+
+
+def release_checkpoint(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Outcome:
+    """Run one complete, validated, snapshotted checkpoint through the pipeline and record its fate."""
+    store, line = release_store(settings), settings.release.line
+    best = champion(settings, store)
+    passed, why = screen(checkpoint, best, settings)
+    if not passed:
+        _record(store, "skipped", checkpoint, line, f"screening: {why}")
+        return Outcome(checkpoint.step, checkpoint.uri, "screened_out", why)
+    recipe = settings.pipeline.recipe or DEFAULT_RECIPE
+    candidate = posttrain(Path(checkpoint.path), recipe, settings.home, progress=progress)
+    policy = load_policy(settings.pipeline.policy or DEFAULT_POLICY)
+    trainer_state = Path(checkpoint.path) / "trainer_state.json"
+    decision, report = run_gate(
+        candidate.path, best, policy, settings.home, trainer_state if trainer_state.is_file() else None
+    )
+    if not decision.passed:
+        failed = "; ".join(c.name for c in decision.failed)
+        _record(store, "gate_failed", checkpoint, line, failed, report=str(report / "gate.md"))
+        return Outcome(checkpoint.step, checkpoint.uri, "gate_failed", failed, report=str(report / "gate.md"))
+    staging = _stage(candidate.path, report, settings.home / "staging" / candidate.digest)
+    published = publish(staging, line, store)
+    return Outcome(checkpoint.step, checkpoint.uri, "released", "", published.release.version, str(report / "gate.md"))
+
+
+def _score(results: list[Any], task: str, metric: str) -> float:
+    for result in results:
+        if task in result.scores:
+            return float(result.scores[task][metric])
+    raise KeyError(f"task {task} not in the screening suite")
+
+
+def _stage(candidate: Path, report: Path, out: Path) -> Path:
+    """The candidate's files (hard links) plus its gate decision and eval scores, as `publish` reads them."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for path in candidate.iterdir():
+        os.link(path, out / path.name)
+    for name in ("gate.json", "evals.json"):
+        shutil.copyfile(report / name, out / name)
+    return out
+
+
+def _record(store: Store, kind: str, checkpoint: Checkpoint, line: str, reason: str, **extra: str) -> None:
+    data = {
+        "line": line,
+        "checkpoint_uri": checkpoint.uri,
+        "step": checkpoint.step,
+        "checkpoint_digest": checkpoint.digest,
+    }
+
+    def build(state: Any) -> tuple[str, dict[str, Any]]:
+        return kind, {**data, "reason": reason, **extra}
+
+    Ledger(store).append(build)
