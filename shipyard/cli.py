@@ -461,6 +461,35 @@ def mirror_command(
     Console().print(f"{repo}: mirrored {', '.join(f'v{v}' for v in done) or 'nothing new'}")
 
 
+@app.command("watch")
+@clear_errors
+def watch_command(
+    source: Annotated[str | None, typer.Option(help="The run to watch (default: watch.source).")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Process what is there now, then exit.")] = False,
+    every: Annotated[float, typer.Option(help="Seconds between polls when not --once.")] = 30.0,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Watch an RL run: take each selected checkpoint through screening, post-training, the gate and publishing."""
+    import time
+
+    from shipyard.watcher import watch_once
+
+    overrides = {"watch": {"source": source}} if source else {}
+    settings = load_settings(config, **overrides)
+    while True:
+        outcomes = watch_once(settings, progress=not as_json)
+        if as_json:
+            _print_json([o.as_dict() for o in outcomes])
+        else:
+            for o in outcomes:
+                version = f" v{o.version}" if o.version else ""
+                Console().print(f"step {o.step}: {o.state}{version} {o.reason}".rstrip())
+        if once:
+            return
+        time.sleep(every)
+
+
 ledger_app = typer.Typer(help="The release ledger.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 

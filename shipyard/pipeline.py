@@ -79,7 +79,7 @@ def release_checkpoint(checkpoint: Checkpoint, settings: Settings, progress: boo
     best = champion(settings, store)
     passed, why = screen(checkpoint, best, settings)
     if not passed:
-        _record(store, "skipped", checkpoint, line, f"screening: {why}")
+        record_fate(store, "skipped", checkpoint, line, f"screening: {why}")
         return Outcome(checkpoint.step, checkpoint.uri, "screened_out", why)
     recipe = settings.pipeline.recipe or DEFAULT_RECIPE
     candidate = posttrain(Path(checkpoint.path), recipe, settings.home, progress=progress)
@@ -90,7 +90,7 @@ def release_checkpoint(checkpoint: Checkpoint, settings: Settings, progress: boo
     )
     if not decision.passed:
         failed = "; ".join(c.name for c in decision.failed)
-        _record(store, "gate_failed", checkpoint, line, failed, report=str(report / "gate.md"))
+        record_fate(store, "gate_failed", checkpoint, line, failed, report=str(report / "gate.md"))
         return Outcome(checkpoint.step, checkpoint.uri, "gate_failed", failed, report=str(report / "gate.md"))
     staging = _stage(candidate.path, report, settings.home / "staging" / candidate.digest)
     published = publish(staging, line, store)
@@ -116,7 +116,7 @@ def _stage(candidate: Path, report: Path, out: Path) -> Path:
     return out
 
 
-def _record(store: Store, kind: str, checkpoint: Checkpoint, line: str, reason: str, **extra: str) -> None:
+def record_fate(store: Store, kind: str, checkpoint: Checkpoint, line: str, reason: str, **extra: str) -> None:
     data = {
         "line": line,
         "checkpoint_uri": checkpoint.uri,
