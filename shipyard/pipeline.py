@@ -73,6 +73,29 @@ def screen(checkpoint: Checkpoint, champion_dir: Path | None, settings: Settings
     return passed, f"{p.screening_task} {ours:.3f} vs champion {theirs:.3f} - {p.screening_margin}"
 
 
+def make_candidate(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Path:
+    """Post-train the checkpoint with the configured recipe (cached by digests); the candidate's directory."""
+    recipe = settings.pipeline.recipe or DEFAULT_RECIPE
+    return posttrain(Path(checkpoint.path), recipe, settings.home, progress=progress).path
+
+
+def gate_candidate(
+    candidate: Path, champion_dir: Path | None, checkpoint: Checkpoint, settings: Settings
+) -> tuple[bool, str, Path]:
+    """Gate the candidate against the champion: passed, the failed checks, and the report directory."""
+    policy = load_policy(settings.pipeline.policy or DEFAULT_POLICY)
+    trainer_state = Path(checkpoint.path) / "trainer_state.json"
+    history = trainer_state if trainer_state.is_file() else None
+    decision, report = run_gate(candidate, champion_dir, policy, settings.home, history)
+    return decision.passed, "; ".join(c.name for c in decision.failed), report
+
+
+def publish_candidate(candidate: Path, report: Path, settings: Settings) -> int:
+    """Publish the gated candidate with its gate decision and eval scores; its version (exactly once)."""
+    staging = _stage(candidate, report, settings.home / "staging" / candidate.name)
+    return publish(staging, settings.release.line, release_store(settings)).release.version
+
+
 def release_checkpoint(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Outcome:
     """Run one complete, validated, snapshotted checkpoint through the pipeline and record its fate."""
     store, line = release_store(settings), settings.release.line
@@ -81,20 +104,13 @@ def release_checkpoint(checkpoint: Checkpoint, settings: Settings, progress: boo
     if not passed:
         record_fate(store, "skipped", checkpoint, line, f"screening: {why}")
         return Outcome(checkpoint.step, checkpoint.uri, "screened_out", why)
-    recipe = settings.pipeline.recipe or DEFAULT_RECIPE
-    candidate = posttrain(Path(checkpoint.path), recipe, settings.home, progress=progress)
-    policy = load_policy(settings.pipeline.policy or DEFAULT_POLICY)
-    trainer_state = Path(checkpoint.path) / "trainer_state.json"
-    decision, report = run_gate(
-        candidate.path, best, policy, settings.home, trainer_state if trainer_state.is_file() else None
-    )
-    if not decision.passed:
-        failed = "; ".join(c.name for c in decision.failed)
+    candidate = make_candidate(checkpoint, settings, progress)
+    passed, failed, report = gate_candidate(candidate, best, checkpoint, settings)
+    if not passed:
         record_fate(store, "gate_failed", checkpoint, line, failed, report=str(report / "gate.md"))
         return Outcome(checkpoint.step, checkpoint.uri, "gate_failed", failed, report=str(report / "gate.md"))
-    staging = _stage(candidate.path, report, settings.home / "staging" / candidate.digest)
-    published = publish(staging, line, store)
-    return Outcome(checkpoint.step, checkpoint.uri, "released", "", published.release.version, str(report / "gate.md"))
+    version = publish_candidate(candidate, report, settings)
+    return Outcome(checkpoint.step, checkpoint.uri, "released", "", version, str(report / "gate.md"))
 
 
 def _score(results: list[Any], task: str, metric: str) -> float:
