@@ -22,6 +22,7 @@ from shipyard.cursor import Cursor, Window
 from shipyard.errors import InvalidCheckpoint, SourceError
 from shipyard.layouts import TRAINER_STATE
 from shipyard.settings import HubSettings, S3Settings
+from shipyard.stores import split_s3_uri
 
 EVERY_SAVE = re.compile(r"Training in progress, step (\d+)")  # transformers' commit title per save
 STEP_REF = re.compile(r"[A-Za-z_-]*?(\d+)")  # a tag or branch per step: step-40, checkpoint-40, v40
@@ -95,12 +96,10 @@ class S3Source:
         import boto3
         from botocore.config import Config
 
-        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        if not bucket:
+        parsed = split_s3_uri(uri)
+        if parsed is None:
             raise SourceError(f"{uri}: expected s3://bucket/prefix")
-        self.uri = f"s3://{bucket}/{prefix}".rstrip("/")
-        self.bucket = bucket
-        self.prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+        self.uri, self.bucket, self.prefix = parsed
         self.full_listing_every = full_listing_every
         self.cursor: Cursor | None = None
         config = Config(retries={"mode": "standard", "max_attempts": 5})

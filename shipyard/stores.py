@@ -165,12 +165,10 @@ class S3Store:
         import boto3
         from botocore.config import Config
 
-        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        if not bucket:
+        parsed = split_s3_uri(uri)
+        if parsed is None:
             raise StoreError(f"{uri}: expected s3://bucket/prefix")
-        self.uri = f"s3://{bucket}/{prefix}".rstrip("/")
-        self.bucket = bucket
-        self.prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+        self.uri, self.bucket, self.prefix = parsed
         config = Config(retries={"mode": "standard", "max_attempts": 5})
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
@@ -264,6 +262,14 @@ def _transfer_config() -> Any:
 
 
 TRANSFER = _transfer_config()
+
+
+def split_s3_uri(uri: str) -> tuple[str, str, str] | None:
+    """`s3://bucket/prefix` as (normalized uri, bucket, key prefix ending in "/" or empty); None if malformed."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket:
+        return None
+    return f"s3://{bucket}/{prefix}".rstrip("/"), bucket, f"{prefix.rstrip('/')}/" if prefix else ""
 
 
 def open_store(uri: str, endpoint_url: str | None = None) -> Store:
