@@ -254,6 +254,8 @@ app.command("pull")(cli_releases.pull_command)
 app.command("promote")(cli_releases.promote_command)
 app.command("rollback")(cli_releases.rollback_command)
 app.command("mirror")(cli_releases.mirror_command)
+app.command("approve")(cli_releases.approve_command)
+app.command("reject")(cli_releases.reject_command)
 app.add_typer(cli_releases.releases_app, name="releases")
 app.add_typer(cli_releases.ledger_app, name="ledger")
 

@@ -231,3 +231,42 @@ def ledger_verify_command(store: StoreOption = None, config: ConfigOption = None
             err.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
         Console().print(f"{releases.uri}: {'sound' if not problems else f'{len(problems)} problem(s)'}")
     raise typer.Exit(1 if problems else 0)
+
+
+@clear_errors
+def approve_command(
+    version: Annotated[str, typer.Argument(help="The release to approve (3 or v3).")],
+    who: Annotated[str, typer.Option("--as", help="Your identity, as listed in approval.approvers.")],
+    note: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve a release; with enough distinct approvers it is promoted to the stable channel."""
+    from shipyard.approvals import approve
+
+    releases, name = _releases(config, store, line)
+    rules = load_settings(config).approval
+    promoted = approve(releases, name, int(version.removeprefix("v")), who, rules, note)
+    if as_json:
+        print_json({"line": name, "version": int(version.removeprefix("v")), "approved_by": who, "promoted": promoted})
+        return
+    Console().print(f"{name} {version}: approved by {who}" + (f"; promoted to {rules.channel}" if promoted else ""))
+
+
+@clear_errors
+def reject_command(
+    version: Annotated[str, typer.Argument(help="The release to reject (3 or v3).")],
+    who: Annotated[str, typer.Option("--as", help="Your identity, as listed in approval.approvers.")],
+    note: Annotated[str, typer.Option(help="Why (required).")] = "",
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Reject a release, with a note saying why."""
+    from shipyard.approvals import reject
+
+    releases, name = _releases(config, store, line)
+    reject(releases, name, int(version.removeprefix("v")), who, note, load_settings(config).approval)
+    Console().print(f"{name} {version}: rejected by {who}")

@@ -100,6 +100,15 @@ class PipelineSettings(Section):
     champion_channel: str = Field("stable", description="The channel whose head a candidate must beat.")
 
 
+class ApprovalSettings(Section):
+    """Who may promote a release to stable, and how many of them must agree."""
+
+    approvers: list[str] = Field(default_factory=list, description="Identities allowed to approve or reject.")
+    required: int = Field(1, ge=1, description="Distinct approvers needed before a release reaches stable.")
+    pipeline_identity: str = Field("shipyard-pipeline", description="The pipeline's own identity; it never approves.")
+    channel: str = Field("stable", description="The channel an approved release is promoted to.")
+
+
 class Settings(BaseSettings):
     """All of Shipyard's configuration, one section per stage."""
 
@@ -118,6 +127,7 @@ class Settings(BaseSettings):
     hub: HubSettings = HubSettings()
     release: ReleaseSettings = ReleaseSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    approval: ApprovalSettings = ApprovalSettings()
 
     @classmethod
     def settings_customise_sources(
