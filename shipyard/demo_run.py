@@ -12,14 +12,13 @@ completion length in `trainer_state.json`. Called by `shipyard demo-run`.
 from __future__ import annotations
 
 import random
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, Progress, TextColumn
 from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -32,6 +31,7 @@ from transformers import TrainingArguments as HFTrainingArguments
 
 from shipyard import arithmetic
 from shipyard.errors import DemoRunError
+from shipyard.progress import progress_bar
 from shipyard.quiet import quiet_libraries
 from shipyard.settings import DemoSettings
 from shipyard.tiny import TinyModelSpec, build_model, build_tokenizer
@@ -85,7 +85,8 @@ def run_demo(settings: DemoSettings, progress: bool = True) -> list[CheckpointRe
         report_to="none",
         disable_tqdm=True,
     )
-    with _progress_bar(progress) as bar:
+    accuracy = TextColumn("reward {task.fields[reward]:.2f}  held-out acc {task.fields[accuracy]:.2f}")
+    with progress_bar(progress, MofNCompleteColumn(), accuracy) as bar:
         warm_start(model, tokenizer, settings, bar)
         # GRPO starts from the warm start on disk, as a real run starts from an
         # SFT model; TRL loads its KL reference from that same path.
@@ -194,15 +195,3 @@ def _check_out_dir(out: Path) -> None:
     if out.exists() and any(out.glob(f"{CHECKPOINT_PREFIX}*")):
         raise DemoRunError(f"{out}: already holds checkpoints; give an empty or new --out directory")
     out.mkdir(parents=True, exist_ok=True)
-
-
-def _progress_bar(enabled: bool) -> Progress | nullcontext[None]:
-    if not enabled:
-        return nullcontext()
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("reward {task.fields[reward]:.2f}  held-out acc {task.fields[accuracy]:.2f}"),
-        TimeElapsedColumn(),
-    )

@@ -21,14 +21,13 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, Progress, TaskID, TextColumn
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -44,6 +43,7 @@ from transformers.trainer_callback import PrinterCallback
 from shipyard.errors import ConfigError
 from shipyard.hardware import device
 from shipyard.posttrain_data import StageData, load_stage_data
+from shipyard.progress import progress_bar
 from shipyard.quiet import quiet_libraries
 from shipyard.recipe import Recipe, Stage, load_recipe, recipe_digest
 from shipyard.snapshot import checkpoint_digest, directory_digest, file_digest
@@ -108,7 +108,10 @@ def _build(
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)
     entry.parent.mkdir(parents=True, exist_ok=True)
     stages = []
-    with tempfile.TemporaryDirectory(dir=entry.parent) as work, _bar(progress) as bar:
+    with (
+        tempfile.TemporaryDirectory(dir=entry.parent) as work,
+        progress_bar(progress, MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}")) as bar,
+    ):
         for stage, stage_data in zip(recipe.stages, data, strict=True):
             model, metrics = train_stage(model, tokenizer, stage, stage_data, Path(work) / stage.name, bar)
             stages.append({"name": stage.name, "method": stage.method, "rows": len(stage_data.dataset), **metrics})
@@ -235,18 +238,6 @@ class StageProgress(TrainerCallback):
         logs = kwargs.get("logs") or {}
         if self.bar is not None and self.task is not None and "loss" in logs:
             self.bar.update(self.task, completed=state.global_step, loss=logs["loss"])
-
-
-def _bar(enabled: bool) -> Progress | nullcontext[None]:
-    if not enabled:
-        return nullcontext()
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-    )
 
 
 def _materialize(entry: Path, out: Path, key: str) -> None:

@@ -15,16 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn
-from rich.progress import Progress as RichProgress
+from rich.progress import DownloadColumn, TransferSpeedColumn
 
 from shipyard.errors import ConfigError, LedgerError, StoreError
 from shipyard.ledger import Ledger, Release, State
+from shipyard.progress import progress_bar
 from shipyard.snapshot import checkpoint_digest, file_digest
 from shipyard.stores import Store
 
@@ -61,7 +60,7 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False) ->
         return Published(existing, False)
     missing = [name for name in paths if not store.exists(blob_key(digests[name]))]
     total = sum(paths[name].stat().st_size for name in missing)
-    with _bar(progress) as bar:
+    with progress_bar(progress, DownloadColumn(), TransferSpeedColumn()) as bar:
         task = bar.add_task(f"{line}: upload", total=total) if bar else None
         for name in missing:
             step = (lambda n: bar.advance(task, n)) if bar and task is not None else None
@@ -213,18 +212,6 @@ def diff(store: Store, line: str, old_ref: str, new_ref: str) -> dict[str, Any]:
         "checkpoint": [old.data.get("checkpoint_digest", ""), new.data.get("checkpoint_digest", "")],
         "score_deltas": scores,
     }
-
-
-def _bar(enabled: bool) -> Any:
-    if not enabled:
-        return nullcontext()
-    return RichProgress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-    )
 
 
 def _json(path: Path) -> Any:
