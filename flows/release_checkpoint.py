@@ -1,58 +1,105 @@
 """The release flow: a selected checkpoint → screening → post-training → gate → release, or the reason why not.
 
 Each task wraps one stage of `shipyard.pipeline`. Compute tasks (screening,
-post-training, gate) persist their results and are cached on their inputs and
-source, so a crashed or re-run flow resumes without redoing a finished stage
-(the stages also cache by digests underneath). Only I/O tasks (champion pull,
-publishing, recording a fate) retry.
+post-training, gate) hold the training slot (a strict global concurrency
+limit), persist their results and are cached on their inputs and source, so a
+crashed or re-run flow resumes without redoing a finished stage (the stages
+also cache by digests underneath). Only I/O tasks (champion pull, publishing,
+recording a fate) retry. The run leaves artifacts — the gate's checks as a
+table, its report, a link to the release — and, with an approval deployment
+configured, starts the light approval run for the new release.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from shipyard import pipeline
+from shipyard import orchestration, pipeline
 from shipyard.settings import Settings, load_settings
 from shipyard.watch import Checkpoint
 
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [1, 5, 20]}
 
-@task(retries=3, retry_delay_seconds=[1, 5, 20])
+
+@task(**IO_RETRIES)
 def pull_champion(settings: Settings) -> Path | None:
     return pipeline.champion(settings, pipeline.release_store(settings))
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def screen(checkpoint: Checkpoint, champion: Path | None, settings: Settings) -> tuple[bool, str]:
-    return pipeline.screen(checkpoint, champion, settings)
+    with orchestration.training_slot(settings.pipeline):
+        return pipeline.screen(checkpoint, champion, settings)
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def post_train(checkpoint: Checkpoint, settings: Settings) -> Path:
-    return pipeline.make_candidate(checkpoint, settings)
+    with orchestration.training_slot(settings.pipeline):
+        return pipeline.make_candidate(checkpoint, settings)
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def gate(candidate: Path, champion: Path | None, checkpoint: Checkpoint, settings: Settings) -> tuple[bool, str, Path]:
-    return pipeline.gate_candidate(candidate, champion, checkpoint, settings)
+    with orchestration.training_slot(settings.pipeline):
+        return pipeline.gate_candidate(candidate, champion, checkpoint, settings)
 
 
-@task(retries=3, retry_delay_seconds=[1, 5, 20])
-def publish(candidate: Path, report: Path, settings: Settings) -> int:
-    return pipeline.publish_candidate(candidate, report, settings)
+@task(**IO_RETRIES)
+def publish(candidate: Path, report: Path, checkpoint: Checkpoint, settings: Settings) -> int:
+    return pipeline.publish_candidate(candidate, report, checkpoint, settings)
 
 
-@task(retries=3, retry_delay_seconds=[1, 5, 20])
-def record(kind: str, checkpoint: Checkpoint, reason: str, settings: Settings) -> None:
-    pipeline.record_fate(pipeline.release_store(settings), kind, checkpoint, settings.release.line, reason)
+@task(**IO_RETRIES)
+def record(kind: str, checkpoint: Checkpoint, reason: str, settings: Settings, report: str = "") -> None:
+    pipeline.record(settings, kind, checkpoint, reason, **({"report": report} if report else {}))
+
+
+@task(**IO_RETRIES)
+def request_approval(version: int, settings: Settings, config: str | None) -> None:
+    """Start the approval run for the new release through the approval deployment, if one is configured."""
+    deployment, line = settings.pipeline.approval_deployment, settings.release.line
+    if deployment is None:
+        get_run_logger().info("v%d awaits approval: shipyard approve v%d --as NAME", version, version)
+        return
+    from prefect.deployments import run_deployment
+
+    run_deployment(
+        deployment,
+        parameters={"line": line, "version": version, "config": config},
+        flow_run_name=f"approve-{line}-v{version}",
+        tags=orchestration.approval_tags(line, version),
+        idempotency_key=f"shipyard-approval:{line}:v{version}",
+        timeout=0,
+        as_subflow=False,
+    )
+
+
+def _artifacts(checkpoint: Checkpoint, report: Path, settings: Settings, version: int | None) -> None:
+    """The gate's checks as a table, its markdown report, and (when released) a link to the release."""
+    import json
+
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{settings.release.line}-step-{checkpoint.step}".lower())
+    checks = json.loads((report / "gate.json").read_text())["checks"]
+    rows = [{k: c.get(k) for k in ("name", "passed", "statistic", "threshold", "p_value", "detail")} for c in checks]
+    create_table_artifact(rows, key=f"gate-checks-{key}", description=f"Gate checks, step {checkpoint.step}")
+    create_markdown_artifact((report / "gate.md").read_text(), key=f"gate-report-{key}")
+    if version is not None:
+        store = pipeline.release_store(settings)
+        create_link_artifact(
+            store.uri, link_text=f"{settings.release.line} v{version} in {store.uri}", key=f"release-{key}"
+        )
 
 
 @flow(name="release-checkpoint")
 def release_checkpoint(checkpoint: dict[str, Any], config: str | None = None) -> dict[str, Any]:
     settings = load_settings(Path(config) if config else None)
+    orchestration.ensure_slot(settings.pipeline)
     ckpt = Checkpoint(**checkpoint)
     champion = pull_champion(settings)
     passed, why = screen(ckpt, champion, settings)
@@ -62,14 +109,10 @@ def release_checkpoint(checkpoint: dict[str, Any], config: str | None = None) ->
     candidate = post_train(ckpt, settings)
     passed, failed, report = gate(candidate, champion, ckpt, settings)
     if not passed:
-        record("gate_failed", ckpt, failed, settings)
+        record("gate_failed", ckpt, failed, settings, str(report / "gate.md"))
+        _artifacts(ckpt, report, settings, None)
         return pipeline.Outcome(ckpt.step, ckpt.uri, "gate_failed", failed, report=str(report / "gate.md")).as_dict()
-    version = publish(candidate, report, settings)
+    version = publish(candidate, report, ckpt, settings)
+    _artifacts(ckpt, report, settings, version)
+    request_approval(version, settings, config)
     return pipeline.Outcome(ckpt.step, ckpt.uri, "released", "", version, str(report / "gate.md")).as_dict()
-
-
-if __name__ == "__main__":
-    import json
-    import sys
-
-    print(json.dumps(release_checkpoint(json.loads(sys.argv[1])), indent=1))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from shipyard import publish
 from shipyard.errors import ConfigError
-from shipyard.ledger import Ledger, State
+from shipyard.ledger import Event, Ledger, State
 from shipyard.settings import ApprovalSettings
 from shipyard.stores import Store
 
@@ -27,18 +28,27 @@ def _check(state: State, line: str, version: int, who: str, rules: ApprovalSetti
         raise ConfigError(f"line '{line}' has no version {version} (latest {state.latest(line)})")
 
 
+def last_words(state: State, line: str, version: int) -> dict[str, str]:
+    """Each identity's latest word on the release: approved or rejected."""
+    return {entry["by"]: entry["type"] for entry in state.approvals.get((line, version), [])}
+
+
+def last_word(state: State, line: str, version: int, who: str) -> str | None:
+    return last_words(state, line, version).get(who)
+
+
 def approvers_of(state: State, line: str, version: int) -> list[str]:
     """Distinct identities whose latest word on the release is an approval."""
-    last: dict[str, str] = {}
-    for entry in state.approvals.get((line, version), []):
-        last[entry["by"]] = entry["type"]
-    return sorted(who for who, kind in last.items() if kind == "approved")
+    return sorted(who for who, kind in last_words(state, line, version).items() if kind == "approved")
 
 
 def approve(
     store: Store, line: str, version: int, who: str, rules: ApprovalSettings, note: str = "", door: str = "cli"
-) -> bool:
-    """Record `who`'s approval; promote when enough distinct approvers agree. True if the release was promoted."""
+) -> list[Event]:
+    """Record `who`'s approval; promote when enough distinct approvers agree. The events this call appended.
+
+    Idempotent: a second approval by the same person, or one after the promotion, appends nothing.
+    """
     ledger = Ledger(store)
 
     def approval(state: State) -> tuple[str, dict[str, Any]] | None:
@@ -47,7 +57,7 @@ def approve(
             return None
         return "approved", {"line": line, "version": version, "by": who, "note": note, "door": door}
 
-    ledger.append(approval)
+    approved = ledger.append(approval)
 
     def promotion(state: State) -> tuple[str, dict[str, Any]] | None:
         enough = len(approvers_of(state, line, version)) >= rules.required
@@ -56,18 +66,36 @@ def approve(
         by = approvers_of(state, line, version)
         return "promoted", {"line": line, "channel": rules.channel, "version": version, "approved_by": by}
 
-    return ledger.append(promotion) is not None
+    return [event for event in (approved, ledger.append(promotion)) if event is not None]
+
+
+def promoted(events: list[Event]) -> bool:
+    return any(event.type == "promoted" for event in events)
 
 
 def reject(
     store: Store, line: str, version: int, who: str, note: str, rules: ApprovalSettings, door: str = "cli"
-) -> None:
-    """Record `who`'s rejection of the release; a note saying why is required."""
+) -> Event | None:
+    """Record `who`'s rejection of the release (None if that is their word already); a note saying why is required."""
     if not note.strip():
         raise ConfigError("a rejection needs a note saying why (--note)")
 
-    def rejection(state: State) -> tuple[str, dict[str, Any]]:
+    def rejection(state: State) -> tuple[str, dict[str, Any]] | None:
         _check(state, line, version, who, rules)
+        if last_word(state, line, version, who) == "rejected":
+            return None
         return "rejected", {"line": line, "version": version, "by": who, "note": note, "door": door}
 
-    Ledger(store).append(rejection)
+    return Ledger(store).append(rejection)
+
+
+def promote_approved(store: Store, line: str, version: int, channel: str, rules: ApprovalSettings) -> int:
+    """Point `channel` at the release; the approval channel only with enough approvals on record. The version."""
+    if channel == rules.channel:
+        by = approvers_of(Ledger(store).refresh(), line, version)
+        if len(by) < rules.required:
+            raise ConfigError(
+                f"v{version} has {len(by)} of the {rules.required} approval(s) {channel} needs: "
+                f"shipyard approve v{version} --as NAME"
+            )
+    return publish.promote(store, line, version, channel).version

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shipyard import cli_releases
+from shipyard import cli_flows, cli_releases
 from shipyard.cli_common import ConfigOption, JsonOption, clear_errors, err, format_metric, print_json
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.settings import load_settings
@@ -220,35 +220,6 @@ def gate_command(
     raise typer.Exit(0 if decision.passed else 1)
 
 
-@app.command("watch")
-@clear_errors
-def watch_command(
-    source: Annotated[str | None, typer.Option(help="The run to watch (default: watch.source).")] = None,
-    once: Annotated[bool, typer.Option("--once", help="Process what is there now, then exit.")] = False,
-    every: Annotated[float, typer.Option(help="Seconds between polls when not --once.")] = 30.0,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Watch an RL run: take each selected checkpoint through screening, post-training, the gate and publishing."""
-    import time
-
-    from shipyard.watcher import watch_once
-
-    overrides = {"watch": {"source": source}} if source else {}
-    settings = load_settings(config, **overrides)
-    while True:
-        outcomes = watch_once(settings, progress=not as_json)
-        if as_json:
-            print_json([o.as_dict() for o in outcomes])
-        else:
-            for o in outcomes:
-                version = f" v{o.version}" if o.version else ""
-                Console().print(f"step {o.step}: {o.state}{version} {o.reason}".rstrip())
-        if once:
-            return
-        time.sleep(every)
-
-
 app.command("publish")(cli_releases.publish_command)
 app.command("pull")(cli_releases.pull_command)
 app.command("promote")(cli_releases.promote_command)
@@ -258,6 +229,9 @@ app.command("approve")(cli_releases.approve_command)
 app.command("reject")(cli_releases.reject_command)
 app.add_typer(cli_releases.releases_app, name="releases")
 app.add_typer(cli_releases.ledger_app, name="ledger")
+app.command("watch")(cli_flows.watch_command)
+app.command("serve")(cli_flows.serve_command)
+app.command("demo")(cli_flows.demo_command)
 
 
 def main() -> None:

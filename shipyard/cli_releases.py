@@ -163,12 +163,18 @@ def promote_command(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Point a channel at a release: one ledger event, no weights copied."""
-    from shipyard.publish import promote
+    """Point a channel at a release: one ledger event, no weights copied.
+
+    The approval channel (stable) moves only for a release with enough approvals: use `shipyard approve`.
+    """
+    from shipyard.approvals import promote_approved
+    from shipyard.notify import announce_latest
 
     releases, name = _releases(config, store, line)
-    release = promote(releases, name, int(version.removeprefix("v")), channel)
-    _channel_moved(name, channel, release.version, as_json)
+    settings = load_settings(config)
+    version_number = promote_approved(releases, name, int(version.removeprefix("v")), channel, settings.approval)
+    announce_latest(settings.notify, releases)
+    _channel_moved(name, channel, version_number, as_json)
 
 
 @clear_errors
@@ -180,10 +186,12 @@ def rollback_command(
     as_json: JsonOption = False,
 ) -> None:
     """Move a channel back to the release it pointed at before, in one step."""
+    from shipyard.notify import announce_latest
     from shipyard.publish import rollback
 
     releases, name = _releases(config, store, line)
     release = rollback(releases, name, channel)
+    announce_latest(load_settings(config).notify, releases)
     _channel_moved(name, channel, release.version, as_json)
 
 
@@ -243,12 +251,18 @@ def approve_command(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Approve a release; with enough distinct approvers it is promoted to the stable channel."""
-    from shipyard.approvals import approve
+    """Approve a release; with enough distinct approvers it is promoted to the stable channel.
+
+    A Prefect approval run waiting for this release is resumed with the same decision.
+    """
+    from shipyard.doors import approve_release
+    from shipyard.ledger import Ledger
 
     releases, name = _releases(config, store, line)
-    rules = load_settings(config).approval
-    promoted = approve(releases, name, int(version.removeprefix("v")), who, rules, note)
+    settings, number = load_settings(config), int(version.removeprefix("v"))
+    rules = settings.approval
+    approve_release(settings, releases, name, number, who, note)
+    promoted = Ledger(releases).refresh().channel(name, rules.channel) == number
     if as_json:
         print_json({"line": name, "version": int(version.removeprefix("v")), "approved_by": who, "promoted": promoted})
         return
@@ -264,9 +278,9 @@ def reject_command(
     line: LineOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Reject a release, with a note saying why."""
-    from shipyard.approvals import reject
+    """Reject a release, with a note saying why. A Prefect approval run waiting for it is resumed and ends."""
+    from shipyard.doors import reject_release
 
     releases, name = _releases(config, store, line)
-    reject(releases, name, int(version.removeprefix("v")), who, note, load_settings(config).approval)
+    reject_release(load_settings(config), releases, name, int(version.removeprefix("v")), who, note)
     Console().print(f"{name} {version}: rejected by {who}")

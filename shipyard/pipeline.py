@@ -11,6 +11,7 @@ Every outcome ends in the ledger: `released`, or `skipped` (screening) or
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -21,8 +22,9 @@ from evals.policy import DEFAULT_POLICY, load_policy
 from evals.run_gate import run_gate
 from evals.runner import evaluate
 from evals.suite import load_suite
-from shipyard.ledger import Ledger
-from shipyard.posttrain import posttrain
+from shipyard.ledger import Event, Ledger
+from shipyard.notify import announce
+from shipyard.posttrain import LINEAGE, posttrain
 from shipyard.publish import publish, pull
 from shipyard.recipe import DEFAULT_RECIPE
 from shipyard.settings import Settings
@@ -90,26 +92,27 @@ def gate_candidate(
     return decision.passed, "; ".join(c.name for c in decision.failed), report
 
 
-def publish_candidate(candidate: Path, report: Path, settings: Settings) -> int:
-    """Publish the gated candidate with its gate decision and eval scores; its version (exactly once)."""
-    staging = _stage(candidate, report, settings.home / "staging" / candidate.name)
-    return publish(staging, settings.release.line, release_store(settings)).release.version
+def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, settings: Settings) -> int:
+    """Publish the gated candidate with its lineage, gate decision and eval scores; its version (exactly once)."""
+    staging = _stage(candidate, report, checkpoint, settings.home / "staging" / candidate.name)
+    published = publish(staging, settings.release.line, release_store(settings))
+    announce(settings.notify, [published.event])
+    return published.release.version
 
 
 def release_checkpoint(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Outcome:
     """Run one complete, validated, snapshotted checkpoint through the pipeline and record its fate."""
-    store, line = release_store(settings), settings.release.line
-    best = champion(settings, store)
+    best = champion(settings, release_store(settings))
     passed, why = screen(checkpoint, best, settings)
     if not passed:
-        record_fate(store, "skipped", checkpoint, line, f"screening: {why}")
+        record(settings, "skipped", checkpoint, f"screening: {why}")
         return Outcome(checkpoint.step, checkpoint.uri, "screened_out", why)
     candidate = make_candidate(checkpoint, settings, progress)
     passed, failed, report = gate_candidate(candidate, best, checkpoint, settings)
     if not passed:
-        record_fate(store, "gate_failed", checkpoint, line, failed, report=str(report / "gate.md"))
+        record(settings, "gate_failed", checkpoint, failed, report=str(report / "gate.md"))
         return Outcome(checkpoint.step, checkpoint.uri, "gate_failed", failed, report=str(report / "gate.md"))
-    version = publish_candidate(candidate, report, settings)
+    version = publish_candidate(candidate, report, checkpoint, settings)
     return Outcome(checkpoint.step, checkpoint.uri, "released", "", version, str(report / "gate.md"))
 
 
@@ -120,19 +123,29 @@ def _score(results: list[Any], task: str, metric: str) -> float:
     raise KeyError(f"task {task} not in the screening suite")
 
 
-def _stage(candidate: Path, report: Path, out: Path) -> Path:
-    """The candidate's files (hard links) plus its gate decision and eval scores, as `publish` reads them."""
+def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, out: Path) -> Path:
+    """The candidate's files (hard links), its lineage back to the run, gate decision and eval scores."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for path in candidate.iterdir():
-        os.link(path, out / path.name)
+        if path.name != LINEAGE:
+            os.link(path, out / path.name)
+    lineage = json.loads((candidate / LINEAGE).read_text())
+    lineage |= {"run": checkpoint.source_uri, "step": checkpoint.step, "checkpoint_uri": checkpoint.uri}
+    (out / LINEAGE).write_text(json.dumps(lineage, indent=1, sort_keys=True) + "\n")
     for name in ("gate.json", "evals.json"):
         shutil.copyfile(report / name, out / name)
     return out
 
 
-def record_fate(store: Store, kind: str, checkpoint: Checkpoint, line: str, reason: str, **extra: str) -> None:
+def record(settings: Settings, kind: str, checkpoint: Checkpoint, reason: str, **extra: str) -> None:
+    """Record a checkpoint's fate in the release ledger and send it to the webhook."""
+    event = record_fate(release_store(settings), kind, checkpoint, settings.release.line, reason, **extra)
+    announce(settings.notify, [event])
+
+
+def record_fate(store: Store, kind: str, checkpoint: Checkpoint, line: str, reason: str, **extra: str) -> Event | None:
     data = {
         "line": line,
         "checkpoint_uri": checkpoint.uri,
@@ -143,4 +156,4 @@ def record_fate(store: Store, kind: str, checkpoint: Checkpoint, line: str, reas
     def build(state: Any) -> tuple[str, dict[str, Any]]:
         return kind, {**data, "reason": reason, **extra}
 
-    Ledger(store).append(build)
+    return Ledger(store).append(build)

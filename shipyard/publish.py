@@ -22,7 +22,7 @@ from typing import Any
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
 from shipyard.errors import ConfigError, LedgerError, StoreError
-from shipyard.ledger import Ledger, Release, State
+from shipyard.ledger import Event, Ledger, Release, State
 from shipyard.progress import progress_bar
 from shipyard.snapshot import checkpoint_digest, file_digest
 from shipyard.stores import Store
@@ -37,7 +37,11 @@ STABLE = "stable"
 @dataclass(frozen=True)
 class Published:
     release: Release
-    created: bool  # False when the candidate already was a release of the line
+    event: Event | None  # the `released` event; None when the candidate already was a release of the line
+
+    @property
+    def created(self) -> bool:
+        return self.event is not None
 
 
 def blob_key(digest: str) -> str:
@@ -57,7 +61,7 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False) ->
     candidate = checkpoint_digest(digests)
     ledger = Ledger(store)
     if (existing := ledger.refresh().release_of(line, candidate)) is not None:
-        return Published(existing, False)
+        return Published(existing, None)
     missing = [name for name in paths if not store.exists(blob_key(digests[name]))]
     total = sum(paths[name].stat().st_size for name in missing)
     with progress_bar(progress, DownloadColumn(), TransferSpeedColumn()) as bar:
@@ -89,13 +93,14 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False) ->
             "candidate_digest": candidate,
             "manifest": manifest_digest,
             "checkpoint_digest": lineage.get("checkpoint_digest", ""),
+            **{key: lineage[key] for key in ("run", "step") if key in lineage},
         }
         return "released", data
 
     event = ledger.append(build)
     release = ledger.state.release_of(line, candidate)
     assert release is not None
-    return Published(release, event is not None)
+    return Published(release, event)
 
 
 def promote(store: Store, line: str, version: int, channel: str = STABLE, **note: Any) -> Release:

@@ -98,6 +98,16 @@ class PipelineSettings(Section):
         0.1, ge=0, description="Screening passes at the champion's score minus this (any score without a champion)."
     )
     champion_channel: str = Field("stable", description="The channel whose head a candidate must beat.")
+    slot: str = Field(
+        "shipyard-training", description="Prefect global concurrency limit held while training or evaluating."
+    )
+    slot_limit: int = Field(1, ge=1, description="How many runs may hold the slot at once (created with this limit).")
+    release_deployment: str | None = Field(
+        None, description="Start release runs through this deployment ('flow/deployment'); None: in the watch flow."
+    )
+    approval_deployment: str | None = Field(
+        None, description="Start an approval run through this deployment after each release; None: approve by CLI."
+    )
 
 
 class ApprovalSettings(Section):
@@ -107,6 +117,24 @@ class ApprovalSettings(Section):
     required: int = Field(1, ge=1, description="Distinct approvers needed before a release reaches stable.")
     pipeline_identity: str = Field("shipyard-pipeline", description="The pipeline's own identity; it never approves.")
     channel: str = Field("stable", description="The channel an approved release is promoted to.")
+    wait_seconds: int = Field(
+        7 * 24 * 3600, ge=1, description="How long an approval run waits; after it the release stays a candidate."
+    )
+    poll_seconds: int = Field(10, ge=1, description="How often a paused approval run checks whether it was resumed.")
+
+
+class NotifySettings(Section):
+    """A webhook told about each release decision (Slack-compatible JSON, body signed with HMAC-SHA256)."""
+
+    webhook_url: str | None = Field(None, description="Where to POST; None: no notifications.")
+    secret: str | None = Field(
+        None, description="HMAC key for the X-Shipyard-Signature header (set it by environment)."
+    )
+    events: list[str] = Field(
+        default_factory=lambda: ["released", "gate_failed", "approved", "rejected", "promoted", "rolled_back"],
+        description="Ledger event types that are sent.",
+    )
+    timeout_seconds: float = Field(5.0, gt=0, description="Per request; a failed notification is logged, never fatal.")
 
 
 class Settings(BaseSettings):
@@ -128,6 +156,7 @@ class Settings(BaseSettings):
     release: ReleaseSettings = ReleaseSettings()
     pipeline: PipelineSettings = PipelineSettings()
     approval: ApprovalSettings = ApprovalSettings()
+    notify: NotifySettings = NotifySettings()
 
     @classmethod
     def settings_customise_sources(

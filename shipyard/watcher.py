@@ -4,8 +4,10 @@ A checkpoint that was selected but not finished (the process died) is taken
 again first: every stage is cached and publishing is exactly once, so
 nothing is redone or published twice. Invalid checkpoints are recorded in the
 ledger as `refused`, checkpoints the policy passes over as `skipped`, both
-with their reason. Called by `shipyard watch`; the Prefect watch flow does
-the same with tasks.
+with their reason. How a checkpoint is taken is the caller's: the Prefect
+watch flow runs the release flow in place, or starts a release run through a
+deployment and later `settle`s it from that run's state. Called by the watch
+flow (`shipyard watch`).
 """
 
 from __future__ import annotations
@@ -14,44 +16,59 @@ import time
 from collections.abc import Callable
 
 from shipyard.errors import ConfigError
-from shipyard.pipeline import Outcome, record_fate, release_checkpoint, release_store
+from shipyard.pipeline import Outcome, record, release_checkpoint
 from shipyard.selection import IN_FLIGHT, WatchState, load_state, poll, save_state
 from shipyard.settings import Settings
 from shipyard.sources import Source, open_source
 from shipyard.watch import Checkpoint
 
+Take = Callable[[Checkpoint], Outcome]
+Settle = Callable[[Checkpoint], Outcome | None]
+STARTED = "started"  # an Outcome state: the release runs elsewhere; settled on a later poll
 
-def watch_once(settings: Settings, clock: Callable[[], float] = time.time, progress: bool = False) -> list[Outcome]:
-    """Process what the run holds now (resumed work first) and return each checkpoint's outcome."""
+
+def watch_once(
+    settings: Settings,
+    take: Take | None = None,
+    settle: Settle | None = None,
+    clock: Callable[[], float] = time.time,
+) -> list[Outcome]:
+    """Process what the run holds now (unfinished work first) and return each checkpoint's outcome.
+
+    `take` runs the pipeline on a checkpoint (default: in this process); an
+    outcome in state `started` leaves it in flight. `settle` says how an
+    in-flight checkpoint ended (None: still going); without it, unfinished
+    checkpoints are taken again.
+    """
     if settings.watch.source is None:
         raise ConfigError("no source to watch: set watch.source or give --source")
+    take = take or (lambda c: release_checkpoint(c, settings))
     source = open_source(settings.watch.source, settings.s3, settings.hub)
     state = load_state(settings.home / "watch", source.uri)
-    outcomes = [_take(c, state, settings, clock, progress) for c in _in_flight(state)]
+    outcomes = [o for c in _in_flight(state) if (o := _finish(c, (settle or take)(c), state, settings, clock))]
     while True:
         before = dict(state.decided)
         selected, state = poll(source, settings.home, settings.watch, clock(), state)
         _record_passed_over(before, state, source, settings)
         if not selected:
             return outcomes
-        outcomes += [_take(c, state, settings, clock, progress) for c in selected]
+        outcomes += [o for c in selected if (o := _finish(c, take(c), state, settings, clock)) is not None]
 
 
 def _in_flight(state: WatchState) -> list[Checkpoint]:
     return sorted((c for c in state.decided.values() if c.state == IN_FLIGHT), key=lambda c: c.step)
 
 
-def _take(
-    checkpoint: Checkpoint, state: WatchState, settings: Settings, clock: Callable[[], float], progress: bool
-) -> Outcome:
-    outcome = release_checkpoint(checkpoint, settings, progress)
-    state.finish(checkpoint.uri, outcome.state, outcome.reason)
-    save_state(settings.home / "watch", state, [state.decided[checkpoint.uri]], clock())
+def _finish(
+    checkpoint: Checkpoint, outcome: Outcome | None, state: WatchState, settings: Settings, clock: Callable[[], float]
+) -> Outcome | None:
+    if outcome is not None and outcome.state != STARTED:
+        state.finish(checkpoint.uri, outcome.state, outcome.reason)
+        save_state(settings.home / "watch", state, [state.decided[checkpoint.uri]], clock())
     return outcome
 
 
 def _record_passed_over(before: dict[str, Checkpoint], state: WatchState, source: Source, settings: Settings) -> None:
-    store = release_store(settings)
     for uri, c in state.decided.items():
         if before.get(uri) is not c and c.state in ("invalid", "skipped"):
-            record_fate(store, "refused" if c.state == "invalid" else "skipped", c, settings.release.line, c.reason)
+            record(settings, "refused" if c.state == "invalid" else "skipped", c, c.reason)

@@ -28,9 +28,9 @@ def released(tmp_path: Path) -> LocalStore:
 
 def test_two_distinct_approvers_promote(tmp_path: Path) -> None:
     store = released(tmp_path)
-    assert not approve(store, "main", 1, "ana", RULES, note="looks good")
-    assert not approve(store, "main", 1, "ana", RULES)  # the same person twice counts once
-    assert approve(store, "main", 1, "bo", RULES, door="dashboard")
+    assert [e.type for e in approve(store, "main", 1, "ana", RULES, note="looks good")] == ["approved"]
+    assert approve(store, "main", 1, "ana", RULES) == []  # the same person twice counts once
+    assert [e.type for e in approve(store, "main", 1, "bo", RULES, door="dashboard")] == ["approved", "promoted"]
     state = Ledger(store).refresh()
     assert state.channel("main", "stable") == 1
     assert approvers_of(state, "main", 1) == ["ana", "bo"]

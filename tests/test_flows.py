@@ -1,20 +1,36 @@
-"""The release flow on a real Prefect API (the test harness): a checkpoint becomes a release; a rerun redoes nothing."""
+"""The flows on a real Prefect API (the test harness): releases, crash and rerun, approvals through the API."""
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
+from typer.testing import CliRunner
 
+from flows.approval import await_approval
 from flows.release_checkpoint import release_checkpoint
+from flows.watch_run import watch_run
+from shipyard import orchestration, pipeline
+from shipyard.cli import app
 from shipyard.ledger import Ledger
 from shipyard.pipeline import release_store
-from shipyard.settings import Settings
+from shipyard.publish import publish
+from shipyard.settings import Settings, load_settings
 from shipyard.sources import open_source
-from shipyard.watch import scan
+from shipyard.stores import LocalStore
+from shipyard.watch import Checkpoint, scan
 
 pytestmark = pytest.mark.slow
+APPROVERS = '["ana", "bo"]'
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +39,172 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
-@pytest.mark.usefixtures("prefect_api")
-def test_release_flow_publishes_once(rl_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Shipyard home for the module: its caches are shared, each test has its own release store."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture
+def env(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SHIPYARD_HOME", str(home))
+    monkeypatch.setenv("SHIPYARD_RELEASE__STORE", str(tmp_path / "releases"))
+    monkeypatch.setenv("SHIPYARD_APPROVAL__APPROVERS", APPROVERS)
+    monkeypatch.setenv("SHIPYARD_APPROVAL__POLL_SECONDS", "1")
+    return tmp_path / "releases"
+
+
+def checkpoint_of(rl_checkpoint: Path, home: Path) -> Checkpoint:
     [checkpoint] = [c for c in scan(open_source(str(rl_checkpoint.parent)), home / "snapshots") if c.step == 10]
-    first = release_checkpoint(checkpoint.as_dict())
-    assert first["state"] == "released" and first["version"] == 1, first
-    again = release_checkpoint(checkpoint.as_dict())
-    assert again["version"] == 1
-    assert list(Ledger(release_store(Settings(home=home))).refresh().releases) == [("main", 1)]
+    return checkpoint
+
+
+def task_states(flow_run_id: UUID, names: set[str], timeout: float = 20.0) -> dict[str, str]:
+    """Task name → state name of a flow run's task runs (they reach the API a little after the flow returns)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            )
+        states = {r.task_key.split("-")[0]: r.state.name for r in runs if r.state and r.state.is_final()}
+        if names <= set(states) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.2)
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_crash_mid_release_then_rerun_redoes_no_stage_and_publishes_once(
+    rl_checkpoint: Path, home: Path, env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = checkpoint_of(rl_checkpoint, home)
+    real_gate = pipeline.gate_candidate
+
+    def crash(*args: Any) -> Any:
+        raise SystemError("the machine went away during the gate")
+
+    monkeypatch.setattr(pipeline, "gate_candidate", crash)
+    crashed = release_checkpoint(checkpoint.as_dict(), return_state=True)
+    assert crashed.is_failed()
+    assert task_states(crashed.state_details.flow_run_id, {"post_train"})["post_train"] == "Completed"
+
+    monkeypatch.setattr(pipeline, "gate_candidate", real_gate)
+    rerun = release_checkpoint(checkpoint.as_dict(), return_state=True)
+    assert rerun.result()["version"] == 1
+    states = task_states(rerun.state_details.flow_run_id, {"screen", "post_train", "gate", "publish"})
+    assert (states["screen"], states["post_train"], states["gate"]) == ("Cached", "Cached", "Completed")
+
+    again = release_checkpoint(checkpoint.as_dict(), return_state=True)
+    assert again.result()["version"] == 1
+    states = task_states(again.state_details.flow_run_id, {"screen", "post_train", "gate", "publish"})
+    assert [states[name] for name in ("screen", "post_train", "gate")] == ["Cached"] * 3
+    assert list(Ledger(LocalStore(env)).refresh().releases) == [("main", 1)]
+
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key for a in client.read_artifacts() if a.key}
+    assert {"gate-checks-main-step-10", "gate-report-main-step-10", "release-main-step-10"} <= artifacts
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_watch_flow_releases_each_selected_checkpoint_once(rl_checkpoint: Path, home: Path, env: Path) -> None:
+    first = watch_run(source=str(rl_checkpoint.parent))
+    assert [(o["step"], o["state"], o["version"]) for o in first] == [(10, "released", 1)]
+    assert watch_run(source=str(rl_checkpoint.parent)) == []
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name("shipyard-training")
+    assert limit.limit == 1  # the training slot exists, so the strict slot in the release flow can be taken
+
+
+def published(store_dir: Path, tiny_model_dir: Path) -> LocalStore:
+    store = LocalStore(store_dir)
+    publish(tiny_model_dir, "main", store)
+    return store
+
+
+def wait_paused(version: int, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = orchestration.waiting_approval("main", version)
+        if run is not None:
+            return run
+        time.sleep(0.3)
+    raise AssertionError("the approval run never paused")
+
+
+def start_approval(version: int) -> tuple[threading.Thread, list[str]]:
+    result: list[str] = []
+    tags = orchestration.approval_tags("main", version)
+    waiting = await_approval.with_options(flow_run_name=f"approve-v{version}")
+
+    def run() -> None:
+        from prefect import tags as prefect_tags
+
+        with prefect_tags(*tags):
+            result.append(waiting("main", version))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_cli_approval_resumes_the_waiting_run_and_writes_one_event(tiny_model_dir: Path, env: Path) -> None:
+    store = published(env, tiny_model_dir)
+    thread, result = start_approval(1)
+    run = wait_paused(1)
+    refused = CliRunner().invoke(app, ["approve", "v1", "--as", "shipyard-pipeline"])
+    assert refused.exit_code == 2 and "pipeline's own identity" in refused.output
+    stranger = CliRunner().invoke(app, ["approve", "v1", "--as", "eve"])
+    assert stranger.exit_code == 2 and "'eve' is not an approver" in stranger.output
+    approved = CliRunner().invoke(app, ["approve", "v1", "--as", "ana", "--note", "gate is clean"])
+    assert approved.exit_code == 0, approved.output
+    thread.join(timeout=60)
+    assert result == ["v1 is on stable"]
+    ledger = Ledger(store)
+    events = [ledger.event(n) for n in range(1, ledger.refresh().events + 1)]
+    assert [(e.type, e.data.get("by"), e.data.get("door")) for e in events] == [
+        ("released", None, None),
+        ("approved", "ana", "cli"),
+        ("promoted", None, None),
+    ]
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run.id).state_type == StateType.COMPLETED
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_form_refuses_strangers_and_takes_a_rejection(tiny_model_dir: Path, env: Path) -> None:
+    store = published(env, tiny_model_dir)
+    thread, result = start_approval(1)
+    run = wait_paused(1)
+    resume_flow_run(run.id, run_input={"decision": "approve", "approver": "eve", "note": ""})
+    run = wait_paused(1)  # refused and logged: it waits again, with the form
+    resume_flow_run(run.id, run_input={"decision": "reject", "approver": "bo", "note": "over-refuses"})
+    thread.join(timeout=60)
+    assert result == ["v1 was rejected by bo"]
+    entries = Ledger(store).refresh().approvals[("main", 1)]
+    assert [(e["type"], e["by"], e["door"]) for e in entries] == [("rejected", "bo", "prefect-ui")]
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_release_runs_through_a_deployment_are_idempotent_and_superseded_ones_cancelled(
+    rl_checkpoint: Path, home: Path, env: Path
+) -> None:
+    deployment_id = release_checkpoint.to_deployment("test").apply()  # type: ignore[union-attr]
+    assert deployment_id
+    name = "release-checkpoint/test"
+    assert orchestration.deployment_exists(name)
+    older = checkpoint_of(rl_checkpoint, home)
+    first = orchestration.start_release_run(name, "main", older, None)
+    assert orchestration.start_release_run(name, "main", older, None).id == first.id  # offered twice, one run
+    newer = Checkpoint(**{**older.as_dict(), "step": 20, "digest": "f" * 64, "uri": older.uri + "-newer"})
+    orchestration.start_release_run(name, "main", newer, None)
+    cancelled = orchestration.cancel_superseded("main", keep=1)
+    assert [run.id for run in cancelled] == [first.id]
+    assert orchestration.release_run_state("main", older) == StateType.CANCELLED
+    assert orchestration.release_run_state("main", newer) == StateType.SCHEDULED
+
+
+def test_settings_know_the_flow_knobs() -> None:
+    settings = load_settings(None, pipeline={"release_deployment": "release-checkpoint/x"})
+    assert settings.pipeline.slot == "shipyard-training" and settings.approval.required == 1
+    assert isinstance(Settings().notify.events, list)

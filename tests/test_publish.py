@@ -105,18 +105,21 @@ def test_release_commands_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     store = ["--store", str(tmp_path / "store")]
 
     def run(*args: str) -> Any:
-        result = runner.invoke(app, [*args, *store])
+        result = runner.invoke(app, [*args, *store], env={"SHIPYARD_APPROVAL__APPROVERS": '["ana"]'})
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout) if "--json" in args else result.stdout
 
     assert run("publish", "--model", str(tiny_model_dir), "--json") == {"created": True, "line": "main", "version": 1}
     assert run("publish", "--model", str(tiny_model_dir), "--json")["created"] is False
     run("publish", "--model", str(changed_copy(tiny_model_dir, tmp_path / "v2")))
-    assert run("promote", "v1", "--json") == {"line": "main", "channel": "stable", "version": 1}
-    run("promote", "2")
+    refused = runner.invoke(app, ["promote", "v1", *store])
+    assert refused.exit_code == 2 and "0 of the 1 approval(s) stable needs" in refused.output
+    run("approve", "v1", "--as", "ana")
+    assert run("promote", "v2", "--channel", "canary", "--json") == {"line": "main", "channel": "canary", "version": 2}
+    run("approve", "2", "--as", "ana")
     assert "stable → main v1" in run("rollback")
     listed = run("releases", "list", "--json")
-    assert [(r["version"], r["channels"]) for r in listed] == [(1, ["stable"]), (2, ["candidate"])]
+    assert [(r["version"], r["channels"]) for r in listed] == [(1, ["stable"]), (2, ["canary", "candidate"])]
     shown = run("releases", "show", "stable", "--json")
     assert shown["version"] == 1 and "config.json" in shown["manifest"]["files"]
     assert run("releases", "diff", "1", "2", "--json")["files_changed"] == ["model.safetensors"]

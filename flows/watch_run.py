@@ -1,0 +1,77 @@
+"""The watch flow: poll an RL run and take each selected checkpoint through the release flow.
+
+Without a release deployment (ephemeral Prefect, `shipyard watch`, the demo)
+each selected checkpoint runs the release flow in place, as a subflow. With
+`pipeline.release_deployment` (as `shipyard serve` sets it) each one becomes
+its own release run started through the deployment with an idempotency key
+from the checkpoint digest — offering a checkpoint twice never starts two runs
+— and runs that have not started yet are cancelled when newer checkpoints
+supersede them. Either way the release runs take the training slot strictly,
+one at a time per slot limit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import StateType
+
+from flows.release_checkpoint import release_checkpoint
+from shipyard import orchestration
+from shipyard.pipeline import Outcome, record
+from shipyard.settings import Settings, load_settings
+from shipyard.watch import Checkpoint
+from shipyard.watcher import STARTED, watch_once
+
+ENDED = {StateType.COMPLETED: "done", StateType.FAILED: "failed", StateType.CRASHED: "failed"}
+
+
+def _in_place(config: str | None) -> Any:
+    def take(checkpoint: Checkpoint) -> Outcome:
+        run = release_checkpoint.with_options(flow_run_name=f"step-{checkpoint.step}")
+        return Outcome(**run(checkpoint.as_dict(), config))
+
+    return take
+
+
+def _through(deployment: str, settings: Settings, config: str | None) -> tuple[Any, Any]:
+    line = settings.release.line
+
+    def take(checkpoint: Checkpoint) -> Outcome:
+        run = orchestration.start_release_run(deployment, line, checkpoint, config)
+        return Outcome(checkpoint.step, checkpoint.uri, STARTED, f"release run {run.name}")
+
+    def settle(checkpoint: Checkpoint) -> Outcome | None:
+        state = orchestration.release_run_state(line, checkpoint)
+        if state is None:
+            return take(checkpoint)  # selected, but the run was never created: start it now
+        if state == StateType.CANCELLED:
+            return Outcome(checkpoint.step, checkpoint.uri, "superseded", "a newer checkpoint took its place")
+        ended = ENDED.get(state)
+        return Outcome(checkpoint.step, checkpoint.uri, ended, f"release run {state.value.lower()}") if ended else None
+
+    return take, settle
+
+
+@flow(name="watch-run")
+def watch_run(config: str | None = None, source: str | None = None) -> list[dict[str, Any]]:
+    """One poll of the run: every selected checkpoint released, turned away, or handed to its own release run."""
+    settings = load_settings(Path(config) if config else None, **({"watch": {"source": source}} if source else {}))
+    orchestration.ensure_slot(settings.pipeline)
+    deployment = settings.pipeline.release_deployment
+    if deployment is None:
+        outcomes = watch_once(settings, take=_in_place(config))
+    else:
+        take, settle = _through(deployment, settings, config)
+        outcomes = watch_once(settings, take=take, settle=settle)
+        for run in orchestration.cancel_superseded(settings.release.line, settings.watch.max_in_flight):
+            get_run_logger().info("cancelled %s: %s", run.name, "superseded by a newer checkpoint")
+            _record_superseded(run.parameters.get("checkpoint", {}), settings)
+    return [o.as_dict() for o in outcomes]
+
+
+def _record_superseded(checkpoint: dict[str, Any], settings: Settings) -> None:
+    if checkpoint:
+        record(settings, "skipped", Checkpoint(**checkpoint), "superseded by a newer checkpoint before it started")

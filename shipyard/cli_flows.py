@@ -1,0 +1,83 @@
+"""The commands that run Shipyard's Prefect flows: watch, serve, and the one-command demo."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shipyard.cli_common import ConfigOption, JsonOption, clear_errors, print_json
+from shipyard.settings import load_settings
+
+
+@clear_errors
+def watch_command(
+    source: Annotated[str | None, typer.Option(help="The run to watch (default: watch.source).")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Process what is there now, then exit.")] = False,
+    every: Annotated[float, typer.Option(help="Seconds between polls when not --once.")] = 30.0,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Watch an RL run with the watch flow: each selected checkpoint is screened, post-trained, gated and published."""
+    load_settings(config, **({"watch": {"source": source}} if source else {}))  # fail on bad settings before Prefect
+    from flows.watch_run import watch_run
+
+    while True:
+        outcomes = watch_run(config=str(config) if config else None, source=source)
+        if as_json:
+            print_json(outcomes)
+        else:
+            for o in outcomes:
+                version = f" v{o['version']}" if o["version"] else ""
+                Console().print(f"step {o['step']}: {o['state']}{version} {o['reason']}".rstrip())
+        if once:
+            return
+        time.sleep(every)
+
+
+@clear_errors
+def serve_command(
+    every: Annotated[float, typer.Option(help="Seconds between runs of the watch flow.")] = 60.0,
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server, when one is started.")] = 4200,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the watch, release, approval, promotion and rollback deployments (starting a Prefect server if needed)."""
+    import os
+
+    from shipyard.serve import serve, start_server
+
+    settings = load_settings(config)
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        server = start_server(settings, port=port)
+    api = os.environ["PREFECT_API_URL"]
+    Console().print(
+        f"Prefect UI: {api.removesuffix('/api')}  (API {api}); serving Shipyard's deployments, Ctrl-C stops"
+    )
+    try:
+        serve(config, settings, every)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+
+
+@clear_errors
+def demo_command(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo keeps everything.")] = Path("shipyard-demo"),
+    as_json: JsonOption = False,
+) -> None:
+    """The embedded default end to end: an RL run on the CPU, watched, post-trained, gated, released and approved."""
+    from shipyard import demo
+
+    console = Console(quiet=as_json)
+    report = demo.run(directory, lambda line: console.print(line, highlight=False))
+    summary = demo.summary(report)
+    if as_json:
+        print_json(summary)
+        return
+    for line in demo.describe(summary):
+        console.print(line, highlight=False, soft_wrap=True)

@@ -1,0 +1,196 @@
+"""`shipyard demo`: the embedded default end to end, everything kept under one directory.
+
+The directory gets its own `shipyard.yaml` (so the CLI run inside it finds
+the run, the release store and the approvers with no flags), the RL run
+(`run/`), the release store (`releases/`), Shipyard's home (`.shipyard/`) and
+the Prefect home (`prefect/`, ephemeral API: every flow run is kept there).
+The demo RL run trains in a child process while the watch flow polls it;
+each selected checkpoint goes through the release flow; the first release is
+approved by a demo identity (it becomes the champion the later ones must beat);
+later releases are left pending. Called by the CLI; Prefect is imported only
+after the Prefect home is set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shipyard.errors import DemoRunError
+from shipyard.settings import Settings, load_settings
+
+DEMO_APPROVER = "demo-approver"
+YOU = "you"
+CONFIG = {
+    "home": ".shipyard",
+    "demo": {"out": "run", "steps": 300, "save_every": 10},
+    "watch": {"source": "run", "newest_first": True, "max_in_flight": 1},
+    "release": {"store": "releases"},
+    "approval": {"approvers": [DEMO_APPROVER, YOU], "required": 1, "wait_seconds": 600},
+}
+
+
+@dataclass
+class DemoReport:
+    directory: Path
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    approved: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def prepare(directory: Path) -> Path:
+    """Create the demo directory with its config (kept if present) and point Prefect's home into it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "shipyard.yaml"
+    if not config.exists():
+        header = "# Written by `shipyard demo`; the CLI run in this directory reads it.\n"
+        config.write_text(header + yaml.safe_dump(CONFIG, sort_keys=False))
+    os.environ.setdefault("PREFECT_HOME", str((directory / "prefect").resolve()))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return config
+
+
+def run(directory: Path, say: Callable[[str], None], poll_seconds: float = 3.0) -> DemoReport:
+    """Run the demo inside `directory` (the working directory while it runs)."""
+    started = time.monotonic()
+    prepare(directory)
+    here = Path.cwd()
+    os.chdir(directory)
+    try:
+        settings = load_settings(Path("shipyard.yaml"))
+        report = DemoReport(directory.resolve())
+        _watch_while_training(settings, report, say, poll_seconds)
+    finally:
+        os.chdir(here)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _watch_while_training(settings: Settings, report: DemoReport, say: Callable[[str], None], every: float) -> None:
+    out = settings.demo.out
+    if out.exists() and any(out.iterdir()):
+        say(f"the RL run in {out} is there already: watching what it holds")
+        _watch(None, settings, report, say, every)
+        return
+    demo = settings.demo
+    say(f"starting the demo RL run ({demo.steps} GRPO steps, a checkpoint every {demo.save_every}); log: run.log")
+    with Path("run.log").open("w") as log:
+        command = [sys.executable, "-m", "shipyard.cli", "demo-run", "--json"]
+        trainer = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _watch(trainer, settings, report, say, every)
+        finally:
+            if trainer.poll() is None:
+                trainer.terminate()
+    if trainer.returncode != 0:
+        raise DemoRunError(f"the demo RL run failed (exit {trainer.returncode}); see {Path('run.log').resolve()}")
+
+
+def _watch(
+    trainer: subprocess.Popen[bytes] | None,
+    settings: Settings,
+    report: DemoReport,
+    say: Callable[[str], None],
+    every: float,
+) -> None:
+    """Run the watch flow whenever the run directory changes, until the trainer has ended and all is taken."""
+    from flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
+
+    seen: set[str] | None = None
+    while True:
+        finished = trainer is None or trainer.poll() is not None
+        listing = set(os.listdir(settings.demo.out)) if settings.demo.out.is_dir() else set()
+        if listing != seen or finished:
+            seen = listing
+            for outcome in watch_run(config="shipyard.yaml"):
+                report.outcomes.append(outcome)
+                say(_line(outcome))
+                if outcome["state"] == "released" and not report.approved:
+                    _approve_first(settings, outcome["version"], report, say)
+        if finished:
+            return
+        time.sleep(every)
+
+
+def _approve_first(settings: Settings, version: int, report: DemoReport, say: Callable[[str], None]) -> None:
+    from shipyard.doors import approve_release
+    from shipyard.pipeline import release_store
+
+    note = "the demo approves its first release"
+    approve_release(settings, release_store(settings), settings.release.line, version, DEMO_APPROVER, note, "demo")
+    report.approved.append(version)
+    say(f"  approved v{version} as {DEMO_APPROVER}: it is on stable now, the champion later checkpoints must beat")
+
+
+def _line(outcome: dict[str, Any]) -> str:
+    if outcome["state"] == "released":
+        return f"step {outcome['step']}: released as v{outcome['version']}"
+    return f"step {outcome['step']}: {outcome['state'].replace('_', ' ')} — {outcome['reason']}"
+
+
+def summary(report: DemoReport) -> dict[str, Any]:
+    """What the demo left behind, read back from the ledger in its directory."""
+    from shipyard.ledger import Ledger
+    from shipyard.stores import LocalStore
+
+    store_dir = report.directory / str(CONFIG["release"]["store"])  # type: ignore[index]
+    ledger = Ledger(LocalStore(store_dir))
+    state = ledger.refresh()
+    events = [ledger.event(seq) for seq in range(1, state.events + 1)]
+    line, stable = "main", state.channel("main", "stable")
+    releases: list[dict[str, Any]] = [
+        {"version": r.version, "step": r.data.get("step"), "channels": _channels(state, line, r.version)}
+        for (name, _), r in sorted(state.releases.items())
+        if name == line
+    ]
+    turned_away = [
+        {"step": e.data["step"], "fate": e.type, "reason": e.data["reason"]}
+        for e in events
+        if e.type in ("skipped", "gate_failed", "refused")
+    ]
+    pending = [int(r["version"]) for r in releases if stable is None or int(r["version"]) > stable]
+    return {
+        "directory": str(report.directory),
+        "seconds": round(report.seconds, 1),
+        "releases": releases,
+        "turned_away": turned_away,
+        "approved": report.approved,
+        "pending": pending,
+        "stable": stable,
+        "release_store": str(store_dir),
+        "prefect_home": str(report.directory / "prefect"),
+    }
+
+
+def describe(s: dict[str, Any]) -> list[str]:
+    lines = ["", f"Done in {s['seconds']:.0f} s. Everything is in {s['directory']}.", "", "Releases:"]
+    lines += [f"  v{r['version']} from step {r['step']}: {', '.join(r['channels'])}" for r in s["releases"]]
+    lines += ["", f"Turned away ({len(s['turned_away'])}):"]
+    lines += [f"  step {t['step']}: {t['fate']} — {t['reason']}" for t in s["turned_away"]]
+    lines += [""]
+    for version in s["pending"]:
+        lines.append(f"v{version} awaits approval: cd {s['directory']} && shipyard approve v{version} --as {YOU}")
+    lines += [
+        "",
+        "Where to look:",
+        f"  releases:   cd {s['directory']} && shipyard releases list   (store: {s['release_store']})",
+        f"  Prefect UI: PREFECT_HOME={s['prefect_home']} prefect server start   (then http://127.0.0.1:4200)",
+    ]
+    return lines
+
+
+def _channels(state: Any, line: str, version: int) -> list[str]:
+    return sorted(
+        channel
+        for (name, channel), history in state.channels.items()
+        if name == line and history and history[-1] == version
+    )

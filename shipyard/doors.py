@@ -1,0 +1,37 @@
+"""The doors a person approves or rejects a release through, outside the Prefect form: the CLI and the dashboard.
+
+Each records the decision in the ledger (`shipyard.approvals`, which enforces
+the allowlist and the pipeline identity), sends the notifications, then hands
+the same decision to the approval run waiting for that release, if one is
+paused on a configured Prefect server, so that run ends too. The run's own
+attempt to record the decision again is a no-op: one ledger event per decision.
+"""
+
+from __future__ import annotations
+
+from shipyard import approvals
+from shipyard.ledger import Event
+from shipyard.notify import announce
+from shipyard.orchestration import resume_approval
+from shipyard.settings import Settings
+from shipyard.stores import Store
+
+
+def approve_release(
+    settings: Settings, store: Store, line: str, version: int, who: str, note: str = "", door: str = "cli"
+) -> list[Event]:
+    """Approve (promoting when enough approvers agree) and resume the waiting run; the new ledger events."""
+    events = approvals.approve(store, line, version, who, settings.approval, note, door)
+    announce(settings.notify, events)
+    resume_approval(line, version, {"decision": "approve", "approver": who, "note": note, "door": door})
+    return events
+
+
+def reject_release(
+    settings: Settings, store: Store, line: str, version: int, who: str, note: str, door: str = "cli"
+) -> Event | None:
+    """Reject (a note is required) and resume the waiting run; the new ledger event."""
+    event = approvals.reject(store, line, version, who, note, settings.approval, door)
+    announce(settings.notify, [event])
+    resume_approval(line, version, {"decision": "reject", "approver": who, "note": note, "door": door})
+    return event
