@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -87,9 +86,12 @@ def cache_key(suite: Suite) -> str:
 
 def run_suite(lm: Any, suite: Suite, model_digest: str) -> SuiteResult:
     """Run one suite through `lm_eval.simple_evaluate` on an already loaded model."""
-    from lm_eval import simple_evaluate
+    from lm_eval import evaluator, simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    # lm-eval records the git hash of the working directory with `git describe`, which prints "fatal: not a git
+    # repository" to the terminal anywhere else; results carry lm-eval's version instead.
+    evaluator.get_git_commit_hash = lambda: None
     spec = suite.spec
     named = any(isinstance(t, str) for t in suite.tasks)
     out = simple_evaluate(
@@ -119,7 +121,6 @@ def _load(model_path: Path, batch_size: int) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_libraries()
-    logging.getLogger("lm-eval").setLevel(logging.WARNING)
     model = AutoModelForCausalLM.from_pretrained(model_path, device_map=device())
     return HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_path), batch_size=batch_size)
 

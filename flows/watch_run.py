@@ -1,6 +1,9 @@
 """The watch flow: poll an RL run and take each selected checkpoint through the release flow.
 
-Without a release deployment (ephemeral Prefect, `shipyard watch`, the demo)
+With `pipeline.emit_events` each selected checkpoint becomes a
+`shipyard.checkpoint.detected` event (its id derived from the checkpoint
+digest) and a deployment trigger starts the release run. Otherwise, without a
+release deployment (ephemeral Prefect, `shipyard watch`, the demo)
 each selected checkpoint runs the release flow in place, as a subflow. With
 `pipeline.release_deployment` (as `shipyard serve` sets it) each one becomes
 its own release run started through the deployment with an idempotency key
@@ -36,6 +39,14 @@ def _in_place(config: str | None) -> Any:
     return take
 
 
+def _by_event(line: str) -> Any:
+    def take(checkpoint: Checkpoint) -> Outcome:
+        event_id = orchestration.emit_detected(line, checkpoint)
+        return Outcome(checkpoint.step, checkpoint.uri, "emitted", f"{orchestration.DETECTED} {event_id}")
+
+    return take
+
+
 def _through(deployment: str, settings: Settings, config: str | None) -> tuple[Any, Any]:
     line = settings.release.line
 
@@ -61,7 +72,9 @@ def watch_run(config: str | None = None, source: str | None = None) -> list[dict
     settings = load_settings(Path(config) if config else None, **({"watch": {"source": source}} if source else {}))
     orchestration.ensure_slot(settings.pipeline)
     deployment = settings.pipeline.release_deployment
-    if deployment is None:
+    if settings.pipeline.emit_events:
+        outcomes = watch_once(settings, take=_by_event(settings.release.line))
+    elif deployment is None:
         outcomes = watch_once(settings, take=_in_place(config))
     else:
         take, settle = _through(deployment, settings, config)

@@ -31,7 +31,7 @@ DEMO_APPROVER = "demo-approver"
 YOU = "you"
 CONFIG = {
     "home": ".shipyard",
-    "demo": {"out": "run", "steps": 300, "save_every": 10},
+    "demo": {"out": "run", "steps": 100, "save_every": 10},
     "watch": {"source": "run", "newest_first": True, "max_in_flight": 1},
     "release": {"store": "releases"},
     "approval": {"approvers": [DEMO_APPROVER, YOU], "required": 1, "wait_seconds": 600},
@@ -55,6 +55,7 @@ def prepare(directory: Path) -> Path:
         config.write_text(header + yaml.safe_dump(CONFIG, sort_keys=False))
     os.environ.setdefault("PREFECT_HOME", str((directory / "prefect").resolve()))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is imported: lm-eval's and TRL's bars stay off
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return config
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
+from uuid import UUID, uuid5
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -42,6 +43,8 @@ from shipyard.errors import ConfigError
 from shipyard.settings import PipelineSettings
 from shipyard.watch import Checkpoint
 
+DETECTED = "shipyard.checkpoint.detected"
+EVENT_NAMESPACE = UUID("6f1c9a52-2d0e-4c1b-9a57-5d3f0e0b7a11")  # event ids are uuid5 in this namespace
 APPROVAL_FLOW = "await-approval"
 RELEASE_FLOW = "release-checkpoint"
 WAITING = [StateType.SCHEDULED, StateType.PENDING]
@@ -94,6 +97,25 @@ def start_release_run(deployment: str, line: str, checkpoint: Checkpoint, config
     )
     assert isinstance(run, FlowRun)
     return run
+
+
+def detected_event_id(line: str, checkpoint: Checkpoint) -> UUID:
+    """Deterministic: the same checkpoint content on the same line is always the same event (one triggered run)."""
+    return uuid5(EVENT_NAMESPACE, f"{line}:{checkpoint.digest}")
+
+
+def emit_detected(line: str, checkpoint: Checkpoint) -> UUID:
+    """Emit `shipyard.checkpoint.detected` for a deployment trigger to start the release run; the event id."""
+    from prefect.events import emit_event
+
+    event_id = detected_event_id(line, checkpoint)
+    emit_event(
+        DETECTED,
+        resource={"prefect.resource.id": f"shipyard.checkpoint.{checkpoint.digest[:16]}", "shipyard.line": line},
+        payload={"checkpoint": checkpoint.as_dict()},
+        id=event_id,
+    )
+    return event_id
 
 
 def release_run_state(line: str, checkpoint: Checkpoint) -> StateType | None:

@@ -16,5 +16,6 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    logging.getLogger("trl").setLevel(logging.ERROR)
+    for name in ("trl", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"(trl|transformers|torch|peft)\.")

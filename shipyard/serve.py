@@ -7,7 +7,9 @@ interval, the release flow (each checkpoint its own run, started with an
 idempotency key), the approval flow, promotion and rollback — are then served
 from this process: `pipeline.release_deployment` and
 `pipeline.approval_deployment` point the flows at each other. `infra/prefect.yaml`
-declares the same deployments for work pools (process, Kubernetes).
+declares the same deployments for work pools (process, Kubernetes). Prefect reads
+its settings once, when imported: this module imports it only after the server
+address is known.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -68,8 +71,26 @@ def serve(config: Path | None, settings: Settings, every_seconds: float) -> None
 
     ensure_slot(settings.pipeline)
     path = str(config.resolve()) if config else None
+    triggers = [detected_trigger(path)] if settings.pipeline.emit_events else None
     deployments = [
         watch_run.to_deployment(DEPLOYMENT, interval=every_seconds, parameters={"config": path}),
-        *(f.to_deployment(DEPLOYMENT) for f in (release_checkpoint, await_approval, promote_release, rollback_release)),
+        release_checkpoint.to_deployment(DEPLOYMENT, triggers=triggers),
+        *(f.to_deployment(DEPLOYMENT) for f in (await_approval, promote_release, rollback_release)),
     ]
     prefect_serve(*(d for d in deployments if isinstance(d, RunnerDeployment)))
+
+
+def detected_trigger(config: str | None) -> Any:
+    """Start a release run for each `shipyard.checkpoint.detected` event, its checkpoint as the parameter."""
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    from shipyard.orchestration import DETECTED
+
+    return DeploymentEventTrigger(
+        expect={DETECTED},
+        match={"prefect.resource.id": "shipyard.checkpoint.*"},
+        parameters={
+            "checkpoint": {"__prefect_kind": "json", "value": "{{ event.payload.checkpoint | tojson }}"},
+            "config": config,
+        },
+    )

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
@@ -22,7 +22,6 @@ from flows.watch_run import watch_run
 from shipyard import orchestration, pipeline
 from shipyard.cli import app
 from shipyard.ledger import Ledger
-from shipyard.pipeline import release_store
 from shipyard.publish import publish
 from shipyard.settings import Settings, load_settings
 from shipyard.sources import open_source

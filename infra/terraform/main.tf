@@ -1,0 +1,155 @@
+# The S3 bucket Shipyard keeps releases in (release.store: s3://<bucket>/<prefix>).
+#
+# What the store relies on: conditional writes (If-None-Match: *) for the ledger, which S3 provides in every
+# region; versioning, so an overwritten or deleted blob can be recovered; no public access; encryption at rest;
+# and a lifecycle rule that aborts multipart uploads a crashed publish left behind (large weights are uploaded
+# in parts; an interrupted upload is invisible but billed until aborted).
+#
+#   terraform init -plugin-dir=<local provider mirror>   # or plain `terraform init` with registry access
+#   terraform apply -var bucket=my-org-shipyard-releases
+
+terraform {
+  required_version = ">= 1.5"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.0"
+    }
+  }
+}
+
+variable "bucket" {
+  description = "Name of the release bucket."
+  type        = string
+}
+
+variable "region" {
+  description = "AWS region of the bucket."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "abort_incomplete_uploads_after_days" {
+  description = "Days after which an unfinished multipart upload is aborted."
+  type        = number
+  default     = 2
+}
+
+variable "noncurrent_version_days" {
+  description = "Days an overwritten or deleted object version is kept."
+  type        = number
+  default     = 30
+}
+
+variable "writer_principals" {
+  description = "IAM principal ARNs of the pipeline (watch and release runs), allowed to read and write."
+  type        = list(string)
+  default     = []
+}
+
+provider "aws" {
+  region = var.region
+}
+
+resource "aws_s3_bucket" "releases" {
+  bucket = var.bucket
+}
+
+resource "aws_s3_bucket_versioning" "releases" {
+  bucket = aws_s3_bucket.releases.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "releases" {
+  bucket                  = aws_s3_bucket.releases.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "releases" {
+  bucket = aws_s3_bucket.releases.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "releases" {
+  bucket = aws_s3_bucket.releases.id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm = "aws:kms"
+    }
+    bucket_key_enabled = true
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "releases" {
+  bucket = aws_s3_bucket.releases.id
+
+  rule {
+    id     = "abort-incomplete-multipart-uploads"
+    status = "Enabled"
+    filter {}
+    abort_incomplete_multipart_upload {
+      days_after_initiation = var.abort_incomplete_uploads_after_days
+    }
+  }
+
+  rule {
+    id     = "expire-noncurrent-versions"
+    status = "Enabled"
+    filter {}
+    noncurrent_version_expiration {
+      noncurrent_days = var.noncurrent_version_days
+    }
+  }
+}
+
+data "aws_iam_policy_document" "releases" {
+  statement {
+    sid     = "DenyInsecureTransport"
+    effect  = "Deny"
+    actions = ["s3:*"]
+    resources = [
+      aws_s3_bucket.releases.arn,
+      "${aws_s3_bucket.releases.arn}/*",
+    ]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.writer_principals) > 0 ? [1] : []
+    content {
+      sid       = "PipelineReadWrite"
+      effect    = "Allow"
+      actions   = ["s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:AbortMultipartUpload"]
+      resources = [aws_s3_bucket.releases.arn, "${aws_s3_bucket.releases.arn}/*"]
+      principals {
+        type        = "AWS"
+        identifiers = var.writer_principals
+      }
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "releases" {
+  bucket = aws_s3_bucket.releases.id
+  policy = data.aws_iam_policy_document.releases.json
+}
+
+output "release_store" {
+  description = "The value for release.store."
+  value       = "s3://${aws_s3_bucket.releases.bucket}/releases"
+}

@@ -1,0 +1,34 @@
+"""The evidence an approver reads: every gate check and each score against the champion, from the manifest."""
+
+import json
+import shutil
+from pathlib import Path
+
+from shipyard.evidence import evidence
+from shipyard.publish import promote, publish
+from shipyard.stores import LocalStore
+
+
+def candidate(tiny_model_dir: Path, out: Path, accuracy: float, passed: bool) -> Path:
+    shutil.copytree(tiny_model_dir, out)
+    (out / "config.json").write_text((tiny_model_dir / "config.json").read_text() + f"\n{' ' * int(accuracy * 8)}")
+    checks = [{"name": "floor: arith", "passed": passed, "detail": f"{accuracy} ≥ 0.3"}]
+    (out / "gate.json").write_text(json.dumps({"passed": passed, "checks": checks}))
+    (out / "evals.json").write_text(json.dumps({"arith": {"exact_match": accuracy, "exact_match_stderr": 0.01}}))
+    (out / "lineage.json").write_text(json.dumps({"checkpoint": "run/checkpoint-20", "step": 20}))
+    return out
+
+
+def test_evidence_shows_checks_and_deltas_against_the_champion(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    publish(candidate(tiny_model_dir, tmp_path / "a", 0.5, True), "main", store)
+    publish(candidate(tiny_model_dir, tmp_path / "b", 0.625, True), "main", store)
+    first = evidence(store, "main", 2)
+    assert "champion: none yet" in first and "| arith | exact_match | 0.625 | — |" in first
+    promote(store, "main", 1)
+    page = evidence(store, "main", 2)
+    assert "## main v2: approve for stable?" in page
+    assert "| floor: arith | pass | 0.625 ≥ 0.3 |" in page
+    assert "| arith | exact_match | 0.625 | +0.125 |" in page
+    assert "stderr" not in page
+    assert "champion: v1 (stable)" in page and "run/checkpoint-20" in page

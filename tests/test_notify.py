@@ -1,0 +1,65 @@
+"""Webhook notifications: Slack-compatible JSON, HMAC-signed, sent for release decisions, never fatal."""
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipyard.approvals import approve
+from shipyard.notify import SIGNATURE, TIMESTAMP, announce, verify
+from shipyard.publish import publish
+from shipyard.settings import ApprovalSettings, NotifySettings
+from shipyard.stores import LocalStore
+
+SECRET = "s3cret"
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A webhook endpoint on 127.0.0.1 that records what it receives."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"body": body, "headers": dict(self.headers)})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+
+
+def test_decisions_are_posted_signed(tiny_model_dir: Path, tmp_path: Path, receiver: Any) -> None:
+    url, received = receiver
+    settings = NotifySettings(webhook_url=url, secret=SECRET)
+    store = LocalStore(tmp_path / "store")
+    released = publish(tiny_model_dir, "main", store)
+    events = [released.event, *approve(store, "main", 1, "ana", ApprovalSettings(approvers=["ana"]), "ship it")]
+    assert announce(settings, events) == 3
+    texts = [json.loads(r["body"])["text"] for r in received]
+    assert texts == ["Candidate published: main v1", "main v1 approved by ana: ship it", "main v1 promoted to stable"]
+    for r in received:
+        headers = {k.lower(): v for k, v in r["headers"].items()}
+        assert verify(SECRET, headers[TIMESTAMP.lower()], r["body"], headers[SIGNATURE.lower()])
+        assert not verify("wrong", headers[TIMESTAMP.lower()], r["body"], headers[SIGNATURE.lower()])
+        assert not verify(SECRET, headers[TIMESTAMP.lower()], r["body"] + b" ", headers[SIGNATURE.lower()])
+    assert json.loads(received[1]["body"])["event"]["data"]["by"] == "ana"
+
+
+def test_a_dead_webhook_is_logged_not_fatal(tiny_model_dir: Path, tmp_path: Path, caplog: Any) -> None:
+    store = LocalStore(tmp_path / "store")
+    released = publish(tiny_model_dir, "main", store)
+    dead = NotifySettings(webhook_url="http://127.0.0.1:9/hook", timeout_seconds=1)
+    assert announce(dead, [released.event]) == 0
+    assert "notification of ledger event 1" in caplog.text
+    assert announce(NotifySettings(), [released.event]) == 0  # no webhook configured: nothing sent
