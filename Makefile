@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_OUT ?= runs/demo
+DEMO_DIR ?= shipyard-demo
 
 .PHONY: setup demo test check lock clean
 
@@ -17,8 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
-	rm -rf $(DEMO_OUT)
-	$(BIN)/shipyard demo-run --out $(DEMO_OUT)
+	$(BIN)/shipyard demo --dir $(DEMO_DIR)
 
 check: setup
 	$(BIN)/ruff check .

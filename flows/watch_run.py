@@ -1,16 +1,18 @@
 """The watch flow: poll an RL run and take each selected checkpoint through the release flow.
 
-With `pipeline.emit_events` each selected checkpoint becomes a
-`shipyard.checkpoint.detected` event (its id derived from the checkpoint
-digest) and a deployment trigger starts the release run. Otherwise, without a
-release deployment (ephemeral Prefect, `shipyard watch`, the demo)
-each selected checkpoint runs the release flow in place, as a subflow. With
-`pipeline.release_deployment` (as `shipyard serve` sets it) each one becomes
-its own release run started through the deployment with an idempotency key
-from the checkpoint digest — offering a checkpoint twice never starts two runs
-— and runs that have not started yet are cancelled when newer checkpoints
-supersede them. Either way the release runs take the training slot strictly,
-one at a time per slot limit.
+How a selected checkpoint is taken:
+
+- in place (default: ephemeral Prefect, `shipyard watch`, the demo): the
+  release flow runs as a subflow;
+- through `pipeline.release_deployment` (as `shipyard serve` sets it): its own
+  release run, started with an idempotency key from the checkpoint digest, so
+  offering a checkpoint twice never starts two runs; runs that have not started
+  are cancelled when newer checkpoints supersede them, and in-flight
+  checkpoints are settled from their run's state on later polls;
+- by event (`pipeline.emit_events`): a `shipyard.checkpoint.detected` event
+  whose id derives from the checkpoint digest, for a deployment trigger.
+
+Either way release runs take the training slot strictly. Fates land in the ledger.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from shipyard import orchestration
 from shipyard.pipeline import Outcome, record
 from shipyard.settings import Settings, load_settings
 from shipyard.watch import Checkpoint
-from shipyard.watcher import STARTED, watch_once
+from shipyard.watcher import STARTED, Settle, Take, watch_once
 
 ENDED = {StateType.COMPLETED: "done", StateType.FAILED: "failed", StateType.CRASHED: "failed"}
 
 
-def _in_place(config: str | None) -> Any:
+def _in_place(config: str | None) -> Take:
     def take(checkpoint: Checkpoint) -> Outcome:
         run = release_checkpoint.with_options(flow_run_name=f"step-{checkpoint.step}")
         return Outcome(**run(checkpoint.as_dict(), config))
@@ -39,7 +41,7 @@ def _in_place(config: str | None) -> Any:
     return take
 
 
-def _by_event(line: str) -> Any:
+def _by_event(line: str) -> Take:
     def take(checkpoint: Checkpoint) -> Outcome:
         event_id = orchestration.emit_detected(line, checkpoint)
         return Outcome(checkpoint.step, checkpoint.uri, "emitted", f"{orchestration.DETECTED} {event_id}")
@@ -47,7 +49,7 @@ def _by_event(line: str) -> Any:
     return take
 
 
-def _through(deployment: str, settings: Settings, config: str | None) -> tuple[Any, Any]:
+def _through(deployment: str, settings: Settings, config: str | None) -> tuple[Take, Settle]:
     line = settings.release.line
 
     def take(checkpoint: Checkpoint) -> Outcome:

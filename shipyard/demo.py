@@ -4,8 +4,9 @@ The directory gets its own `shipyard.yaml` (so the CLI run inside it finds
 the run, the release store and the approvers with no flags), the RL run
 (`run/`), the release store (`releases/`), Shipyard's home (`.shipyard/`) and
 the Prefect home (`prefect/`, ephemeral API: every flow run is kept there).
-The demo RL run trains in a child process while the watch flow polls it;
-each selected checkpoint goes through the release flow; the first release is
+The demo RL run trains in a child process while the watch flow polls it; the
+policy takes every 20th step (the others are turned away with that reason) and
+each taken checkpoint goes through the release flow; the first release is
 approved by a demo identity (it becomes the champion the later ones must beat);
 later releases are left pending. Called by the CLI; Prefect is imported only
 after the Prefect home is set.
@@ -17,7 +18,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,11 @@ from shipyard.settings import Settings, load_settings
 
 DEMO_APPROVER = "demo-approver"
 YOU = "you"
+FATES = ("skipped", "gate_failed", "refused")
 CONFIG = {
     "home": ".shipyard",
     "demo": {"out": "run", "steps": 100, "save_every": 10},
-    "watch": {"source": "run", "newest_first": True, "max_in_flight": 1},
+    "watch": {"source": "run", "every_n_steps": 20, "newest_first": False},
     "release": {"store": "releases"},
     "approval": {"approvers": [DEMO_APPROVER, YOU], "required": 1, "wait_seconds": 600},
 }
@@ -55,7 +58,7 @@ def prepare(directory: Path) -> Path:
         config.write_text(header + yaml.safe_dump(CONFIG, sort_keys=False))
     os.environ.setdefault("PREFECT_HOME", str((directory / "prefect").resolve()))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is imported: lm-eval's and TRL's bars stay off
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # 2 cores shared with training
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return config
 
@@ -69,11 +72,27 @@ def run(directory: Path, say: Callable[[str], None], poll_seconds: float = 3.0) 
     try:
         settings = load_settings(Path("shipyard.yaml"))
         report = DemoReport(directory.resolve())
-        _watch_while_training(settings, report, say, poll_seconds)
+        with _libraries_to(Path("pipeline.log")):
+            _watch_while_training(settings, report, say, poll_seconds)
     finally:
         os.chdir(here)
     report.seconds = time.monotonic() - started
     return report
+
+
+@contextmanager
+def _libraries_to(log: Path) -> Iterator[None]:
+    """Send what the libraries write to stderr (lm-eval's progress bars, warnings) to `log` for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with log.open("a") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _watch_while_training(settings: Settings, report: DemoReport, say: Callable[[str], None], every: float) -> None:
@@ -82,6 +101,10 @@ def _watch_while_training(settings: Settings, report: DemoReport, say: Callable[
         say(f"the RL run in {out} is there already: watching what it holds")
         _watch(None, settings, report, say, every)
         return
+    from flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
+
+    out.mkdir(parents=True, exist_ok=True)
+    watch_run(config="shipyard.yaml")  # the local Prefect API starts before training takes the cores
     demo = settings.demo
     say(f"starting the demo RL run ({demo.steps} GRPO steps, a checkpoint every {demo.save_every}); log: run.log")
     with Path("run.log").open("w") as log:
@@ -153,11 +176,10 @@ def summary(report: DemoReport) -> dict[str, Any]:
         for (name, _), r in sorted(state.releases.items())
         if name == line
     ]
-    turned_away = [
-        {"step": e.data["step"], "fate": e.type, "reason": e.data["reason"]}
-        for e in events
-        if e.type in ("skipped", "gate_failed", "refused")
-    ]
+    turned_away = sorted(
+        ({"step": e.data["step"], "fate": e.type, "reason": e.data["reason"]} for e in events if e.type in FATES),
+        key=lambda t: t["step"],
+    )
     pending = [int(r["version"]) for r in releases if stable is None or int(r["version"]) > stable]
     return {
         "directory": str(report.directory),
@@ -174,7 +196,9 @@ def summary(report: DemoReport) -> dict[str, Any]:
 
 def describe(s: dict[str, Any]) -> list[str]:
     lines = ["", f"Done in {s['seconds']:.0f} s. Everything is in {s['directory']}.", "", "Releases:"]
-    lines += [f"  v{r['version']} from step {r['step']}: {', '.join(r['channels'])}" for r in s["releases"]]
+    for r in s["releases"]:
+        where = ", ".join(r["channels"]) if r["version"] not in s["pending"] else "candidate, awaiting approval"
+        lines.append(f"  v{r['version']} from step {r['step']}: {where}")
     lines += ["", f"Turned away ({len(s['turned_away'])}):"]
     lines += [f"  step {t['step']}: {t['fate']} — {t['reason']}" for t in s["turned_away"]]
     lines += [""]

@@ -188,7 +188,7 @@ def test_the_form_refuses_strangers_and_takes_a_rejection(tiny_model_dir: Path, 
 def test_release_runs_through_a_deployment_are_idempotent_and_superseded_ones_cancelled(
     rl_checkpoint: Path, home: Path, env: Path
 ) -> None:
-    deployment_id = release_checkpoint.to_deployment("test").apply()  # type: ignore[union-attr]
+    deployment_id = release_checkpoint.to_deployment("test").apply()
     assert deployment_id
     name = "release-checkpoint/test"
     assert orchestration.deployment_exists(name)
