@@ -1,13 +1,14 @@
 """The release flow: a selected checkpoint → screening → post-training → gate → release, or the reason why not.
 
-Each task wraps one stage of `shipyard.pipeline`. Compute tasks (screening,
-post-training, gate) hold the training slot (a strict global concurrency
-limit), persist their results and are cached on their inputs and source, so a
-crashed or re-run flow resumes without redoing a finished stage (the stages
-also cache by digests underneath). Only I/O tasks (champion pull, publishing,
-recording a fate) retry. The run leaves artifacts — the gate's checks as a
-table, its report, a link to the release — and, with an approval deployment
-configured, starts the light approval run for the new release.
+Each task wraps one stage of `shipyard.pipeline`. The compute tasks
+(screening, post-training, gate) run while the flow holds the training slot
+(a strict global concurrency limit, taken once per run); they persist their
+results and are cached on their inputs and source, so a crashed or re-run
+flow resumes without redoing a finished stage (the stages also cache by
+digests underneath). Only I/O tasks (champion pull, publishing, recording a
+fate) retry. The run leaves artifacts — the gate's checks as a table, its
+report, a link to the release — and, with an approval deployment configured,
+starts the light approval run for the new release.
 """
 
 from __future__ import annotations
@@ -34,20 +35,17 @@ def pull_champion(settings: Settings) -> Path | None:
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def screen(checkpoint: Checkpoint, champion: Path | None, settings: Settings) -> tuple[bool, str]:
-    with orchestration.training_slot(settings.pipeline):
-        return pipeline.screen(checkpoint, champion, settings)
+    return pipeline.screen(checkpoint, champion, settings)
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def post_train(checkpoint: Checkpoint, settings: Settings) -> Path:
-    with orchestration.training_slot(settings.pipeline):
-        return pipeline.make_candidate(checkpoint, settings)
+    return pipeline.make_candidate(checkpoint, settings)
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def gate(candidate: Path, champion: Path | None, checkpoint: Checkpoint, settings: Settings) -> tuple[bool, str, Path]:
-    with orchestration.training_slot(settings.pipeline):
-        return pipeline.gate_candidate(candidate, champion, checkpoint, settings)
+    return pipeline.gate_candidate(candidate, champion, checkpoint, settings)
 
 
 @task(**IO_RETRIES)
@@ -102,12 +100,14 @@ def release_checkpoint(checkpoint: dict[str, Any], config: str | None = None) ->
     orchestration.ensure_slot(settings.pipeline)
     ckpt = Checkpoint(**checkpoint)
     champion = pull_champion(settings)
-    passed, why = screen(ckpt, champion, settings)
-    if not passed:
+    with orchestration.training_slot(settings.pipeline):  # held once, from screening to the gate's verdict
+        worth_it, why = screen(ckpt, champion, settings)
+        if worth_it:
+            candidate = post_train(ckpt, settings)
+            passed, failed, report = gate(candidate, champion, ckpt, settings)
+    if not worth_it:
         record("skipped", ckpt, f"screening: {why}", settings)
         return pipeline.Outcome(ckpt.step, ckpt.uri, "screened_out", why).as_dict()
-    candidate = post_train(ckpt, settings)
-    passed, failed, report = gate(candidate, champion, ckpt, settings)
     if not passed:
         record("gate_failed", ckpt, failed, settings, str(report / "gate.md"))
         _artifacts(ckpt, report, settings, None)

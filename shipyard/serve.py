@@ -90,7 +90,7 @@ def detected_trigger(config: str | None) -> Any:
         expect={DETECTED},
         match={"prefect.resource.id": "shipyard.checkpoint.*"},
         parameters={
-            "checkpoint": {"__prefect_kind": "json", "value": "{{ event.payload.checkpoint | tojson }}"},
+            "checkpoint": "{{ event.payload.checkpoint }}",  # one placeholder: the payload's object itself
             "config": config,
         },
     )
