@@ -232,6 +232,8 @@ app.add_typer(cli_releases.ledger_app, name="ledger")
 app.command("watch")(cli_flows.watch_command)
 app.command("serve")(cli_flows.serve_command)
 app.command("demo")(cli_flows.demo_command)
+app.command("dashboard")(cli_flows.dashboard_command)
+app.command("dashboard-token")(cli_flows.dashboard_token_command)
 
 
 def main() -> None:

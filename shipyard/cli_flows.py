@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from shipyard.cli_common import ConfigOption, JsonOption, clear_errors, print_json
+from shipyard.cli_common import ConfigOption, JsonOption, StoreOption, clear_errors, print_json
 from shipyard.settings import load_settings
 
 
@@ -81,3 +81,33 @@ def demo_command(
         return
     for line in demo.describe(summary):
         console.print(line, highlight=False, soft_wrap=True)
+
+
+@clear_errors
+def dashboard_command(
+    store: StoreOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: dashboard.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: dashboard.port).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the release dashboard: channels, releases, gate reports, the checkpoint stream, and approvals."""
+    import uvicorn
+
+    from shipyard.dashboard.app import create_app
+    from shipyard.pipeline import release_store
+
+    settings = load_settings(config, **({"release": {"store": store}} if store else {}))
+    address = (host or settings.dashboard.host, port or settings.dashboard.port)
+    Console().print(f"dashboard: http://{address[0]}:{address[1]}  (store {release_store(settings).uri})")
+    uvicorn.run(create_app(settings, release_store(settings)), host=address[0], port=address[1], log_level="warning")
+
+
+def dashboard_token_command(
+    who: Annotated[str, typer.Option("--as", help="The approver the token is for.")],
+) -> None:
+    """Make a dashboard login token; the token goes to the approver, its hash into dashboard.tokens."""
+    from shipyard.dashboard.auth import new_token
+
+    token, digest = new_token()
+    Console().print(f"token for {who} (give it to them, it is not stored): {token}")
+    Console().print(f"config: dashboard: {{tokens: {{{who}: {digest}}}}}")

@@ -26,18 +26,21 @@ from typing import Any
 
 import yaml
 
+from shipyard.dashboard.auth import new_token
 from shipyard.errors import DemoRunError
 from shipyard.settings import Settings, load_settings
 
 DEMO_APPROVER = "demo-approver"
 YOU = "you"
 FATES = ("skipped", "gate_failed", "refused")
+TOKEN_FILE = "you.token"
 CONFIG = {
     "home": ".shipyard",
     "demo": {"out": "run", "steps": 100, "save_every": 10},
     "watch": {"source": "run", "every_n_steps": 20, "newest_first": False},
     "release": {"store": "releases"},
     "approval": {"approvers": [DEMO_APPROVER, YOU], "required": 1, "wait_seconds": 600},
+    "dashboard": {"open_read": True},
 }
 
 
@@ -54,8 +57,13 @@ def prepare(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "shipyard.yaml"
     if not config.exists():
+        token, digest = new_token()  # the dashboard login of `you`; only its hash goes into the config
+        token_file = directory / TOKEN_FILE
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        settings = {**CONFIG, "dashboard": {**CONFIG["dashboard"], "tokens": {YOU: digest}}}  # type: ignore[dict-item]
         header = "# Written by `shipyard demo`; the CLI run in this directory reads it.\n"
-        config.write_text(header + yaml.safe_dump(CONFIG, sort_keys=False))
+        config.write_text(header + yaml.safe_dump(settings, sort_keys=False))
     os.environ.setdefault("PREFECT_HOME", str((directory / "prefect").resolve()))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # 2 cores shared with training
@@ -208,6 +216,8 @@ def describe(s: dict[str, Any]) -> list[str]:
         "",
         "Where to look:",
         f"  releases:   cd {s['directory']} && shipyard releases list   (store: {s['release_store']})",
+        f"  dashboard:  cd {s['directory']} && shipyard dashboard   (http://127.0.0.1:8765; sign in as {YOU}"
+        f" with the token in {TOKEN_FILE})",
         f"  Prefect UI: PREFECT_HOME={s['prefect_home']} prefect server start   (then http://127.0.0.1:4200)",
     ]
     return lines

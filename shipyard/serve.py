@@ -6,7 +6,8 @@ Ephemeral Prefect cannot run schedules, so without `PREFECT_API_URL` a
 interval, the release flow (each checkpoint its own run, started with an
 idempotency key), the approval flow, promotion and rollback — are then served
 from this process: `pipeline.release_deployment` and
-`pipeline.approval_deployment` point the flows at each other. `infra/prefect.yaml`
+`pipeline.approval_deployment` point the flows at each other; the release
+dashboard is served beside them. `infra/prefect.yaml`
 declares the same deployments for work pools (process, Kubernetes). Prefect reads
 its settings once, when imported: this module imports it only after the server
 address is known.
@@ -70,6 +71,7 @@ def serve(config: Path | None, settings: Settings, every_seconds: float) -> None
     from shipyard.orchestration import ensure_slot
 
     ensure_slot(settings.pipeline)
+    start_dashboard(settings)
     path = str(config.resolve()) if config else None
     triggers = [detected_trigger(path)] if settings.pipeline.emit_events else None
     deployments = [
@@ -94,3 +96,17 @@ def detected_trigger(config: str | None) -> Any:
             "config": config,
         },
     )
+
+
+def start_dashboard(settings: Settings) -> None:
+    """Serve the release dashboard from a background thread of this process."""
+    import threading
+
+    import uvicorn
+
+    from shipyard.dashboard.app import create_app
+    from shipyard.pipeline import release_store
+
+    app = create_app(settings, release_store(settings))
+    config = uvicorn.Config(app, host=settings.dashboard.host, port=settings.dashboard.port, log_level="warning")
+    threading.Thread(target=uvicorn.Server(config).run, name="dashboard", daemon=True).start()

@@ -140,6 +140,20 @@ class NotifySettings(Section):
     timeout_seconds: float = Field(5.0, gt=0, description="Per request; a failed notification is logged, never fatal.")
 
 
+class DashboardSettings(Section):
+    """The release dashboard: where it listens and who may approve through it."""
+
+    host: str = Field("127.0.0.1", description="Address the dashboard listens on.")
+    port: int = Field(8765, ge=1, le=65535, description="Its port.")
+    tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="Approver → sha256 hex of their login token (`shipyard dashboard-token --as NAME` makes one).",
+    )
+    secret: str | None = Field(None, description="Signs sessions and CSRF tokens (set by environment); None: random.")
+    open_read: bool = Field(True, description="Read-only pages without login; False: every page needs a login.")
+    session_hours: float = Field(12.0, gt=0, description="How long a login lasts.")
+
+
 class Settings(BaseSettings):
     """All of Shipyard's configuration, one section per stage."""
 
@@ -160,6 +174,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     approval: ApprovalSettings = ApprovalSettings()
     notify: NotifySettings = NotifySettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @classmethod
     def settings_customise_sources(

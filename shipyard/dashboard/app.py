@@ -1,0 +1,154 @@
+"""The dashboard's routes. Reads go to the ledger on every request; approvals go through `shipyard.doors`."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from markdown_it import MarkdownIt
+
+from shipyard.card import model_card
+from shipyard.dashboard import views
+from shipyard.dashboard.auth import COOKIE, Auth
+from shipyard.dashboard.plots import line_chart
+from shipyard.doors import approve_release, reject_release
+from shipyard.errors import ShipyardError
+from shipyard.evidence import evidence
+from shipyard.publish import manifest, resolve
+from shipyard.settings import Settings
+from shipyard.stores import Store
+
+LOGIN_COOKIE = "shipyard_login"
+SAFETY = ("refusal",)  # metrics plotted on the safety chart
+
+
+def create_app(settings: Settings, store: Store) -> FastAPI:
+    app = FastAPI(title="Shipyard releases", docs_url=None, redoc_url=None, openapi_url=None)
+    templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+    auth = Auth(settings.dashboard, settings.approval.approvers)
+    line, rules = settings.release.line, settings.approval
+    markdown = MarkdownIt("commonmark").enable("table")
+
+    def page(request: Request, name: str, title: str, **context: Any) -> HTMLResponse:
+        cookie = request.cookies.get(COOKIE)
+        user = auth.who(cookie)
+        if user is None and not settings.dashboard.open_read and name != "login.html":
+            raise HTTPException(303, headers={"Location": "/login"})
+        csrf = auth.csrf(cookie) if user and cookie else ""
+        flash = request.query_params.get("flash", "")
+        context |= {"title": title, "line": line, "user": user, "csrf": csrf, "flash": flash}
+        return templates.TemplateResponse(request, name, context)
+
+    async def form(request: Request) -> dict[str, str]:
+        fields = parse_qs((await request.body()).decode(), keep_blank_values=True)
+        return {key: values[0] for key, values in fields.items()}
+
+    async def signed_in(request: Request) -> tuple[str, dict[str, str]]:
+        """The approver behind a state-changing request: a valid session and its CSRF token, or 403."""
+        cookie = request.cookies.get(COOKIE)
+        fields = await form(request)
+        who = auth.who(cookie)
+        if who is None:
+            raise HTTPException(403, "sign in first")
+        if not auth.check_csrf(cookie, fields.get("csrf", "")):
+            raise HTTPException(403, "bad or missing CSRF token")
+        return who, fields
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(request: Request) -> HTMLResponse:
+        state, events = views.read(store)
+        rows = views.releases(store, state, line, rules.channel)
+        series = views.scores_by_step(store, state, line)
+        markers = [(float(r["step"]), f"v{r['version']}") for r in rows if r["step"] is not None]
+        capability = {k: v for k, v in series.items() if not k.endswith(SAFETY)}
+        safety = {k: v for k, v in series.items() if k.endswith(SAFETY)}
+        return page(
+            request,
+            "index.html",
+            "releases",
+            channels=views.channels(state, events, line),
+            releases=rows,
+            scores_plot=line_chart(capability, markers, "eval scores of each release by RL step"),
+            safety_plot=line_chart(safety, markers, "safety: refusal rates of each release"),
+        )
+
+    @app.get("/releases/{version}", response_class=HTMLResponse)
+    def release(request: Request, version: int) -> HTMLResponse:
+        state, _ = views.read(store)
+        try:
+            found = resolve(state, line, str(version))
+        except ShipyardError as exc:
+            raise HTTPException(404, str(exc)) from None
+        body = manifest(store, found)
+        previous = state.releases.get((line, version - 1))
+        lineage = body.get("lineage") or {}
+        return page(
+            request,
+            "release.html",
+            f"v{version}",
+            version=version,
+            store=store.uri,
+            heads=[c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
+            approvals=[f"{a['by']} {a['type']} ({a['door']})" for a in state.approvals.get((line, version), [])],
+            evidence=markdown.render(evidence(store, line, version, rules.channel)),
+            flips=(body.get("gate") or {}).get("flips", []),
+            lineage=[(k, lineage[k]) for k in sorted(lineage) if k not in ("recipe", "files", "stages")],
+            card=model_card(line, version, body, manifest(store, previous) if previous else None),
+        )
+
+    @app.get("/stream", response_class=HTMLResponse)
+    def stream(request: Request) -> HTMLResponse:
+        _, events = views.read(store)
+        return page(request, "stream.html", "checkpoint stream", rows=views.stream(events, line))
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request) -> HTMLResponse:
+        nonce = secrets.token_hex(16)
+        response = page(request, "login.html", "sign in", login_csrf=auth.csrf(nonce))
+        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict")
+        return response
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        fields = await form(request)
+        if not auth.check_csrf(request.cookies.get(LOGIN_COOKIE), fields.get("csrf", "")):
+            raise HTTPException(403, "bad or missing CSRF token")
+        name = fields.get("name", "")
+        if not auth.check_login(name, fields.get("token", "")):
+            return RedirectResponse("/login?flash=unknown+approver+or+wrong+token", status_code=303)
+        response = RedirectResponse(f"/?flash=signed+in+as+{name}", status_code=303)
+        response.set_cookie(COOKIE, auth.session(name), httponly=True, samesite="strict")
+        response.delete_cookie(LOGIN_COOKIE)
+        return response
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        await signed_in(request)
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    @app.post("/releases/{version}/approve")
+    async def approve(request: Request, version: int) -> Response:
+        who, fields = await signed_in(request)
+        try:
+            approve_release(settings, store, line, version, who, fields.get("note", ""), door="dashboard")
+        except ShipyardError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return RedirectResponse(f"/?flash=v{version}+approved+by+{who}", status_code=303)
+
+    @app.post("/releases/{version}/reject")
+    async def reject(request: Request, version: int) -> Response:
+        who, fields = await signed_in(request)
+        try:
+            reject_release(settings, store, line, version, who, fields.get("note", ""), door="dashboard")
+        except ShipyardError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return RedirectResponse(f"/?flash=v{version}+rejected+by+{who}", status_code=303)
+
+    return app
