@@ -132,7 +132,12 @@ def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, out: Path) -> 
         if path.name != LINEAGE:
             os.link(path, out / path.name)
     lineage = json.loads((candidate / LINEAGE).read_text())
-    lineage |= {"run": checkpoint.source_uri, "step": checkpoint.step, "checkpoint_uri": checkpoint.uri}
+    lineage |= {
+        "run": checkpoint.source_uri,
+        "step": checkpoint.step,
+        "checkpoint_uri": checkpoint.uri,
+        "metrics": checkpoint.metrics,
+    }
     (out / LINEAGE).write_text(json.dumps(lineage, indent=1, sort_keys=True) + "\n")
     for name in ("gate.json", "evals.json"):
         shutil.copyfile(report / name, out / name)
@@ -151,6 +156,7 @@ def record_fate(store: Store, kind: str, checkpoint: Checkpoint, line: str, reas
         "checkpoint_uri": checkpoint.uri,
         "step": checkpoint.step,
         "checkpoint_digest": checkpoint.digest,
+        "metrics": checkpoint.metrics,
     }
 
     def build(state: Any) -> tuple[str, dict[str, Any]]:

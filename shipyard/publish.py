@@ -93,7 +93,7 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False) ->
             "candidate_digest": candidate,
             "manifest": manifest_digest,
             "checkpoint_digest": lineage.get("checkpoint_digest", ""),
-            **{key: lineage[key] for key in ("run", "step") if key in lineage},
+            **{key: lineage[key] for key in ("run", "step", "metrics") if key in lineage},
         }
         return "released", data
 

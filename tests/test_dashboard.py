@@ -33,7 +33,8 @@ def release_of(tiny_model_dir: Path, out: Path, step: int, accuracy: float) -> P
     (out / "gate.json").write_text(json.dumps({"passed": True, "checks": checks, "flips": []}))
     evals = {"arith": {"exact_match": accuracy}, "refusal_harmful": {"refusal": 0.9}}
     (out / "evals.json").write_text(json.dumps(evals))
-    (out / "lineage.json").write_text(json.dumps({"run": "runs/demo", "step": step, "checkpoint_digest": f"c{step}"}))
+    lineage = {"run": "runs/demo", "step": step, "checkpoint_digest": f"c{step}", "metrics": {"reward": step / 200}}
+    (out / "lineage.json").write_text(json.dumps(lineage))
     return out
 
 
@@ -87,6 +88,7 @@ def test_pages_show_versions_and_channels(dashboard: tuple[str, LocalStore], bro
     assert releases.index("v3") < releases.index("v2") < releases.index("v1")
     assert "v2" in page.inner_text("#pending") and "v3" in page.inner_text("#pending")
     assert page.locator("svg[aria-label^='eval scores']").count() == 1
+    assert page.locator("svg[aria-label^='the RL run'] polyline").count() == 1  # train reward by step
     page.screenshot(path=str(ARTIFACTS / "dashboard-index.png"), full_page=True)
     page.goto(f"{url}/releases/2")
     assert "floor: arith" in page.inner_text("#evidence") and "+0.100" in page.inner_text("#evidence")

@@ -25,6 +25,7 @@ from shipyard.stores import Store
 
 LOGIN_COOKIE = "shipyard_login"
 SAFETY = ("refusal",)  # metrics plotted on the safety chart
+RL_SIGNALS = ("reward", "heldout_accuracy")  # trainer metrics of the checkpoints, plotted against step
 
 
 def create_app(settings: Settings, store: Store) -> FastAPI:
@@ -67,12 +68,17 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         markers = [(float(r["step"]), f"v{r['version']}") for r in rows if r["step"] is not None]
         capability = {k: v for k, v in series.items() if not k.endswith(SAFETY)}
         safety = {k: v for k, v in series.items() if k.endswith(SAFETY)}
+        for row in rows:
+            row["waiting_run"] = _waiting_run(line, row["version"]) if row["pending"] else None
         return page(
             request,
             "index.html",
             "releases",
             channels=views.channels(state, events, line),
             releases=rows,
+            rl_plot=line_chart(
+                views.rl_by_step(events, line, RL_SIGNALS), markers, "the RL run: train signals by step"
+            ),
             scores_plot=line_chart(capability, markers, "eval scores of each release by RL step"),
             safety_plot=line_chart(safety, markers, "safety: refusal rates of each release"),
         )
@@ -152,3 +158,13 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         return RedirectResponse(f"/?flash=v{version}+rejected+by+{who}", status_code=303)
 
     return app
+
+
+def _waiting_run(line: str, version: int) -> str | None:
+    """The name of the Prefect approval run waiting for this release, when a Prefect server is configured."""
+    from shipyard.orchestration import api_configured, waiting_approval
+
+    if not api_configured():
+        return None
+    run = waiting_approval(line, version)
+    return run.name if run else None

@@ -99,3 +99,15 @@ def scores_by_step(store: Store, state: State, line: str) -> dict[str, list[tupl
                 if not metric.endswith("_stderr"):
                     series.setdefault(f"{task} {metric}", []).append((float(step), float(value)))
     return series
+
+
+def rl_by_step(events: list[Event], line: str, names: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
+    """The RL run's own signals (trainer metrics such as reward) at each checkpoint the pipeline decided."""
+    seen: dict[str, dict[float, float]] = {}
+    for e in events:
+        step, metrics = e.data.get("step"), e.data.get("metrics") or {}
+        if e.type in FATES and e.data.get("line") == line and step is not None:
+            for name in names:
+                if name in metrics:
+                    seen.setdefault(name, {})[float(step)] = float(metrics[name])
+    return {name: sorted(points.items()) for name, points in seen.items()}
