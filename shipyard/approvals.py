@@ -69,10 +69,6 @@ def approve(
     return [event for event in (approved, ledger.append(promotion)) if event is not None]
 
 
-def promoted(events: list[Event]) -> bool:
-    return any(event.type == "promoted" for event in events)
-
-
 def reject(
     store: Store, line: str, version: int, who: str, note: str, rules: ApprovalSettings, door: str = "cli"
 ) -> Event | None:

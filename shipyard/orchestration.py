@@ -23,8 +23,6 @@ from uuid import UUID, uuid5
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterName,
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
@@ -134,16 +132,6 @@ def cancel_superseded(line: str, keep: int) -> list[FlowRun]:
         for run in stale:
             client.set_flow_run_state(run.id, Cancelled(message=f"superseded by step {newest}"), force=True)
     return stale
-
-
-def deployment_exists(name: str) -> bool:
-    flow_name, _, deployment = name.partition("/")
-    with get_client(sync_client=True) as client:
-        found = client.read_deployments(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
-        )
-    return bool(found)
 
 
 def api_configured() -> bool:

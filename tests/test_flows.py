@@ -191,7 +191,6 @@ def test_release_runs_through_a_deployment_are_idempotent_and_superseded_ones_ca
     deployment_id = release_checkpoint.to_deployment("test").apply()
     assert deployment_id
     name = "release-checkpoint/test"
-    assert orchestration.deployment_exists(name)
     older = checkpoint_of(rl_checkpoint, home)
     first = orchestration.start_release_run(name, "main", older, None)
     assert orchestration.start_release_run(name, "main", older, None).id == first.id  # offered twice, one run
