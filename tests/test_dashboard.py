@@ -136,6 +136,9 @@ def test_unauthenticated_and_forged_requests_are_refused(dashboard: tuple[str, L
         assert signed.status_code == 303 and COOKIE in client.cookies
         forged = client.post("/releases/3/approve", data={"csrf": "not-the-token", "note": ""})
         assert forged.status_code == 403 and "CSRF" in forged.text
+        session_csrf = client.get("/").text.split('name="csrf" value="')[1].split('"')[0]
+        silent = client.post("/releases/3/reject", data={"csrf": session_csrf, "note": " "})
+        assert silent.status_code == 400 and "needs a note" in silent.text
         no_login_csrf = httpx.post(f"{url}/login", data={"name": "ana", "token": TOKEN})
         assert no_login_csrf.status_code == 403
     assert Ledger(store).refresh().events == before

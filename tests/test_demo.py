@@ -25,7 +25,6 @@ def test_demo_releases_approves_the_first_and_leaves_the_cli_ready(tmp_path: Pat
     assert summary["turned_away"] and all(t["reason"] for t in summary["turned_away"])
     assert summary["approved"] == [1] and summary["stable"] == 1
     assert summary["pending"] == [r["version"] for r in summary["releases"][1:]]
-    assert summary["seconds"] < 600
     assert {p.name for p in directory.iterdir()} >= {"shipyard.yaml", "run", "releases", ".shipyard", "prefect"}
     assert (directory / "prefect" / "prefect.db").is_file()  # the flow runs are recorded in the demo's Prefect home
 

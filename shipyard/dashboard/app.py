@@ -139,23 +139,21 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         response.delete_cookie(COOKIE)
         return response
 
-    @app.post("/releases/{version}/approve")
-    async def approve(request: Request, version: int) -> Response:
+    @app.post("/releases/{version}/{decision}")
+    async def decide(request: Request, version: int, decision: str) -> Response:
+        if decision not in ("approve", "reject"):
+            raise HTTPException(404, f"no decision '{decision}': approve or reject")
         who, fields = await signed_in(request)
+        note = fields.get("note", "")
         try:
-            approve_release(settings, store, line, version, who, fields.get("note", ""), door="dashboard")
+            if decision == "approve":
+                approve_release(settings, store, line, version, who, note, door="dashboard")
+            else:
+                reject_release(settings, store, line, version, who, note, door="dashboard")
         except ShipyardError as exc:
             raise HTTPException(400, str(exc)) from None
-        return RedirectResponse(f"/?flash=v{version}+approved+by+{who}", status_code=303)
-
-    @app.post("/releases/{version}/reject")
-    async def reject(request: Request, version: int) -> Response:
-        who, fields = await signed_in(request)
-        try:
-            reject_release(settings, store, line, version, who, fields.get("note", ""), door="dashboard")
-        except ShipyardError as exc:
-            raise HTTPException(400, str(exc)) from None
-        return RedirectResponse(f"/?flash=v{version}+rejected+by+{who}", status_code=303)
+        done = "approved" if decision == "approve" else "rejected"
+        return RedirectResponse(f"/?flash=v{version}+{done}+by+{who}", status_code=303)
 
     return app
 
