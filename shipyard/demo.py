@@ -170,15 +170,18 @@ def _line(outcome: dict[str, Any]) -> str:
 
 
 def summary(report: DemoReport) -> dict[str, Any]:
-    """What the demo left behind, read back from the ledger in its directory."""
+    """What the demo left behind, read back from the ledger its config names (paths relative to the directory)."""
     from shipyard.ledger import Ledger
-    from shipyard.stores import LocalStore
+    from shipyard.stores import open_store
 
-    store_dir = report.directory / str(CONFIG["release"]["store"])  # type: ignore[index]
-    ledger = Ledger(LocalStore(store_dir))
+    settings = load_settings(report.directory / "shipyard.yaml")
+    store = settings.release.store or str(settings.home / "releases")
+    store_dir = store if "://" in store or Path(store).is_absolute() else str(report.directory / store)
+    ledger = Ledger(open_store(store_dir, settings.s3.endpoint_url))
     state = ledger.refresh()
     events = [ledger.event(seq) for seq in range(1, state.events + 1)]
-    line, stable = "main", state.channel("main", "stable")
+    line = settings.release.line
+    stable = state.channel(line, settings.approval.channel)
     releases: list[dict[str, Any]] = [
         {"version": r.version, "step": r.data.get("step"), "channels": _channels(state, line, r.version)}
         for (name, _), r in sorted(state.releases.items())
