@@ -23,10 +23,11 @@ from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 
 from shipyard import approvals, publish
+from shipyard.doors import record_decision
 from shipyard.errors import ConfigError
 from shipyard.evidence import evidence
-from shipyard.ledger import Event, Ledger
-from shipyard.notify import announce, announce_latest
+from shipyard.ledger import Ledger
+from shipyard.notify import announce_latest
 from shipyard.pipeline import release_store
 from shipyard.settings import Settings, load_settings
 
@@ -42,18 +43,6 @@ class ApprovalDecision(RunInput):
 
 def _settings(config: str | None) -> Settings:
     return load_settings(Path(config) if config else None)
-
-
-def settled(settings: Settings, line: str, version: int) -> str | None:
-    """Why no decision is awaited any more (promoted, rejected, superseded on the channel), or None."""
-    state = Ledger(release_store(settings)).refresh()
-    channel = settings.approval.channel
-    if version in state.channels.get((line, channel), []):
-        return f"v{version} is on {channel}"
-    rejected = [who for who, word in approvals.last_words(state, line, version).items() if word == "rejected"]
-    if rejected:
-        return f"v{version} was rejected by {', '.join(rejected)}"
-    return None
 
 
 def _wait(description: str, timeout: int, poll: int, key: str) -> ApprovalDecision:
@@ -74,7 +63,7 @@ def await_approval(line: str, version: int, config: str | None = None) -> str:
     store, rules, logger = release_store(settings), settings.approval, get_run_logger()
     description = evidence(store, line, version, settings.pipeline.champion_channel)
     for attempt in range(100):
-        done = settled(settings, line, version)
+        done = approvals.settled(Ledger(store).refresh(), line, version, rules.channel)
         if done:
             return done
         try:
@@ -82,20 +71,12 @@ def await_approval(line: str, version: int, config: str | None = None) -> str:
         except FlowPauseTimeout:
             return f"no decision within {rules.wait_seconds} s; v{version} stays a candidate, approvable later"
         try:
-            if decision.decision == "approve":
-                events = approvals.approve(store, line, version, decision.approver, rules, decision.note, decision.door)
-                announce(settings.notify, events)
-            else:
-                announce(settings.notify, [_reject(settings, line, version, decision)])
+            record_decision(
+                settings, store, line, version, decision.decision, decision.approver, decision.note, decision.door
+            )
         except ConfigError as exc:
             logger.warning("decision refused: %s", exc)
     return f"v{version}: too many refused decisions; approve it from the CLI or the dashboard"
-
-
-def _reject(settings: Settings, line: str, version: int, decision: ApprovalDecision) -> Event | None:
-    return approvals.reject(
-        release_store(settings), line, version, decision.approver, decision.note, settings.approval, decision.door
-    )
 
 
 @flow(name="promote-release")

@@ -13,6 +13,7 @@ starts the light approval run for the new release.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,6 @@ def request_approval(version: int, settings: Settings, config: str | None) -> No
 
 def _artifacts(checkpoint: Checkpoint, report: Path, settings: Settings, version: int | None) -> None:
     """The gate's checks as a table, its markdown report, and (when released) a link to the release."""
-    import json
-
     key = re.sub(r"[^a-z0-9-]+", "-", f"{settings.release.line}-step-{checkpoint.step}".lower())
     checks = json.loads((report / "gate.json").read_text())["checks"]
     rows = [{k: c.get(k) for k in ("name", "passed", "statistic", "threshold", "p_value", "detail")} for c in checks]

@@ -95,3 +95,11 @@ def promote_approved(store: Store, line: str, version: int, channel: str, rules:
                 f"shipyard approve v{version} --as NAME"
             )
     return publish.promote(store, line, version, channel).version
+
+
+def settled(state: State, line: str, version: int, channel: str) -> str | None:
+    """Why a release awaits no decision any more (on the approval channel, or rejected), or None."""
+    if version in state.channels.get((line, channel), []):
+        return f"v{version} is on {channel}"
+    rejected = [who for who, word in last_words(state, line, version).items() if word == "rejected"]
+    return f"v{version} was rejected by {', '.join(rejected)}" if rejected else None

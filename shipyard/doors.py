@@ -17,21 +17,34 @@ from shipyard.settings import Settings
 from shipyard.stores import Store
 
 
+def record_decision(
+    settings: Settings, store: Store, line: str, version: int, decision: str, who: str, note: str, door: str
+) -> list[Event]:
+    """Record an approval (promoting when enough approvers agree) or a rejection, and notify; the new events.
+
+    The approval run calls this for decisions made in its own form.
+    """
+    if decision == "approve":
+        events = approvals.approve(store, line, version, who, settings.approval, note, door)
+    else:
+        events = [e for e in [approvals.reject(store, line, version, who, note, settings.approval, door)] if e]
+    announce(settings.notify, events)
+    return events
+
+
 def approve_release(
     settings: Settings, store: Store, line: str, version: int, who: str, note: str = "", door: str = "cli"
 ) -> list[Event]:
     """Approve (promoting when enough approvers agree) and resume the waiting run; the new ledger events."""
-    events = approvals.approve(store, line, version, who, settings.approval, note, door)
-    announce(settings.notify, events)
+    events = record_decision(settings, store, line, version, "approve", who, note, door)
     resume_approval(line, version, {"decision": "approve", "approver": who, "note": note, "door": door})
     return events
 
 
 def reject_release(
     settings: Settings, store: Store, line: str, version: int, who: str, note: str, door: str = "cli"
-) -> Event | None:
+) -> list[Event]:
     """Reject (a note is required) and resume the waiting run; the new ledger event."""
-    event = approvals.reject(store, line, version, who, note, settings.approval, door)
-    announce(settings.notify, [event])
+    events = record_decision(settings, store, line, version, "reject", who, note, door)
     resume_approval(line, version, {"decision": "reject", "approver": who, "note": note, "door": door})
-    return event
+    return events
