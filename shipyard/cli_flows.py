@@ -74,7 +74,7 @@ def demo_command(
     from shipyard import demo
 
     console = Console(quiet=as_json)
-    report = demo.run(directory, lambda line: console.print(line, highlight=False))
+    report = demo.run(directory, lambda line: console.print(line, highlight=False, soft_wrap=True))
     summary = demo.summary(report)
     if as_json:
         print_json(summary)

@@ -28,6 +28,7 @@ import yaml
 
 from shipyard.dashboard.auth import new_token
 from shipyard.errors import DemoRunError
+from shipyard.heartbeat import Heartbeat
 from shipyard.settings import Settings, load_settings
 
 DEMO_APPROVER = "demo-approver"
@@ -47,7 +48,6 @@ CONFIG = {
 @dataclass
 class DemoReport:
     directory: Path
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
     approved: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -74,12 +74,13 @@ def prepare(directory: Path) -> Path:
 def run(directory: Path, say: Callable[[str], None], poll_seconds: float = 3.0) -> DemoReport:
     """Run the demo inside `directory` (the working directory while it runs)."""
     started = time.monotonic()
+    directory = directory.resolve()  # before the chdir below: a relative path means the caller's directory
     prepare(directory)
     here = Path.cwd()
     os.chdir(directory)
     try:
         settings = load_settings(Path("shipyard.yaml"))
-        report = DemoReport(directory.resolve())
+        report = DemoReport(directory)
         with _libraries_to(Path("pipeline.log")):
             _watch_while_training(settings, report, say, poll_seconds)
     finally:
@@ -105,49 +106,56 @@ def _libraries_to(log: Path) -> Iterator[None]:
 
 def _watch_while_training(settings: Settings, report: DemoReport, say: Callable[[str], None], every: float) -> None:
     out = settings.demo.out
-    if out.exists() and any(out.iterdir()):
-        say(f"the RL run in {out} is there already: watching what it holds")
-        _watch(None, settings, report, say, every)
-        return
-    from flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
+    with Heartbeat(say) as heartbeat:
+        if out.exists() and any(out.iterdir()):
+            heartbeat.say(f"the RL run in {out} is there already: watching what it holds")
+            _watch(None, settings, report, heartbeat, every)
+            return
+        from flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
 
-    out.mkdir(parents=True, exist_ok=True)
-    watch_run(config="shipyard.yaml")  # the local Prefect API starts before training takes the cores
-    demo = settings.demo
-    say(f"starting the demo RL run ({demo.steps} GRPO steps, a checkpoint every {demo.save_every}); log: run.log")
-    with Path("run.log").open("w") as log:
-        command = [sys.executable, "-m", "shipyard.cli", "demo-run", "--json"]
-        trainer = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _watch(trainer, settings, report, say, every)
-        finally:
-            if trainer.poll() is None:
-                trainer.terminate()
+        out.mkdir(parents=True, exist_ok=True)
+        heartbeat.doing("starting the local Prefect API")
+        watch_run(config="shipyard.yaml")  # the local Prefect API starts before training takes the cores
+        heartbeat.doing("")
+        demo = settings.demo
+        heartbeat.say(f"starting the demo RL run ({demo.steps} GRPO steps, a checkpoint every {demo.save_every})")
+        with Path("run.log").open("w") as log:
+            # not --json: off a terminal the run prints a plain progress line every 10 s, which the heartbeat shows
+            command = [sys.executable, "-m", "shipyard.cli", "demo-run"]
+            trainer = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                _watch(trainer, settings, report, heartbeat, every)
+            finally:
+                if trainer.poll() is None:
+                    trainer.terminate()
     if trainer.returncode != 0:
         raise DemoRunError(f"the demo RL run failed (exit {trainer.returncode}); see {Path('run.log').resolve()}")
 
 
 def _watch(
-    trainer: subprocess.Popen[bytes] | None,
-    settings: Settings,
-    report: DemoReport,
-    say: Callable[[str], None],
-    every: float,
+    trainer: subprocess.Popen[bytes] | None, settings: Settings, report: DemoReport, heartbeat: Heartbeat, every: float
 ) -> None:
-    """Run the watch flow whenever the run directory changes, until the trainer has ended and all is taken."""
+    """Run the watch flow whenever the run directory changes, until the trainer has ended and all is taken.
+
+    Fates are said as the pipeline records them, and the first release is
+    approved the moment it is published, so the checkpoints after it are
+    gated against it as the champion.
+    """
     from flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
 
+    def approve_first(version: int) -> None:
+        if not report.approved:
+            _approve_first(settings, version, report, heartbeat.say)
+
+    heartbeat.trainer, heartbeat.on_release = trainer, approve_first
     seen: set[str] | None = None
     while True:
         finished = trainer is None or trainer.poll() is not None
         listing = set(os.listdir(settings.demo.out)) if settings.demo.out.is_dir() else set()
         if listing != seen or finished:
             seen = listing
-            for outcome in watch_run(config="shipyard.yaml"):
-                report.outcomes.append(outcome)
-                say(_line(outcome))
-                if outcome["state"] == "released" and not report.approved:
-                    _approve_first(settings, outcome["version"], report, say)
+            watch_run(config="shipyard.yaml")
+            heartbeat.raise_failure()
         if finished:
             return
         time.sleep(every)
@@ -161,12 +169,6 @@ def _approve_first(settings: Settings, version: int, report: DemoReport, say: Ca
     approve_release(settings, release_store(settings), settings.release.line, version, DEMO_APPROVER, note, "demo")
     report.approved.append(version)
     say(f"  approved v{version} as {DEMO_APPROVER}: it is on stable now, the champion later checkpoints must beat")
-
-
-def _line(outcome: dict[str, Any]) -> str:
-    if outcome["state"] == "released":
-        return f"step {outcome['step']}: released as v{outcome['version']}"
-    return f"step {outcome['step']}: {outcome['state'].replace('_', ' ')} — {outcome['reason']}"
 
 
 def summary(report: DemoReport) -> dict[str, Any]:

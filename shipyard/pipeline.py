@@ -5,13 +5,13 @@ checkpoint + recipe + data, evals by model + suite), so running a checkpoint
 again redoes no finished stage. The champion is the head of
 `pipeline.champion_channel` (stable by default), pulled once into the cache.
 Every outcome ends in the ledger: `released`, or `skipped` (screening) or
-`gate_failed` with the reason. The Prefect flows call these stages as tasks;
-`shipyard watch` calls `release_checkpoint` directly.
+`gate_failed` with the reason. The Prefect flows call these stages as tasks.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -30,6 +30,8 @@ from shipyard.recipe import DEFAULT_RECIPE
 from shipyard.settings import Settings
 from shipyard.stores import Store, open_store
 from shipyard.watch import Checkpoint
+
+log = logging.getLogger(__name__)  # INFO as each stage starts and each fate is recorded: `shipyard demo` says them
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def screen(checkpoint: Checkpoint, champion_dir: Path | None, settings: Settings
     p = settings.pipeline
     if not p.screening:
         return True, "screening off"
+    log.info("step %d: screening", checkpoint.step)
     suite = load_suite("capability")
     ours = _score(evaluate(Path(checkpoint.path), [suite], settings.home), p.screening_task, p.screening_metric)
     if champion_dir is None:
@@ -78,6 +81,7 @@ def screen(checkpoint: Checkpoint, champion_dir: Path | None, settings: Settings
 def make_candidate(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Path:
     """Post-train the checkpoint with the configured recipe (cached by digests); the candidate's directory."""
     recipe = settings.pipeline.recipe or DEFAULT_RECIPE
+    log.info("step %d: post-training", checkpoint.step)
     return posttrain(Path(checkpoint.path), recipe, settings.home, progress=progress).path
 
 
@@ -85,6 +89,7 @@ def gate_candidate(
     candidate: Path, champion_dir: Path | None, checkpoint: Checkpoint, settings: Settings
 ) -> tuple[bool, str, Path]:
     """Gate the candidate against the champion: passed, the failed checks, and the report directory."""
+    log.info("step %d: evaluating and gating", checkpoint.step)
     policy = load_policy(settings.pipeline.policy or DEFAULT_POLICY)
     trainer_state = Path(checkpoint.path) / "trainer_state.json"
     history = trainer_state if trainer_state.is_file() else None
@@ -94,10 +99,13 @@ def gate_candidate(
 
 def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, settings: Settings) -> int:
     """Publish the gated candidate with its lineage, gate decision and eval scores; its version (exactly once)."""
+    log.info("step %d: publishing", checkpoint.step)
     staging = _stage(candidate, report, checkpoint, settings.home / "staging" / candidate.name)
     published = publish(staging, settings.release.line, release_store(settings))
     announce(settings.notify, [published.event])
-    return published.release.version
+    version = published.release.version
+    log.info("step %d: released as v%d", checkpoint.step, version, extra={"fate": True, "released": version})
+    return version
 
 
 def release_checkpoint(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Outcome:
@@ -148,6 +156,7 @@ def record(settings: Settings, kind: str, checkpoint: Checkpoint, reason: str, *
     """Record a checkpoint's fate in the release ledger and send it to the webhook."""
     event = record_fate(release_store(settings), kind, checkpoint, settings.release.line, reason, **extra)
     announce(settings.notify, [event])
+    log.info("step %d: %s — %s", checkpoint.step, kind.replace("_", " "), reason, extra={"fate": True})
 
 
 def record_fate(store: Store, kind: str, checkpoint: Checkpoint, line: str, reason: str, **extra: str) -> Event | None:
