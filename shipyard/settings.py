@@ -43,14 +43,20 @@ class DemoSettings(Section):
     save_every: int = Field(10, ge=1, description="Save a checkpoint every this many RL steps.")
     keep: int | None = Field(None, ge=1, description="Keep only the newest this many checkpoints (None: all).")
     seed: int = Field(0, description="Seed for the model, the data and the trainer.")
-    warmup_steps: int = Field(320, ge=0, description="Supervised warm-start steps before RL.")
+    warmup_steps: int = Field(2000, ge=0, description="Most supervised warm-start steps before RL.")
+    warmup_target: float = Field(
+        0.25, ge=0, le=1, description="The warm start stops once greedy accuracy on training problems reaches this."
+    )
     warmup_learning_rate: float = Field(1e-3, gt=0, description="Learning rate of the supervised warm start.")
-    learning_rate: float = Field(3e-4, gt=0, description="Learning rate of the RL phase.")
+    learning_rate: float = Field(3e-5, gt=0, description="Learning rate of the RL phase.")
     prompts_per_step: int = Field(8, ge=1, description="Distinct prompts per RL step.")
     generations: int = Field(8, ge=2, description="Completions sampled per prompt (the GRPO group).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of the RL rollouts.")
     beta: float = Field(0.01, ge=0, description="KL coefficient against the warm-started reference.")
     heldout_size: int = Field(200, ge=1, description="Held-out problems scored greedily at each save.")
+    threads: int = Field(
+        1, ge=1, description="CPU threads of the run, pinned: a seed gives the same run whatever the core count."
+    )
 
 
 class WatchSettings(Section):

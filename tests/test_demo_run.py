@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from shipyard.demo_run import run_demo
+from shipyard.demo_run import WARM_START_CHECK_EVERY, run_demo, warm_start
 from shipyard.errors import DemoRunError
 from shipyard.settings import DemoSettings
 from shipyard.sources import open_source
+from shipyard.tiny import TinyModelSpec, build_model, build_tokenizer
+from shipyard.trainer_state import metrics_at, read_trainer_state
 from shipyard.watch import Checkpoint, scan
 
 CHECKPOINT_FILES = {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "trainer_state.json"}
@@ -55,12 +57,20 @@ def test_checkpoints_appear_in_order_with_complete_files_and_metrics(full_run: t
 
 
 @pytest.mark.slow
-def test_held_out_accuracy_rises_over_the_run(full_run: tuple) -> None:
-    _, _, reported = full_run
+def test_rl_starts_with_room_and_raises_held_out_accuracy(full_run: tuple) -> None:
+    """Margins that held on every seed of `bench/demo_learning.py` (six seeds, bench/RESULTS.md), not one run's path.
+
+    The warm start stops in 0.28-0.52; RL then lifts the last third of the
+    checkpoints by +0.03 to +0.31 and the best one by +0.06 to +0.35 over it.
+    """
+    out, _, reported = full_run
+    state = read_trainer_state(out / f"checkpoint-{reported[-1]['step']}" / "trainer_state.json")
+    warm = metrics_at(state, 0)["heldout_accuracy"]
     accuracy = [r["heldout_accuracy"] for r in reported]
     last_third = accuracy[-len(accuracy) // 3 :]
-    assert sum(last_third) / len(last_third) > accuracy[0] + 0.05, accuracy
-    assert max(accuracy) > accuracy[0] + 0.1, accuracy
+    assert 0.15 <= warm <= 0.65, f"the warm start leaves RL no room (or nothing to learn from): {warm}"
+    assert sum(last_third) / len(last_third) > warm, (warm, accuracy)
+    assert max(accuracy) >= warm + 0.04, (warm, accuracy)
 
 
 @pytest.mark.slow
@@ -83,3 +93,12 @@ def test_refuses_a_directory_that_already_holds_checkpoints(tmp_path: Path) -> N
     (tmp_path / "run" / "checkpoint-10").mkdir(parents=True)
     with pytest.raises(DemoRunError, match="already holds checkpoints"):
         run_demo(short(tmp_path / "run"), progress=False)
+
+
+def test_the_warm_start_stops_once_it_reaches_its_target_or_at_its_cap(tmp_path: Path) -> None:
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, TinyModelSpec(seed=0))
+    reached = short(tmp_path / "a", warmup_target=0.0, warmup_steps=100)
+    assert warm_start(model, tokenizer, reached) == WARM_START_CHECK_EVERY  # the first check
+    unreachable = short(tmp_path / "b", warmup_target=1.0, warmup_steps=30)
+    assert warm_start(model, tokenizer, unreachable) == 30
