@@ -104,7 +104,10 @@ def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, set
     published = publish(staging, settings.release.line, release_store(settings))
     announce(settings.notify, [published.event])
     version = published.release.version
-    log.info("step %d: released as v%d", checkpoint.step, version, extra={"fate": True, "released": version})
+    if published.created:
+        log.info("step %d: released as v%d", checkpoint.step, version, extra={"fate": True, "released": version})
+    else:
+        log.info("step %d: already released as v%d", checkpoint.step, version, extra={"fate": True})
     return version
 
 
