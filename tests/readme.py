@@ -157,8 +157,9 @@ def _trimmed(lines: list[str]) -> list[str]:
 class Shell:
     """One shell session over separate processes: the working directory and exported variables carry over."""
 
-    def __init__(self, cwd: Path, env: dict[str, str], log: Path) -> None:
-        self.state = Path(tempfile.mkdtemp(prefix="readme-shell-"))
+    def __init__(self, cwd: Path, env: dict[str, str], log: Path, state: Path) -> None:
+        self.state = state
+        state.mkdir(parents=True, exist_ok=True)
         (self.state / "cwd").write_text(str(cwd))
         (self.state / "env.sh").write_text("")
         self.env, self.log = env, log
@@ -273,7 +274,7 @@ def check(readme: Path, workdir: Path, log: Path, running_under: str = "", timeo
     report = Report()
     home = workdir.parent / "home"
     home.mkdir(exist_ok=True)
-    shell = Shell(workdir, clean_env(home), log)
+    shell = Shell(workdir, clean_env(home), log, workdir.parent / "shell-state")
     outputs: dict[str, str] = {}
     for item in parse(readme.read_text()):
         where = f"{readme.name}:{item.line}"
@@ -314,7 +315,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="readme-check-"))
     work = scratch_copy(root, scratch / "shipyard")
     shutil.copy2(readme, work / "README.md")
-    report = check(work / "README.md", work, scratch / "commands.log")
+    report = check(work / "README.md", work, scratch / "commands.log", running_under="make test")
     for line in report.skipped:
         print(f"not run: {line}")
     for line in report.failures:
