@@ -47,7 +47,7 @@ class PlainLinesProgress(Progress):
         lines = []
         for task in self.tasks:
             if task.visible and not task.finished:
-                parts = [Text(c.format(task=task)) if isinstance(c, str) else c(task) for c in columns]
+                parts = [c.format(task=task) if isinstance(c, str) else c(task) for c in columns]
                 lines.append("  ".join(p.plain if isinstance(p, Text) else str(p) for p in parts))
         return lines
 

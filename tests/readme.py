@@ -36,7 +36,8 @@ OUTPUT_MARK = re.compile(r"<!--\s*output:\s*(.+?)\s*-->")
 NOT_RUN = re.compile(r"not run by CI:?\s*(.*)")
 EXITS = re.compile(r"exits (\d+(?: or \d+)+)")
 URL = re.compile(r"https?://\S+")
-SERVER_UP_SECONDS = 20.0
+SERVER_UP_SECONDS = 20.0  # a server without an address must stay up this long
+SERVER_ANSWER_SECONDS = 120.0  # a server with one must answer within this
 CLEAN_ENV = ("PATH", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL")
 
 
@@ -209,14 +210,14 @@ class Shell:
 
 
 def _watch_server(proc: subprocess.Popen[str], url: str | None) -> str | None:
-    deadline = time.monotonic() + (120.0 if url else SERVER_UP_SECONDS)
+    deadline = time.monotonic() + (SERVER_ANSWER_SECONDS if url else SERVER_UP_SECONDS)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return f"exited with {proc.returncode} instead of serving"
         if url and _answers(url):
             return None
         time.sleep(1.0)
-    return f"{url} did not answer within 120 s" if url else None
+    return f"{url} did not answer within {SERVER_ANSWER_SECONDS:.0f} s" if url else None
 
 
 def _answers(url: str) -> bool:
