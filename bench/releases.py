@@ -23,8 +23,8 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-from shipyard.ledger import EVENTS, SNAPSHOT_EVERY, SNAPSHOTS, Event, Ledger, State, apply, event_key, snapshot_key
-from shipyard.publish import promote, publish
+from shipyard.ledger import EVENTS, PACK_EVERY, PACKS, Event, Ledger, State, apply, event_key, pack_key
+from shipyard.publish import model_digest, promote, publish
 from shipyard.stores import LocalStore, Progress, S3Store
 
 MB = 1 << 20
@@ -67,6 +67,12 @@ def model_dir(path: Path, weights: int) -> Path:
     (path / "config.json").write_text('{"model_type": "llama"}')
     (path / "tokenizer.json").write_bytes(os.urandom(2 * MB))
     (path / "model.safetensors").write_bytes(os.urandom(weights))
+    return gated(path)
+
+
+def gated(path: Path) -> Path:
+    """A passing gate decision naming the directory's digest, as the gate writes it."""
+    (path / "gate.json").write_text(json.dumps({"passed": True, "candidate_digest": model_digest(path)}))
     return path
 
 
@@ -80,7 +86,7 @@ def bench_incremental_and_promotion(tmp: Path) -> dict[str, float]:
         (second / name).write_bytes((first / name).read_bytes())
     (second / "model.safetensors").write_bytes(os.urandom(10 * MB))
     store.uploaded = 0
-    publish(second, "main", store)
+    publish(gated(second), "main", store)
     result = {"incremental_release_MB_uploaded": store.uploaded / MB, "incremental_release_MB_total": 12.0}
     for label, size in (("10MB", 10 * MB), ("1GB", 1024 * MB)):
         local = LocalStore(tmp / f"promote-{label}")
@@ -90,17 +96,20 @@ def bench_incremental_and_promotion(tmp: Path) -> dict[str, float]:
 
 
 def fill(store_dir: Path, n: int) -> None:
-    """Write a chained log of `n` release events and its stored folds directly, as appends would leave them."""
-    for directory in (EVENTS, SNAPSHOTS):
+    """Write a chained log of `n` release events and its packs directly, as appends would leave them."""
+    for directory in (EVENTS, PACKS):
         (store_dir / directory).mkdir(parents=True)
     state = State()
+    bodies: list[bytes] = []
     for seq in range(1, n + 1):
         data = {"line": "main", "version": seq, "candidate_digest": f"{seq:064x}"}
         event = Event(seq, "released", data, 0.0, "bench", state.head)
         (store_dir / event_key(seq)).write_bytes(event.body())
         apply(state, event)
-        if seq % SNAPSHOT_EVERY == 0:
-            (store_dir / snapshot_key(seq)).write_text(json.dumps(state.to_json()))
+        bodies.append(event.body())
+        if seq % PACK_EVERY == 0:
+            (store_dir / pack_key(seq)).write_bytes(b"\n".join(bodies))
+            bodies = []
 
 
 def bench_append(tmp: Path) -> dict[str, float]:

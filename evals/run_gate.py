@@ -21,6 +21,7 @@ from evals.report import markdown
 from evals.runner import SuiteResult, evaluate
 from evals.suite import load_suite
 from shipyard.errors import ConfigError
+from shipyard.publish import model_digest
 from shipyard.snapshot import directory_digest
 from shipyard.trainer_state import read_trainer_state
 
@@ -52,7 +53,8 @@ def run_gate(
         / f"{directory_digest(candidate)[:16]}-{directory_digest(champion)[:16] if champion else 'none'}"
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gate.json").write_text(json.dumps(decision.as_dict(), indent=1) + "\n")
+    named = decision.as_dict() | {"candidate_digest": model_digest(candidate)}  # publish checks it is this candidate
+    (out / "gate.json").write_text(json.dumps(named, indent=1) + "\n")
     (out / "gate.md").write_text(markdown(decision, str(candidate), str(champion) if champion else None))
     scores = {task: values for result in ours for task, values in result.scores.items()}
     (out / "evals.json").write_text(json.dumps(scores, indent=1) + "\n")

@@ -1,14 +1,18 @@
 """Approval flows: a light run that waits for a person's decision on one release; promotion; rollback.
 
 `await_approval` holds no model and no accelerator. It pauses with a form (a
-`RunInput`: approve or reject, approver, note) whose description is the
-evidence — gate checks and scores against the champion. Run from a
-deployment it suspends (the process exits; resuming reschedules it), otherwise
-it pauses in place. The CLI and the dashboard resume the same run with the same
-input. Each decision goes through `shipyard.approvals` (allowlist, pipeline
-identity, N distinct approvers) into one ledger event; a refused decision is
-logged and the run waits again. When the wait times out the release stays a
-candidate, approvable later by any door.
+`RunInput`: approve or reject, approver, their door token, note) whose
+description is the evidence — gate verdict and checks, scores against the
+champion. Run from a deployment it suspends (the process exits; resuming
+reschedules it), otherwise it pauses in place. Whoever resumes it, the run
+trusts nothing the form says about who decided: the token must hash to the
+approver's entry in this process's `dashboard.tokens`, and the decision is
+then signed with the `prefect-ui` door's key, which the store's policy must
+list for that approver (`shipyard.doors`). A resume without a token (the CLI
+and the dashboard send one after recording their own decision) only makes the
+run re-read the ledger. A refused decision is logged and the run waits again.
+When the wait times out the release stays a candidate, approvable later by
+any door.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 
-from shipyard import approvals, publish
-from shipyard.doors import record_decision
-from shipyard.errors import ConfigError
+from shipyard import approvals
+from shipyard.doors import record_decision, token_matches
+from shipyard.errors import ShipyardError
 from shipyard.evidence import evidence
-from shipyard.ledger import Ledger
 from shipyard.notify import announce_latest
 from shipyard.pipeline import release_store
 from shipyard.settings import Settings, load_settings
+from shipyard.trust import checked_state, door_signer
+
+DOOR = "prefect-ui"
 
 
 class ApprovalDecision(RunInput):
@@ -37,8 +43,8 @@ class ApprovalDecision(RunInput):
 
     decision: Literal["approve", "reject"]
     approver: str
+    token: str = ""  # the approver's door token; Prefect keeps run input, so use the dashboard where that matters
     note: str = ""
-    door: str = "prefect-ui"
 
 
 def _settings(config: str | None) -> Settings:
@@ -63,18 +69,23 @@ def await_approval(line: str, version: int, config: str | None = None) -> str:
     store, rules, logger = release_store(settings), settings.approval, get_run_logger()
     description = evidence(store, line, version, settings.pipeline.champion_channel)
     for attempt in range(100):
-        done = approvals.settled(Ledger(store).refresh(), line, version, rules.channel)
+        done = approvals.settled(checked_state(store, settings), line, version, rules.channel)
         if done:
             return done
         try:
             decision = _wait(description, rules.wait_seconds, rules.poll_seconds, key=f"decision-{attempt}")
         except FlowPauseTimeout:
             return f"no decision within {rules.wait_seconds} s; v{version} stays a candidate, approvable later"
+        token = decision.token
+        if not token:
+            continue  # woken by another door after it recorded its decision: read the ledger again
+        if not token_matches(settings, decision.approver, token):
+            logger.warning("decision refused: no valid token for %r", decision.approver)
+            continue
         try:
-            record_decision(
-                settings, store, line, version, decision.decision, decision.approver, decision.note, decision.door
-            )
-        except ConfigError as exc:
+            signer = door_signer(settings, DOOR, decision.approver)
+            record_decision(settings, store, line, version, decision.decision, signer, decision.note)
+        except ShipyardError as exc:
             logger.warning("decision refused: %s", exc)
     return f"v{version}: too many refused decisions; approve it from the CLI or the dashboard"
 
@@ -84,18 +95,19 @@ def promote_release(line: str, version: int, channel: str | None = None, config:
     """Point a channel at a release. The approval channel (stable) moves only with enough approvals on record."""
     settings = _settings(config)
     store = release_store(settings)
-    approvals.promote_approved(store, line, version, channel or settings.approval.channel, settings.approval)
+    checked_state(store, settings)
+    approvals.promote_approved(store, line, version, channel or settings.approval.channel)
     announce_latest(settings.notify, store)
     return version
 
 
 @flow(name="rollback-release")
-def rollback_release(
-    line: str, channel: str = "stable", by: str = "", note: str = "", config: str | None = None
-) -> int:
-    """Put the channel back on the release it had before; one ledger event, no copy. The version now on it."""
+def rollback_release(line: str, channel: str = "stable", note: str = "", config: str | None = None) -> int:
+    """Put an unprotected channel back on the release it had before (a protected one needs a signed rollback:
+    `shipyard rollback --key`); one ledger event, no copy. The version now on it."""
     settings = _settings(config)
     store = release_store(settings)
-    release = publish.rollback(store, line, channel, by=by, note=note)
+    checked_state(store, settings)
+    release = approvals.rollback(store, line, channel, None, note)
     announce_latest(settings.notify, store)
     return release.version

@@ -1,105 +1,173 @@
-"""Approvals: a person approves or rejects a release; enough distinct approvals promote it.
+"""Approvals: a person approves or rejects a release, signed; enough distinct approvals promote it.
 
-Every door (Prefect UI form, CLI, dashboard) ends here, in one ledger event
-with identity, note, door and time. Approvers come from `approval.approvers`;
-the pipeline's own identity can never approve; `approval.required` distinct
-approvers promote the release to `approval.channel` (one more event). A
-rejection needs a note. Called by the CLI, the approval flow and the dashboard.
+Every door (CLI, dashboard, Prefect form) ends here, in one signed ledger
+event: the person's own key (CLI), or the key of a door that authenticated
+them (dashboard, Prefect form). What counts is decided by the signed policy in
+the store (`shipyard.policy`), never by the caller's settings: each decision is
+checked against it before it is written, so an honest door never writes an
+event that readers would ignore. With enough distinct approvals and no
+standing rejection (a veto, by default), the release is promoted to the
+approval channel (one more event, which readers accept only because the
+approvals justify it). Called by the doors, the approval flow and the CLI.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from shipyard import publish
-from shipyard.errors import ConfigError
-from shipyard.ledger import Event, Ledger, State
-from shipyard.settings import ApprovalSettings
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shipyard import publish, signing
+from shipyard.errors import ConfigError, TrustError
+from shipyard.ledger import Event, Ledger, Release, State
+from shipyard.policy import Policy, decision, decision_problem, promotion_problem
 from shipyard.stores import Store
 
 
-def _check(state: State, line: str, version: int, who: str, rules: ApprovalSettings) -> None:
-    if who == rules.pipeline_identity:
-        raise ConfigError(f"'{who}' is the pipeline's own identity and cannot approve or reject")
-    if who not in rules.approvers:
-        allowed = ", ".join(rules.approvers) or "none configured (approval.approvers)"
-        raise ConfigError(f"'{who}' is not an approver; approvers: {allowed}")
-    if (line, version) not in state.releases:
+@dataclass(frozen=True)
+class Signer:
+    """Who decides, and the key that vouches for it: their own (door "cli") or a door's that authenticated them."""
+
+    who: str
+    key: Ed25519PrivateKey
+    door: str = "cli"
+
+
+def person(policy: Policy | None, key: Ed25519PrivateKey, claimed: str | None = None) -> Signer:
+    """The approver a private key belongs to under `policy`; `claimed` (`--as`) must agree."""
+    fp = signing.fingerprint(signing.public_line(key.public_key()))
+    who = policy.approver_with(fp) if policy else None
+    if policy is None:
+        raise TrustError("the store has no signed policy yet; its owner runs `shipyard policy init`")
+    if who is None:
+        raise TrustError(f"key {fp} belongs to no approver in policy v{policy.version} (approvers: {_names(policy)})")
+    if claimed is not None and claimed != who:
+        raise TrustError(f"key {fp} is {who}'s, not {claimed}'s")
+    return Signer(who, key)
+
+
+def _names(policy: Policy) -> str:
+    return ", ".join(sorted(policy.approvers)) or "none"
+
+
+def _policy(state: State) -> Policy:
+    if state.policy is None:
+        raise TrustError("the store has no signed policy yet; its owner runs `shipyard policy init`")
+    return state.policy
+
+
+def _release(state: State, line: str, version: int) -> Release:
+    release = state.releases.get((line, version))
+    if release is None:
         raise ConfigError(f"line '{line}' has no version {version} (latest {state.latest(line)})")
+    return release
 
 
-def last_words(state: State, line: str, version: int) -> dict[str, str]:
-    """Each identity's latest word on the release: approved or rejected."""
-    return {entry["by"]: entry["type"] for entry in state.approvals.get((line, version), [])}
-
-
-def last_word(state: State, line: str, version: int, who: str) -> str | None:
-    return last_words(state, line, version).get(who)
+def _signed(state: State, kind: str, signer: Signer, fields: dict[str, Any], manifest: str | None) -> dict[str, Any]:
+    """A decision's event data, refused here if readers would not count it."""
+    policy = _policy(state)
+    if signer.who not in policy.approvers:
+        raise TrustError(f"'{signer.who}' is not an approver in policy v{policy.version} (approvers: {_names(policy)})")
+    data = decision(signer.key, kind, signer.who, signer.door, fields)
+    if why := decision_problem(policy, kind, data, manifest):
+        raise TrustError(f"{signer.who} ({signer.door}): {why}")
+    return data
 
 
 def approvers_of(state: State, line: str, version: int) -> list[str]:
-    """Distinct identities whose latest word on the release is an approval."""
-    return sorted(who for who, kind in last_words(state, line, version).items() if kind == "approved")
+    """Distinct identities whose latest counted word on the release is an approval."""
+    return sorted(who for who, word in state.words(line, version).items() if word == "approved")
 
 
-def approve(
-    store: Store, line: str, version: int, who: str, rules: ApprovalSettings, note: str = "", door: str = "cli"
-) -> list[Event]:
-    """Record `who`'s approval; promote when enough distinct approvers agree. The events this call appended.
+def approve(store: Store, line: str, version: int, signer: Signer, channel: str, note: str = "") -> list[Event]:
+    """Record a signed approval; promote to `channel` when the policy allows it now. The events appended.
 
     Idempotent: a second approval by the same person, or one after the promotion, appends nothing.
     """
     ledger = Ledger(store)
 
     def approval(state: State) -> tuple[str, dict[str, Any]] | None:
-        _check(state, line, version, who, rules)
-        if who in approvers_of(state, line, version):
+        release = _release(state, line, version)
+        if state.words(line, version).get(signer.who) == "approved":
             return None
-        return "approved", {"line": line, "version": version, "by": who, "note": note, "door": door}
+        manifest = release.data.get("manifest")
+        fields = {"line": line, "version": version, "manifest": manifest, "note": note}
+        return "approved", _signed(state, "approved", signer, fields, manifest)
 
     approved = ledger.append(approval)
+    return [event for event in (approved, ledger.append(_promotion(line, version, channel))) if event is not None]
 
-    def promotion(state: State) -> tuple[str, dict[str, Any]] | None:
-        enough = len(approvers_of(state, line, version)) >= rules.required
-        if not enough or state.channel(line, rules.channel) == version:
+
+def _promotion(line: str, version: int, channel: str) -> Any:
+    def build(state: State) -> tuple[str, dict[str, Any]] | None:
+        policy, release = _policy(state), _release(state, line, version)
+        words = state.words(line, version)
+        if state.channel(line, channel) == version:
+            return None
+        if promotion_problem(policy, channel, words, bool(release.data.get("ungated"))):
             return None
         by = approvers_of(state, line, version)
-        return "promoted", {"line": line, "channel": rules.channel, "version": version, "approved_by": by}
+        return "promoted", {"line": line, "channel": channel, "version": version, "approved_by": by}
 
-    return [event for event in (approved, ledger.append(promotion)) if event is not None]
+    return build
 
 
-def reject(
-    store: Store, line: str, version: int, who: str, note: str, rules: ApprovalSettings, door: str = "cli"
-) -> Event | None:
-    """Record `who`'s rejection of the release (None if that is their word already); a note saying why is required."""
+def reject(store: Store, line: str, version: int, signer: Signer, note: str) -> Event | None:
+    """Record a signed rejection (None if that is the signer's word already); a note saying why is required."""
     if not note.strip():
         raise ConfigError("a rejection needs a note saying why (--note)")
 
     def rejection(state: State) -> tuple[str, dict[str, Any]] | None:
-        _check(state, line, version, who, rules)
-        if last_word(state, line, version, who) == "rejected":
+        release = _release(state, line, version)
+        if state.words(line, version).get(signer.who) == "rejected":
             return None
-        return "rejected", {"line": line, "version": version, "by": who, "note": note, "door": door}
+        manifest = release.data.get("manifest")
+        fields = {"line": line, "version": version, "manifest": manifest, "note": note}
+        return "rejected", _signed(state, "rejected", signer, fields, manifest)
 
     return Ledger(store).append(rejection)
 
 
-def promote_approved(store: Store, line: str, version: int, channel: str, rules: ApprovalSettings) -> int:
-    """Point `channel` at the release; the approval channel only with enough approvals on record. The version."""
-    if channel == rules.channel:
-        by = approvers_of(Ledger(store).refresh(), line, version)
-        if len(by) < rules.required:
-            raise ConfigError(
-                f"v{version} has {len(by)} of the {rules.required} approval(s) {channel} needs: "
-                f"shipyard approve v{version} --as NAME"
-            )
+def promote_approved(store: Store, line: str, version: int, channel: str) -> int:
+    """Point `channel` at the release; a protected channel only when the policy's approvals justify it."""
+    state = Ledger(store).refresh()
+    release = _release(state, line, version)
+    if state.policy is not None and channel in state.policy.channels:
+        words, ungated = state.words(line, version), bool(release.data.get("ungated"))
+        if why := promotion_problem(state.policy, channel, words, ungated):
+            raise TrustError(f"v{version} cannot go to {channel}: {why} (shipyard approve v{version})")
+        Ledger(store).append(_promotion(line, version, channel))
+        return version
     return publish.promote(store, line, version, channel).version
+
+
+def rollback(store: Store, line: str, channel: str, signer: Signer | None, note: str = "") -> Release:
+    """Move `channel` back to the release before its head; a protected channel needs an approver's signature."""
+    ledger = Ledger(store)
+
+    def build(state: State) -> tuple[str, dict[str, Any]]:
+        history = state.channels.get((line, channel), [])
+        current = history[-1] if history else None
+        earlier = [v for v in history if v != current]
+        if current is None or not earlier:
+            raise ConfigError(f"{store.uri}: channel '{channel}' of line '{line}' has nothing to roll back to")
+        fields = {"line": line, "channel": channel, "from_version": current, "to_version": earlier[-1], "note": note}
+        if state.policy is None or channel not in state.policy.channels:
+            return "rolled_back", fields | ({"by": signer.who} if signer else {})
+        if signer is None:
+            raise TrustError(f"{channel} is protected: a rollback must be signed by an approver (--key)")
+        return "rolled_back", _signed(state, "rolled_back", signer, fields, None)
+
+    ledger.append(build)
+    version = ledger.state.channel(line, channel)
+    assert version is not None
+    return ledger.state.releases[(line, version)]
 
 
 def settled(state: State, line: str, version: int, channel: str) -> str | None:
     """Why a release awaits no decision any more (on the approval channel, or rejected), or None."""
     if version in state.channels.get((line, channel), []):
         return f"v{version} is on {channel}"
-    rejected = [who for who, word in last_words(state, line, version).items() if word == "rejected"]
+    rejected = [who for who, word in state.words(line, version).items() if word == "rejected"]
     return f"v{version} was rejected by {', '.join(rejected)}" if rejected else None

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shipyard import cli_flows, cli_releases
+from shipyard import cli_flows, cli_releases, cli_trust
 from shipyard.cli_common import ConfigOption, JsonOption, clear_errors, err, format_metric, print_json
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.settings import load_settings
@@ -223,12 +223,14 @@ def gate_command(
 app.command("publish")(cli_releases.publish_command)
 app.command("pull")(cli_releases.pull_command)
 app.command("promote")(cli_releases.promote_command)
-app.command("rollback")(cli_releases.rollback_command)
+app.command("rollback")(cli_trust.rollback_command)
 app.command("mirror")(cli_releases.mirror_command)
-app.command("approve")(cli_releases.approve_command)
-app.command("reject")(cli_releases.reject_command)
+app.command("approve")(cli_trust.approve_command)
+app.command("reject")(cli_trust.reject_command)
+app.command("keygen")(cli_trust.keygen_command)
+app.add_typer(cli_trust.policy_app, name="policy")
 app.add_typer(cli_releases.releases_app, name="releases")
-app.add_typer(cli_releases.ledger_app, name="ledger")
+app.add_typer(cli_trust.ledger_app, name="ledger")
 app.command("watch")(cli_flows.watch_command)
 app.command("serve")(cli_flows.serve_command)
 app.command("demo")(cli_flows.demo_command)

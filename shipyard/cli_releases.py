@@ -1,6 +1,7 @@
-"""The release commands: publish, pull, releases list|show|diff, promote, rollback, mirror, ledger verify.
+"""The release commands: publish, pull, releases list|show|diff, promote, mirror.
 
 Thin shells over `shipyard.publish`, `shipyard.mirror` and the ledger; `shipyard.cli` registers them.
+Every command refuses a store whose root policy is not owned by the pinned keys (`trust.owners`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shipyard.cli_common import ConfigOption, JsonOption, LineOption, StoreOption, clear_errors, err, print_json
-from shipyard.settings import load_settings
+from shipyard.cli_common import ConfigOption, JsonOption, LineOption, StoreOption, clear_errors, print_json
+from shipyard.settings import load_settings, release_store_uri
 
 
-def _releases(config: Path | None, store: str | None, line: str | None) -> tuple[Any, str]:
+def open_releases(config: Path | None, store: str | None, line: str | None) -> tuple[Any, str]:
     from shipyard.stores import open_store
+    from shipyard.trust import checked_state
 
     settings = load_settings(config)
-    uri = store or settings.release.store or str(settings.home / "releases")
-    return open_store(uri, settings.s3.endpoint_url), line or settings.release.line
+    releases = open_store(
+        release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
+    )
+    checked_state(releases, settings)
+    return releases, line or settings.release.line
 
 
 def _release_row(release: Any, state: Any) -> dict[str, Any]:
@@ -34,17 +39,26 @@ def _release_row(release: Any, state: Any) -> dict[str, Any]:
 
 @clear_errors
 def publish_command(
-    model: Annotated[Path, typer.Option(help="The candidate directory (with lineage.json and gate.json if present).")],
+    model: Annotated[Path, typer.Option(help="The candidate directory, with the gate.json that passed it.")],
+    ungated: Annotated[bool, typer.Option("--ungated", help="Publish without a passing gate decision.")] = False,
+    reason: Annotated[str, typer.Option(help="Why it is published ungated (required with --ungated).")] = "",
     store: StoreOption = None,
     line: LineOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Publish a candidate as the next release of a line; publishing it again names the existing release."""
+    """Publish a gated candidate as the next release of a line; publishing it again names the existing release.
+
+    The candidate's gate.json must have passed and name its digest; --ungated --reason TEXT records an exception,
+    which the store's policy may keep off protected channels. Trainer pickles are never published.
+    """
+    from shipyard.errors import ConfigError
     from shipyard.publish import publish
 
-    releases, name = _releases(config, store, line)
-    published = publish(model, name, releases, progress=not as_json)
+    if ungated and not reason.strip():
+        raise ConfigError("--ungated needs --reason TEXT: why this release skips the gate")
+    releases, name = open_releases(config, store, line)
+    published = publish(model, name, releases, progress=not as_json, ungated=reason if ungated else None)
     if as_json:
         print_json({"created": published.created, "line": name, "version": published.release.version})
         return
@@ -64,7 +78,7 @@ def pull_command(
     """Materialize a release, verifying every file's digest."""
     from shipyard.publish import pull
 
-    releases, name = _releases(config, store, line)
+    releases, name = open_releases(config, store, line)
     release = pull(releases, name, ref, out)
     if as_json:
         print_json({"line": name, "version": release.version, "path": str(out)})
@@ -83,7 +97,7 @@ def releases_list_command(
     """List the releases of a line with the channels pointing at them."""
     from shipyard.ledger import Ledger
 
-    releases, name = _releases(config, store, line)
+    releases, name = open_releases(config, store, line)
     state = Ledger(releases).refresh()
     rows = [_release_row(r, state) for (n, _), r in sorted(state.releases.items()) if n == name]
     if as_json:
@@ -113,7 +127,7 @@ def releases_show_command(
     from shipyard.ledger import Ledger
     from shipyard.publish import manifest, resolve
 
-    releases, name = _releases(config, store, line)
+    releases, name = open_releases(config, store, line)
     state = Ledger(releases).refresh()
     release = resolve(state, name, ref)
     shown = _release_row(release, state) | {
@@ -139,7 +153,7 @@ def releases_diff_command(
     """What changed between two releases: files, checkpoint, and per-task eval score deltas."""
     from shipyard.publish import diff
 
-    releases, name = _releases(config, store, line)
+    releases, name = open_releases(config, store, line)
     changes = diff(releases, name, old, new)
     if as_json:
         print_json(changes)
@@ -170,32 +184,14 @@ def promote_command(
     from shipyard.approvals import promote_approved
     from shipyard.notify import announce_latest
 
-    releases, name = _releases(config, store, line)
+    releases, name = open_releases(config, store, line)
     settings = load_settings(config)
-    version_number = promote_approved(releases, name, int(version.removeprefix("v")), channel, settings.approval)
+    version_number = promote_approved(releases, name, int(version.removeprefix("v")), channel)
     announce_latest(settings.notify, releases)
-    _channel_moved(name, channel, version_number, as_json)
+    channel_moved(name, channel, version_number, as_json)
 
 
-@clear_errors
-def rollback_command(
-    channel: Annotated[str, typer.Option(help="The channel to move back.")] = "stable",
-    store: StoreOption = None,
-    line: LineOption = None,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Move a channel back to the release it pointed at before, in one step."""
-    from shipyard.notify import announce_latest
-    from shipyard.publish import rollback
-
-    releases, name = _releases(config, store, line)
-    release = rollback(releases, name, channel)
-    announce_latest(load_settings(config).notify, releases)
-    _channel_moved(name, channel, release.version, as_json)
-
-
-def _channel_moved(line: str, channel: str, version: int, as_json: bool) -> None:
+def channel_moved(line: str, channel: str, version: int, as_json: bool) -> None:
     if as_json:
         print_json({"line": line, "channel": channel, "version": version})
     else:
@@ -213,74 +209,9 @@ def mirror_command(
     """Mirror the line's releases to a Hub repo (one commit and a tag each; channels as branches); catches up."""
     from shipyard.mirror import mirror
 
-    releases, name = _releases(config, store, line)
+    releases, name = open_releases(config, store, line)
     done = mirror(releases, name, repo, load_settings(config).hub.endpoint)
     if as_json:
         print_json({"repo": repo, "mirrored": done})
         return
     Console().print(f"{repo}: mirrored {', '.join(f'v{v}' for v in done) or 'nothing new'}")
-
-
-ledger_app = typer.Typer(help="The release ledger.", no_args_is_help=True)
-
-
-@ledger_app.command("verify")
-@clear_errors
-def ledger_verify_command(store: StoreOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Check the hash chain and that every blob a release names exists; exit 1 on any problem."""
-    from shipyard.publish import verify
-
-    releases, _ = _releases(config, store, None)
-    problems = verify(releases)
-    if as_json:
-        print_json({"store": releases.uri, "problems": problems})
-    else:
-        for problem in problems:
-            err.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
-        Console().print(f"{releases.uri}: {'sound' if not problems else f'{len(problems)} problem(s)'}")
-    raise typer.Exit(1 if problems else 0)
-
-
-@clear_errors
-def approve_command(
-    version: Annotated[str, typer.Argument(help="The release to approve (3 or v3).")],
-    who: Annotated[str, typer.Option("--as", help="Your identity, as listed in approval.approvers.")],
-    note: Annotated[str, typer.Option(help="Why, for the record.")] = "",
-    store: StoreOption = None,
-    line: LineOption = None,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Approve a release; with enough distinct approvers it is promoted to the stable channel.
-
-    A Prefect approval run waiting for this release is resumed with the same decision.
-    """
-    from shipyard.doors import approve_release
-    from shipyard.ledger import Ledger
-
-    releases, name = _releases(config, store, line)
-    settings, number = load_settings(config), int(version.removeprefix("v"))
-    rules = settings.approval
-    approve_release(settings, releases, name, number, who, note)
-    promoted = Ledger(releases).refresh().channel(name, rules.channel) == number
-    if as_json:
-        print_json({"line": name, "version": int(version.removeprefix("v")), "approved_by": who, "promoted": promoted})
-        return
-    Console().print(f"{name} {version}: approved by {who}" + (f"; promoted to {rules.channel}" if promoted else ""))
-
-
-@clear_errors
-def reject_command(
-    version: Annotated[str, typer.Argument(help="The release to reject (3 or v3).")],
-    who: Annotated[str, typer.Option("--as", help="Your identity, as listed in approval.approvers.")],
-    note: Annotated[str, typer.Option(help="Why (required).")] = "",
-    store: StoreOption = None,
-    line: LineOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """Reject a release, with a note saying why. A Prefect approval run waiting for it is resumed and ends."""
-    from shipyard.doors import reject_release
-
-    releases, name = _releases(config, store, line)
-    reject_release(load_settings(config), releases, name, int(version.removeprefix("v")), who, note)
-    Console().print(f"{name} {version}: rejected by {who}")

@@ -8,7 +8,11 @@ The demo RL run trains in a child process while the watch flow polls it; the
 policy takes every 20th step (the others are turned away with that reason) and
 each taken checkpoint goes through the release flow; the first release is
 approved by a demo identity (it becomes the champion the later ones must beat);
-later releases are left pending. Called by the CLI; Prefect is imported only
+later releases are left pending. The store is protected from the start: the
+demo makes an owner key, a key for the demo approver and for `you`, and keys
+for the dashboard and Prefect-form doors (all under `keys/`, `you.key` beside
+the config), signs `policy.yaml` into the store, and pins the owner in the
+config. A real deployment keeps the owner key offline. Called by the CLI; Prefect is imported only
 after the Prefect home is set.
 """
 
@@ -35,6 +39,8 @@ DEMO_APPROVER = "demo-approver"
 YOU = "you"
 FATES = ("skipped", "gate_failed", "refused")
 TOKEN_FILE = "you.token"
+KEY_FILE = "you.key"
+DOORS = ("dashboard", "prefect-ui")
 CONFIG = {
     "home": ".shipyard",
     "demo": {"out": "run", "steps": 100, "save_every": 10},
@@ -43,8 +49,14 @@ CONFIG = {
     # Screening compares a raw checkpoint with the post-trained champion; on this task post-training adds ~0.25
     # held-out accuracy, so it would turn every checkpoint after the first release away. The gate decides instead.
     "pipeline": {"screening": False},
-    "approval": {"approvers": [DEMO_APPROVER, YOU], "required": 1, "wait_seconds": 600},
+    "approval": {"wait_seconds": 600},
     "dashboard": {"open_read": True},
+}
+POLICY = {
+    "approvers": {DEMO_APPROVER: [f"keys/{DEMO_APPROVER}.key.pub"], YOU: [f"{KEY_FILE}.pub"]},
+    "channels": {"stable": {"required": 1}},
+    "veto": True,
+    "doors": {door: {"key": f"keys/{door}.key.pub", "attests": [YOU]} for door in DOORS},
 }
 
 
@@ -60,11 +72,14 @@ def prepare(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "shipyard.yaml"
     if not config.exists():
-        token, digest = new_token()  # the dashboard login of `you`; only its hash goes into the config
+        token, digest = new_token()  # the door login of `you`; only its hash goes into the config
         token_file = directory / TOKEN_FILE
         token_file.write_text(token + "\n")
         token_file.chmod(0o600)
-        settings = {**CONFIG, "dashboard": {**CONFIG["dashboard"], "tokens": {YOU: digest}}}  # type: ignore[dict-item]
+        owners = _protect(directory)
+        trust = {"owners": owners, "key": KEY_FILE, "door_keys": {d: f"keys/{d}.key" for d in DOORS}}
+        dashboard = {**CONFIG["dashboard"], "tokens": {YOU: digest}}  # type: ignore[dict-item]
+        settings = {**CONFIG, "dashboard": dashboard, "trust": trust}
         header = "# Written by `shipyard demo`; the CLI run in this directory reads it.\n"
         config.write_text(header + yaml.safe_dump(settings, sort_keys=False))
     os.environ.setdefault("PREFECT_HOME", str((directory / "prefect").resolve()))
@@ -72,6 +87,25 @@ def prepare(directory: Path) -> Path:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # 2 cores shared with training
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return config
+
+
+def _protect(directory: Path) -> list[str]:
+    """Make the demo's keys and sign its policy into the store; the owner fingerprints to pin."""
+    from shipyard.policy import load_policy
+    from shipyard.signing import fingerprint, keygen
+    from shipyard.stores import open_store
+    from shipyard.trust import set_policy
+
+    keys = directory / "keys"
+    owner = keygen(keys / "owner.key", "demo-owner")
+    for name in (DEMO_APPROVER, *DOORS):
+        keygen(keys / f"{name}.key", name)
+    keygen(directory / KEY_FILE, YOU)
+    policy_file = directory / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(POLICY, sort_keys=False))
+    policy = load_policy(policy_file, owners=[owner])
+    set_policy(open_store(str(directory / str(CONFIG["release"]["store"]))), policy, [keys / "owner.key"])  # type: ignore[index]
+    return [fingerprint(owner)]
 
 
 def run(directory: Path, say: Callable[[str], None], poll_seconds: float = 3.0) -> DemoReport:
@@ -165,11 +199,14 @@ def _watch(
 
 
 def _approve_first(settings: Settings, version: int, report: DemoReport, say: Callable[[str], None]) -> None:
-    from shipyard.doors import approve_release
+    from shipyard.approvals import Signer
+    from shipyard.doors import decide
     from shipyard.pipeline import release_store
+    from shipyard.signing import load_private
 
     note = "the demo approves its first release"
-    approve_release(settings, release_store(settings), settings.release.line, version, DEMO_APPROVER, note, "demo")
+    signer = Signer(DEMO_APPROVER, load_private(Path("keys") / f"{DEMO_APPROVER}.key"), "demo")
+    decide(settings, release_store(settings), settings.release.line, version, "approve", signer, note)
     report.approved.append(version)
     say(f"  approved v{version} as {DEMO_APPROVER}: it is on stable now, the champion later checkpoints must beat")
 
@@ -219,7 +256,9 @@ def describe(s: dict[str, Any]) -> list[str]:
     lines += [f"  step {t['step']}: {t['fate']} — {t['reason']}" for t in s["turned_away"]]
     lines += [""]
     for version in s["pending"]:
-        lines.append(f"v{version} awaits approval: cd {s['directory']} && shipyard approve v{version} --as {YOU}")
+        lines.append(
+            f"v{version} awaits approval: cd {s['directory']} && shipyard approve v{version}   (signed with {KEY_FILE})"
+        )
     lines += [
         "",
         "Where to look:",

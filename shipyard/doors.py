@@ -1,50 +1,59 @@
-"""The doors a person approves or rejects a release through, outside the Prefect form: the CLI and the dashboard.
+"""The doors a person approves or rejects a release through: the CLI, the dashboard and the Prefect form.
 
-Each records the decision in the ledger (`shipyard.approvals`, which enforces
-the allowlist and the pipeline identity), sends the notifications, then hands
-the same decision to the approval run waiting for that release, if one is
-paused on a configured Prefect server, so that run ends too. The run's own
-attempt to record the decision again is a no-op: one ledger event per decision.
+Each door first proves who the person is — the CLI by the person's own
+signature, the dashboard by its token login, the Prefect form by the token the
+person types into it, checked against the hashes in this process's settings
+(`dashboard.tokens`), never against anything the form carries — then records
+one signed decision (`shipyard.approvals`; a door signs with its own key, which
+the store's policy lists with the people it may attest for), sends the
+notifications, and hands the news to the approval run waiting for that
+release, if one is paused on a configured Prefect server, so that it re-reads
+the ledger and ends. Nothing in that hand-over can approve: a resume without a
+valid token only wakes the run up.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from shipyard import approvals
+from shipyard.approvals import Signer
 from shipyard.ledger import Event
 from shipyard.notify import announce
 from shipyard.orchestration import resume_approval
 from shipyard.settings import Settings
 from shipyard.stores import Store
+from shipyard.trust import checked_state
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(settings: Settings, who: str, token: str) -> bool:
+    """True if `token` is `who`'s door token (its sha256 is in `dashboard.tokens`)."""
+    stored = settings.dashboard.tokens.get(who)
+    return bool(token) and stored is not None and hmac.compare_digest(stored, hash_token(token))
 
 
 def record_decision(
-    settings: Settings, store: Store, line: str, version: int, decision: str, who: str, note: str, door: str
+    settings: Settings, store: Store, line: str, version: int, decision: str, signer: Signer, note: str
 ) -> list[Event]:
-    """Record an approval (promoting when enough approvers agree) or a rejection, and notify; the new events.
-
-    The approval run calls this for decisions made in its own form.
-    """
+    """Record a signed approval (promoting when the policy allows it) or rejection, and notify; the new events."""
+    checked_state(store, settings)
     if decision == "approve":
-        events = approvals.approve(store, line, version, who, settings.approval, note, door)
+        events = approvals.approve(store, line, version, signer, settings.approval.channel, note)
     else:
-        events = [e for e in [approvals.reject(store, line, version, who, note, settings.approval, door)] if e]
+        events = [e for e in [approvals.reject(store, line, version, signer, note)] if e]
     announce(settings.notify, events)
     return events
 
 
-def approve_release(
-    settings: Settings, store: Store, line: str, version: int, who: str, note: str = "", door: str = "cli"
+def decide(
+    settings: Settings, store: Store, line: str, version: int, decision: str, signer: Signer, note: str = ""
 ) -> list[Event]:
-    """Approve (promoting when enough approvers agree) and resume the waiting run; the new ledger events."""
-    events = record_decision(settings, store, line, version, "approve", who, note, door)
-    resume_approval(line, version, {"decision": "approve", "approver": who, "note": note, "door": door})
-    return events
-
-
-def reject_release(
-    settings: Settings, store: Store, line: str, version: int, who: str, note: str, door: str = "cli"
-) -> list[Event]:
-    """Reject (a note is required) and resume the waiting run; the new ledger event."""
-    events = record_decision(settings, store, line, version, "reject", who, note, door)
-    resume_approval(line, version, {"decision": "reject", "approver": who, "note": note, "door": door})
+    """Record the decision, then wake the approval run waiting for this release (it re-reads the ledger)."""
+    events = record_decision(settings, store, line, version, decision, signer, note)
+    resume_approval(line, version, {"decision": decision, "approver": signer.who, "token": "", "note": note})
     return events

@@ -8,6 +8,7 @@
     ├── StateError                Shipyard's own state on disk is corrupt (names file and line)
     ├── StoreError                a release store cannot be read or written
     ├── LedgerError               the release ledger is inconsistent (broken chain, missing blob)
+    ├── TrustError                refused: not allowed by the store's signed policy, or the store is not the pinned one
     └── DemoRunError              the demo RL run cannot start or continue
 
 Messages say what was expected, what was found, and which file, key or object.
@@ -26,6 +27,7 @@ __all__ = [
     "SourceError",
     "StateError",
     "StoreError",
+    "TrustError",
 ]
 
 
@@ -59,6 +61,10 @@ class StoreError(ShipyardError):
 
 class LedgerError(ShipyardError):
     """The release ledger is inconsistent: a broken hash chain, a tampered event, a missing blob."""
+
+
+class TrustError(ShipyardError):
+    """Refused: the signed policy does not allow it, a signature is missing, or the store's root is not pinned."""
 
 
 class DemoRunError(ShipyardError):

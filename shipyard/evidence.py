@@ -21,13 +21,14 @@ def evidence(store: Store, line: str, version: int, champion_channel: str = "sta
     lineage = body.get("lineage") or {}
     gate = body.get("gate") or {}
     champion = state.channel(line, champion_channel)
+    checkpoint = str(release.data.get("checkpoint_digest", ""))
     lines = [
-        f"## {line} v{version}: approve for {champion_channel}?",
+        f"## {cell(line)} v{version}: approve for {cell(champion_channel)}?",
         "",
-        f"- checkpoint: `{lineage.get('checkpoint', '?')}` (digest `{release.data.get('checkpoint_digest', '')[:16]}`)",
+        f"- checkpoint: {cell(lineage.get('checkpoint', '?'))} (digest {cell(checkpoint[:16])})",
         f"- candidate digest: `{release.candidate_digest[:16]}`",
         f"- champion: {f'v{champion}' if champion else 'none yet'} ({champion_channel})",
-        f"- gate: {'PASS' if gate.get('passed') else 'FAIL'}",
+        f"- gate: {_verdict(body)}",
         "",
         "| check | verdict | detail |",
         "| --- | --- | --- |",
@@ -40,9 +41,23 @@ def evidence(store: Store, line: str, version: int, champion_channel: str = "sta
             if metric.endswith("_stderr"):
                 continue
             change = deltas.get(task, {}).get(metric)
-            lines.append(f"| {task} | {metric} | {value:.3f} | {f'{change:+.3f}' if change is not None else '—'} |")
+            shown = f"{change:+.3f}" if change is not None else "—"
+            lines.append(f"| {cell(task)} | {cell(metric)} | {float(value):.3f} | {shown} |")
     return "\n".join(lines) + "\n"
 
 
+def _verdict(body: dict[str, Any]) -> str:
+    if body.get("ungated") is not None:
+        return f"UNGATED (published without a passing gate: {cell(str(body['ungated']))})"
+    return "PASS" if (body.get("gate") or {}).get("passed") is True else "FAIL"
+
+
+def cell(text: Any) -> str:
+    """Text safe inside a markdown table cell: no pipe ends the cell, no newline the row, no tag or link opens."""
+    flat = " ".join(str(text).split())
+    return "".join(f"\\{c}" if c in "|\\`<>[]" else c for c in flat)
+
+
 def _check_row(check: dict[str, Any]) -> str:
-    return f"| {check['name']} | {'pass' if check['passed'] else '**FAIL**'} | {check.get('detail', '')} |"
+    verdict = "pass" if check.get("passed") is True else "**FAIL**"
+    return f"| {cell(check.get('name', '?'))} | {verdict} | {cell(check.get('detail', ''))} |"

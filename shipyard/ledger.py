@@ -5,11 +5,17 @@ number (`ledger/events/<seq>.json`), carrying the digest of the event before
 it and a writer nonce. When a write does not go through, or its answer is
 lost, the writer reads the slot back: its own nonce there means the write won
 (a lost acknowledgement looks exactly like a lost race otherwise). Versions,
-channels, approvals and channel history are folds over the log (`fold`).
+channels, approvals and channel history are folds over the log (`fold`),
+under the signed policy the log itself holds (`shipyard.policy`): a
+decision or a promotion the policy does not allow is ignored, with the
+reason kept in `State.ignored` for `verify`.
 Appends are built from the state they extend (`append(build)`), so two
 publishers racing on one candidate produce one release. A `Ledger` keeps
 the events it has read and probes the slots after them, so an append reads
-only what is new, however long the log. Called by the publisher, promotion, approvals and `shipyard ledger verify`.
+only what is new, however long the log; every `PACK_EVERY` events the bodies
+are stored again as one pack, which a new reader re-folds (trusted only when
+it chains from what was read before and ends on the very event the log holds
+at its last slot). Called by the publisher, promotion, approvals and `shipyard ledger verify`.
 """
 
 from __future__ import annotations
@@ -22,14 +28,27 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shipyard import policy as rules
 from shipyard.errors import LedgerError, StoreError
+from shipyard.policy import Policy
 from shipyard.stores import Store
 
 SCHEMA_VERSION = 1
 EVENTS = "ledger/events/"
-TYPES = ("released", "approved", "rejected", "promoted", "rolled_back", "mirrored", "skipped", "refused", "gate_failed")
-SNAPSHOTS = "ledger/snapshots/"
-SNAPSHOT_EVERY = 1000  # a fold of the log is stored every this many events, so a new reader starts from it
+TYPES = (
+    "policy",
+    "released",
+    "approved",
+    "rejected",
+    "promoted",
+    "rolled_back",
+    "mirrored",
+    "skipped",
+    "refused",
+    "gate_failed",
+)
+PACKS = "ledger/packs/"
+PACK_EVERY = 1000  # the events are stored again as one pack every this many, so a new reader reads few objects
 ATTEMPTS = 100
 
 
@@ -63,7 +82,7 @@ class Release:
 
 @dataclass
 class State:
-    """What the log says now: releases per line, channel history, approvals."""
+    """What the log says now: releases per line, channel history, approvals, the policy in force."""
 
     releases: dict[tuple[str, int], Release] = field(default_factory=dict)
     channels: dict[tuple[str, str], list[int]] = field(
@@ -73,6 +92,9 @@ class State:
     mirrors: list[dict[str, Any]] = field(default_factory=list)  # data of `mirrored` events
     events: int = 0  # the sequence number of the last event folded in
     head: str = ""  # its digest
+    policy: Policy | None = None  # the signed policy in force; None before the first
+    root: list[str] = field(default_factory=list)  # owner fingerprints of the first policy
+    ignored: dict[int, str] = field(default_factory=dict)  # seq -> why the event does not count
     _by_candidate: dict[tuple[str, str], Release] = field(default_factory=dict, repr=False)
     _latest: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -81,28 +103,9 @@ class State:
         self._by_candidate[(release.line, release.candidate_digest)] = release
         self._latest[release.line] = max(self._latest.get(release.line, 0), release.version)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "releases": [asdict(r) for r in self.releases.values()],
-            "channels": [[line, channel, history] for (line, channel), history in self.channels.items()],
-            "approvals": [[line, version, items] for (line, version), items in self.approvals.items()],
-            "mirrors": self.mirrors,
-            "events": self.events,
-            "head": self.head,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> State:
-        state = cls(
-            channels={(line, channel): history for line, channel, history in data["channels"]},
-            approvals={(line, version): items for line, version, items in data["approvals"]},
-            mirrors=data["mirrors"],
-            events=data["events"],
-            head=data["head"],
-        )
-        for r in data["releases"]:
-            state.add_release(Release(**r))
-        return state
+    def words(self, line: str, version: int) -> dict[str, str]:
+        """Each approver's latest counted word on the release: approved or rejected."""
+        return {entry["by"]: entry["type"] for entry in self.approvals.get((line, version), [])}
 
     def latest(self, line: str) -> int:
         return self._latest.get(line, 0)
@@ -119,26 +122,79 @@ def event_key(seq: int) -> str:
     return f"{EVENTS}{seq:012d}.json"
 
 
-def snapshot_key(seq: int) -> str:
-    return f"{SNAPSHOTS}{seq:012d}.json"
+def pack_key(seq: int) -> str:
+    return f"{PACKS}{seq:012d}.json"
 
 
 def apply(state: State, event: Event) -> None:
-    """Fold one event into the state."""
-    d = event.data
+    """Fold one event into the state; one the policy in force does not allow is only noted in `state.ignored`."""
     state.events, state.head = event.seq, event.digest
-    if event.type == "released":
-        state.add_release(Release(d["line"], d["version"], d["candidate_digest"], d, event.seq, event.at))
-        state.channels.setdefault((d["line"], "candidate"), []).append(d["version"])
-    elif event.type == "promoted":
-        state.channels.setdefault((d["line"], d["channel"]), []).append(d["version"])
-    elif event.type == "rolled_back":
-        history = state.channels.setdefault((d["line"], d["channel"]), [])
-        history.append(d["to_version"])
-    elif event.type == "mirrored":
+    try:
+        why = _apply(state, event.type, event.data, event)
+    except (KeyError, TypeError, ValueError) as exc:
+        why = f"malformed {event.type} event ({type(exc).__name__}: {exc})"
+    if why:
+        state.ignored[event.seq] = why
+
+
+def _apply(state: State, kind: str, d: dict[str, Any], event: Event) -> str:
+    """Why the event does not count ("" when it was folded in)."""
+    if kind == "policy":
+        new, why = rules.policy_problem(state.policy, d, event.prev)
+        if new is not None:
+            state.root = state.root or new.owner_fingerprints()
+            state.policy = new
+        return why
+    if kind == "released":
+        line, version = d["line"], int(d["version"])
+        if (line, version) in state.releases:
+            return f"v{version} of {line} was released before"
+        state.add_release(Release(line, version, d["candidate_digest"], d, event.seq, event.at))
+        state.channels.setdefault((line, "candidate"), []).append(version)
+        return ""
+    if kind == "mirrored":
         state.mirrors.append(d)
-    elif event.type in ("approved", "rejected"):
-        state.approvals.setdefault((d["line"], d["version"]), []).append({"type": event.type, **d, "at": event.at})
+        return ""
+    if kind in ("approved", "rejected"):
+        return _decision(state, kind, d, event.at)
+    if kind in ("promoted", "rolled_back"):
+        return _move(state, kind, d)
+    return ""
+
+
+def _decision(state: State, kind: str, d: dict[str, Any], at: float) -> str:
+    line, version = d["line"], int(d["version"])
+    release = state.releases.get((line, version))
+    if release is None:
+        return f"line '{line}' has no version {version}"
+    if state.policy is not None and (
+        why := rules.decision_problem(state.policy, kind, d, release.data.get("manifest"))
+    ):
+        return why
+    state.approvals.setdefault((line, version), []).append({"type": kind, **d, "at": at})
+    return ""
+
+
+def _move(state: State, kind: str, d: dict[str, Any]) -> str:
+    """A channel moved: promoted, or rolled back to a version it held before."""
+    line, channel = d["line"], d["channel"]
+    version = int(d["to_version"] if kind == "rolled_back" else d["version"])
+    release = state.releases.get((line, version))
+    if release is None:
+        return f"line '{line}' has no version {version}"
+    policy = state.policy
+    protected = policy is not None and channel in policy.channels
+    if kind == "promoted" and policy is not None and protected:
+        ungated = bool(release.data.get("ungated"))
+        if why := rules.promotion_problem(policy, channel, state.words(line, version), ungated):
+            return why
+    if kind == "rolled_back":
+        if version not in state.channels.get((line, channel), [])[:-1]:
+            return f"v{version} was never on {channel} before its head"
+        if policy is not None and protected and (why := rules.decision_problem(policy, kind, d, None)):
+            return why
+    state.channels.setdefault((line, channel), []).append(version)
+    return ""
 
 
 def fold(events: list[Event]) -> State:
@@ -155,24 +211,26 @@ class Ledger:
         self.store = store
         self.clock = clock
         self.state = State()
+        self._unpacked: list[bytes] = []  # bodies of the events after the last pack boundary, for the next pack
 
     def refresh(self) -> State:
         """Fold in the events written since the last refresh, in order.
 
-        A new reader starts from the latest stored fold (one every
-        `SNAPSHOT_EVERY` events). The next slot is then known, so new events
-        are read by probing slot after slot: no listing of the log, one GET
-        per new event plus one that finds the end. Each event must chain to
-        the one before it.
+        A new reader first re-folds the stored packs (one every `PACK_EVERY`
+        events). The next slot is then known, so new events are read by
+        probing slot after slot: no listing of the log, one GET per new event
+        plus one that finds the end. Each event must chain to the one before it.
         """
         if self.state.events == 0:
-            self._load_snapshot()
+            self._load_packs()
         while (body := self.store.get(event_key(self.state.events + 1))) is not None:
             key = event_key(self.state.events + 1)
             event = self._parse(key, body)
             if event.seq != self.state.events + 1 or event.prev != self.state.head:
                 raise LedgerError(f"{self.store.uri}/{key}: does not follow event {self.state.events} (tampered?)")
             apply(self.state, event)
+            self._unpacked = [] if event.seq % PACK_EVERY == 1 else self._unpacked
+            self._unpacked.append(body)
         return self.state
 
     def append(self, build: Callable[[State], tuple[str, dict[str, Any]] | None]) -> Event | None:
@@ -189,26 +247,34 @@ class Ledger:
             event = Event(state.events + 1, kind, data, self.clock(), nonce, state.head)
             if self._put(event):
                 self.refresh()
-                if event.seq % SNAPSHOT_EVERY == 0:
-                    self._save_snapshot(event.seq)
+                if event.seq % PACK_EVERY == 0 and len(self._unpacked) == PACK_EVERY:
+                    self.store.put_if_absent(pack_key(event.seq), b"\n".join(self._unpacked))
                 return event
         raise LedgerError(f"{self.store.uri}: could not append after {ATTEMPTS} attempts (heavy contention?)")
 
-    def _save_snapshot(self, seq: int) -> None:
-        state = self.state.to_json() if self.state.events == seq else None
-        if state is not None:  # another writer may have moved on; its own snapshot will come
-            self.store.put_if_absent(snapshot_key(seq), json.dumps(state).encode())
+    def _load_packs(self) -> None:
+        """Fold the stored packs that chain on from the state, each checked against the log's event at its end."""
+        for key in self.store.keys(PACKS):
+            events = self._pack(key)
+            if events is None or events[0].seq != self.state.events + 1:
+                return
+            for event in events:
+                apply(self.state, event)
 
-    def _load_snapshot(self) -> None:
-        keys = list(self.store.keys(SNAPSHOTS))
-        if not keys:
-            return
-        body = self.store.get(keys[-1])
-        snapshot = State.from_json(json.loads(body)) if body else None
-        event = self.store.get(event_key(snapshot.events)) if snapshot else None
-        # Trust a fold only if it ends at the event it names.
-        if snapshot is not None and event is not None and self._parse(keys[-1], event).digest == snapshot.head:
-            self.state = snapshot
+    def _pack(self, key: str) -> list[Event] | None:
+        """The events of a pack, if they chain on from the state and end on the event the log holds there."""
+        body = self.store.get(key)
+        try:
+            events = [self._parse(key, line) for line in (body or b"").split(b"\n") if line]
+        except LedgerError:
+            return None
+        head, seq = self.state.head, self.state.events
+        for event in events:
+            if event.prev != head or event.seq != seq + 1:
+                return None
+            head, seq = event.digest, event.seq
+        last = self.store.get(event_key(seq)) if events else None
+        return events if last is not None and hashlib.sha256(last).hexdigest() == head else None
 
     def _put(self, event: Event) -> bool:
         key = event_key(event.seq)
@@ -237,11 +303,10 @@ class Ledger:
             raise LedgerError(f"{self.store.uri}/{key}: not a ledger event ({exc})") from None
 
     def verify(self) -> list[str]:
-        """Problems with the chain: a tampered, missing or reordered event. Empty when the ledger is sound."""
+        """Problems: a tampered, missing or reordered event, a pack that differs from the log, an ignored event."""
         problems = []
         prev = ""
         folded = State()
-        snapshots = {int(k.removeprefix(SNAPSHOTS).removesuffix(".json")): k for k in self.store.keys(SNAPSHOTS)}
         for number, key in enumerate(self.store.keys(EVENTS), 1):
             try:
                 event = self._read(key)
@@ -254,6 +319,13 @@ class Ledger:
                 problems.append(f"{self.store.uri}/{key}: does not chain to the event before (tampered or reordered)")
             prev = event.digest
             apply(folded, event)
-            if event.seq in snapshots and json.loads(self.store.get(snapshots[event.seq]) or b"{}") != folded.to_json():
-                problems.append(f"{self.store.uri}/{snapshots[event.seq]}: differs from the fold of the log")
+        for key in self.store.keys(PACKS):
+            seq = int(key.removeprefix(PACKS).removesuffix(".json"))
+            body = self.store.get(key) or b""
+            expected = b"\n".join(self.store.get(event_key(n)) or b"" for n in range(seq - PACK_EVERY + 1, seq + 1))
+            if body != expected:
+                problems.append(f"{self.store.uri}/{key}: differs from the events it packs")
+        problems += [
+            f"{self.store.uri}/{event_key(seq)}: ignored by every reader: {why}" for seq, why in folded.ignored.items()
+        ]
         return problems

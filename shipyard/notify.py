@@ -59,21 +59,36 @@ def announce(settings: NotifySettings, events: Iterable[Event | None]) -> int:
     """POST each event of a configured type; how many were delivered."""
     if settings.webhook_url is None:
         return 0
+    url = settings.webhook_url.get_secret_value()
     delivered = 0
     for event in events:
         if event is None or event.type not in settings.events:
             continue
-        body = json.dumps({"text": text(event), "event": asdict(event)}, sort_keys=True).encode()
+        payload = {"text": text(event), "event": asdict(event) | {"digest": event.digest}}
+        body = json.dumps(payload, sort_keys=True).encode()
         headers = {"Content-Type": "application/json", TIMESTAMP: str(int(time.time()))}
         if settings.secret:
-            headers[SIGNATURE] = sign(settings.secret, headers[TIMESTAMP], body)
+            headers[SIGNATURE] = sign(settings.secret.get_secret_value(), headers[TIMESTAMP], body)
         try:
-            response = httpx.post(settings.webhook_url, content=body, headers=headers, timeout=settings.timeout_seconds)
+            response = httpx.post(url, content=body, headers=headers, timeout=settings.timeout_seconds)
             response.raise_for_status()
             delivered += 1
+        except httpx.HTTPStatusError as exc:
+            log.warning(
+                "notification of ledger event %d to %s failed: HTTP %d",
+                event.seq,
+                redact(url),
+                exc.response.status_code,
+            )
         except httpx.HTTPError as exc:
-            log.warning("notification of ledger event %d to %s failed: %s", event.seq, settings.webhook_url, exc)
+            log.warning("notification of ledger event %d to %s failed: %s", event.seq, redact(url), type(exc).__name__)
     return delivered
+
+
+def redact(url: str) -> str:
+    """A webhook URL as it may appear in a log: scheme and host only (the path and query carry tokens)."""
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.host}/…"
 
 
 def announce_latest(settings: NotifySettings, store: Store) -> int:

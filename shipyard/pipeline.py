@@ -27,7 +27,7 @@ from shipyard.notify import announce
 from shipyard.posttrain import LINEAGE, posttrain
 from shipyard.publish import publish, pull
 from shipyard.recipe import DEFAULT_RECIPE
-from shipyard.settings import Settings
+from shipyard.settings import Settings, release_store_uri
 from shipyard.stores import Store, open_store
 from shipyard.watch import Checkpoint
 
@@ -48,7 +48,7 @@ class Outcome:
 
 
 def release_store(settings: Settings) -> Store:
-    return open_store(settings.release.store or str(settings.home / "releases"), settings.s3.endpoint_url)
+    return open_store(release_store_uri(settings), settings.s3.endpoint_url, settings.release.object_lock_days)
 
 
 def champion(settings: Settings, store: Store) -> Path | None:

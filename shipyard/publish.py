@@ -6,8 +6,12 @@ unchanged file (tokenizer, config) is never uploaded twice, then a manifest
 and only then does one `released` event name it: a reader never sees a
 release whose files are missing. The version comes from the ledger's state at
 the moment the event is written, and a candidate already released on the line
-is not released again. Promotion and rollback write one event and copy no
-weights. Called by the CLI and the release flow.
+is not released again. Only a candidate whose gate decision passed and names
+its digest is published, unless the publisher records why not (`ungated`);
+trainer pickles are never published. Every read of a manifest checks its
+digest, and `pull` writes only names that stay inside its output directory.
+Promotion writes one event and copies no weights. Called by the CLI and the
+release flow.
 """
 
 from __future__ import annotations
@@ -15,17 +19,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
-from shipyard.errors import ConfigError, LedgerError, StoreError
+from shipyard.errors import ConfigError, LedgerError, StoreError, TrustError
 from shipyard.ledger import Event, Ledger, Release, State
+from shipyard.policy import check_root
 from shipyard.progress import progress_bar
 from shipyard.snapshot import checkpoint_digest, file_digest
 from shipyard.stores import Store
+from shipyard.validation import TRAINER_STATE_PICKLES
 
 MANIFEST_SCHEMA = 1
 # Carried inside the manifest, not as release files: post-training lineage, the gate's decision,
@@ -48,17 +55,49 @@ def blob_key(digest: str) -> str:
     return f"blobs/sha256/{digest}"
 
 
-def publish(model_dir: Path, line: str, store: Store, progress: bool = False) -> Published:
-    """Publish `model_dir` as the next release of `line`, exactly once; `progress` shows a bar of bytes."""
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"{model_dir}: not a model directory (no config.json)")
-    paths = {
+def release_files(model_dir: Path) -> dict[str, Path]:
+    """The files a release of `model_dir` holds: not the metadata carried in the manifest, never trainer pickles."""
+    return {
         p.relative_to(model_dir).as_posix(): p
         for p in sorted(model_dir.rglob("*"))
-        if p.is_file() and p.name not in METADATA and p.name != "gate.md"
+        if p.is_file() and p.name not in (*METADATA, "gate.md", *TRAINER_STATE_PICKLES)
     }
+
+
+def model_digest(model_dir: Path) -> str:
+    """The candidate digest a release of `model_dir` would have; the gate names it in its decision."""
+    return checkpoint_digest({name: file_digest(path) for name, path in release_files(model_dir).items()})
+
+
+def gate_problem(model_dir: Path, candidate: str) -> str:
+    """Why the gate decision in `model_dir` does not let this candidate be published ("" if it does)."""
+    gate = _json(model_dir / "gate.json")
+    if not isinstance(gate, dict):
+        return "no gate decision (gate.json)"
+    if gate.get("passed") is not True:
+        return "its gate decision failed"
+    if gate.get("candidate_digest") != candidate:
+        return (
+            f"the gate decided on {str(gate.get('candidate_digest'))[:16]}…, not on this candidate ({candidate[:16]}…)"
+        )
+    return ""
+
+
+def publish(model_dir: Path, line: str, store: Store, progress: bool = False, ungated: str | None = None) -> Published:
+    """Publish `model_dir` as the next release of `line`, exactly once; `progress` shows a bar of bytes.
+
+    The candidate must carry a passed gate decision naming its digest, unless `ungated` says why it does not
+    (recorded in the release; the signed policy may keep such releases off protected channels).
+    """
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"{model_dir}: not a model directory (no config.json)")
+    if ungated is not None and not ungated.strip():
+        raise ConfigError("an ungated release needs a reason (--reason)")
+    paths = release_files(model_dir)
     digests = {name: file_digest(path) for name, path in paths.items()}
     candidate = checkpoint_digest(digests)
+    if ungated is None and (why := gate_problem(model_dir, candidate)):
+        raise TrustError(f"{model_dir}: not published: {why}; gate it, or publish --ungated --reason TEXT")
     ledger = Ledger(store)
     if (existing := ledger.refresh().release_of(line, candidate)) is not None:
         return Published(existing, None)
@@ -78,6 +117,7 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False) ->
         "candidate_digest": candidate,
         "files": {name: {"digest": digests[name], "size": paths[name].stat().st_size} for name in paths},
         **{name.removesuffix(".json"): _json(model_dir / name) for name in METADATA},
+        **({"ungated": ungated} if ungated is not None else {}),
     }
     body = json.dumps(manifest, sort_keys=True, indent=1).encode()
     manifest_digest = hashlib.sha256(body).hexdigest()
@@ -94,6 +134,7 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False) ->
             "manifest": manifest_digest,
             "checkpoint_digest": lineage.get("checkpoint_digest", ""),
             **{key: lineage[key] for key in ("run", "step", "metrics") if key in lineage},
+            **({"ungated": ungated} if ungated is not None else {}),
         }
         return "released", data
 
@@ -118,30 +159,6 @@ def promote(store: Store, line: str, version: int, channel: str = STABLE, **note
     return ledger.state.releases[(line, version)]
 
 
-def rollback(store: Store, line: str, channel: str = STABLE, **note: Any) -> Release:
-    """Move `channel` back to the version it pointed at before the current one."""
-    ledger = Ledger(store)
-
-    def build(state: State) -> tuple[str, dict[str, Any]]:
-        history = state.channels.get((line, channel), [])
-        current = history[-1] if history else None
-        earlier = [v for v in history if v != current]
-        if current is None or not earlier:
-            raise ConfigError(f"{store.uri}: channel '{channel}' of line '{line}' has nothing to roll back to")
-        return "rolled_back", {
-            "line": line,
-            "channel": channel,
-            "from_version": current,
-            "to_version": earlier[-1],
-            **note,
-        }
-
-    ledger.append(build)
-    version = ledger.state.channel(line, channel)
-    assert version is not None
-    return ledger.state.releases[(line, version)]
-
-
 def resolve(state: State, line: str, ref: str) -> Release:
     """A release by version (`3`, `v3`) or channel name."""
     version = int(ref.removeprefix("v")) if ref.removeprefix("v").isdigit() else state.channel(line, ref)
@@ -154,19 +171,42 @@ def resolve(state: State, line: str, ref: str) -> Release:
 
 
 def manifest(store: Store, release: Release) -> dict[str, Any]:
-    body = store.get(blob_key(release.data["manifest"]))
+    """The release's manifest, checked against the digest its `released` event names."""
+    key = blob_key(str(release.data["manifest"]))
+    body = store.get(key)
     if body is None:
-        raise LedgerError(f"{store.uri}: manifest of {release.line} v{release.version} is missing")
-    return dict(json.loads(body))
+        raise LedgerError(f"{store.uri}/{key}: manifest of {release.line} v{release.version} is missing")
+    if hashlib.sha256(body).hexdigest() != release.data["manifest"]:
+        raise LedgerError(f"{store.uri}/{key}: manifest of {release.line} v{release.version} does not match its digest")
+    data = json.loads(body)
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        raise LedgerError(f"{store.uri}/{key}: manifest of {release.line} v{release.version} has no file list")
+    for name in data["files"]:
+        if why := unsafe_name(name):
+            raise LedgerError(f"{store.uri}/{key}: {release.line} v{release.version}: file name {name!r} {why}")
+    return data
+
+
+def unsafe_name(name: str) -> str:
+    """Why a file name from a manifest may not be written under an output directory ("" if it may)."""
+    path = PurePosixPath(name)
+    if not name or "\\" in name or "\0" in name or path.is_absolute():
+        return "is empty, absolute, or holds a backslash or NUL"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "leaves the release directory (.. or empty parts)"
+    return ""
 
 
 def pull(store: Store, line: str, ref: str, out: Path) -> Release:
-    """Materialize a release in `out`, verifying every file's digest."""
+    """Materialize a release in `out`, verifying every file's digest; no name may leave `out`."""
     release = resolve(Ledger(store).refresh(), line, ref)
     files = manifest(store, release)["files"]
     out.mkdir(parents=True, exist_ok=True)
+    root = out.resolve()
     for name, meta in files.items():
         dest = out / name
+        if not dest.resolve().is_relative_to(root):  # a symlink already in `out` would lead out
+            raise LedgerError(f"{out}: {name} would be written outside it")
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(f".{dest.name}.part")
         store.get_file(blob_key(meta["digest"]), part)
@@ -177,24 +217,45 @@ def pull(store: Store, line: str, ref: str, out: Path) -> Release:
     return release
 
 
-def verify(store: Store) -> list[str]:
-    """The ledger's chain problems, plus every release whose manifest or file blob is missing."""
+def verify(store: Store, deep: bool = False, pins: list[str] | None = None) -> list[str]:
+    """The ledger's problems, plus every release whose manifest is missing or altered or whose blobs are missing.
+
+    `deep` re-hashes every blob a release names; `pins` are the owner fingerprints the root must have.
+    """
     ledger = Ledger(store)
     problems = ledger.verify()
-    if problems:
-        return problems
-    for release in ledger.refresh().releases.values():
+    problems += [
+        f"{store.uri}/{key}: overwritten or deleted (the store keeps its versions)"
+        for key in store.rewritten("ledger/")
+    ]
+    try:
+        state = ledger.refresh()
+    except LedgerError:
+        return problems  # the chain is broken; verify named where
+    try:
+        check_root(state.root, pins or [], store.uri)
+    except TrustError as exc:
+        problems.append(str(exc))
+    for release in state.releases.values():
         try:
             files = manifest(store, release)["files"]
         except LedgerError as exc:
             problems.append(str(exc))
             continue
-        problems += [
-            f"{store.uri}: {release.line} v{release.version}: blob of {name} missing"
-            for name, meta in files.items()
-            if not store.exists(blob_key(meta["digest"]))
-        ]
+        for name, meta in files.items():
+            key = blob_key(str(meta.get("digest")))
+            if not store.exists(key):
+                problems.append(f"{store.uri}/{key}: {release.line} v{release.version}: blob of {name} missing")
+            elif deep and _stored_digest(store, key) != meta.get("digest"):
+                problems.append(f"{store.uri}/{key}: {release.line} v{release.version}: {name} differs from its digest")
     return problems
+
+
+def _stored_digest(store: Store, key: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="shipyard-verify-") as tmp:
+        path = Path(tmp) / "blob"
+        store.get_file(key, path)
+        return file_digest(path)
 
 
 def diff(store: Store, line: str, old_ref: str, new_ref: str) -> dict[str, Any]:

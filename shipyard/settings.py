@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -90,6 +90,9 @@ class ReleaseSettings(Section):
 
     store: str | None = Field(None, description="A path, file:// or s3://bucket/prefix; None: <home>/releases.")
     line: str = Field("main", description="The release line versions are counted in.")
+    object_lock_days: int | None = Field(
+        None, ge=1, description="On S3: lock each ledger event this many days (Object Lock, compliance mode)."
+    )
 
 
 class PipelineSettings(Section):
@@ -120,11 +123,8 @@ class PipelineSettings(Section):
 
 
 class ApprovalSettings(Section):
-    """Who may promote a release to stable, and how many of them must agree."""
+    """How approval runs wait. Who may approve, and how many must agree, is the store's signed policy."""
 
-    approvers: list[str] = Field(default_factory=list, description="Identities allowed to approve or reject.")
-    required: int = Field(1, ge=1, description="Distinct approvers needed before a release reaches stable.")
-    pipeline_identity: str = Field("shipyard-pipeline", description="The pipeline's own identity; it never approves.")
     channel: str = Field("stable", description="The channel an approved release is promoted to.")
     wait_seconds: int = Field(
         7 * 24 * 3600, ge=1, description="How long an approval run waits; after it the release stays a candidate."
@@ -132,11 +132,27 @@ class ApprovalSettings(Section):
     poll_seconds: int = Field(10, ge=1, description="How often a paused approval run checks whether it was resumed.")
 
 
+class TrustSettings(Section):
+    """What this reader trusts and signs with. None of it can widen the store's signed policy."""
+
+    owners: list[str] = Field(
+        default_factory=list,
+        description="Pinned fingerprints (SHA256:…) of the store's owner keys; a store whose root differs is refused.",
+    )
+    key: Path | None = Field(None, description="Your signing key for CLI decisions (an OpenSSH Ed25519 key).")
+    door_keys: dict[str, Path] = Field(
+        default_factory=dict, description="Door (dashboard, prefect-ui) → the key it signs attestations with."
+    )
+    anchor: str | None = Field(
+        None, description="SEQ:DIGEST of a ledger event kept outside the store; verify checks the log still holds it."
+    )
+
+
 class NotifySettings(Section):
     """A webhook told about each release decision (Slack-compatible JSON, body signed with HMAC-SHA256)."""
 
-    webhook_url: str | None = Field(None, description="Where to POST; None: no notifications.")
-    secret: str | None = Field(
+    webhook_url: SecretStr | None = Field(None, description="Where to POST (a secret: it holds a token); None: off.")
+    secret: SecretStr | None = Field(
         None, description="HMAC key for the X-Shipyard-Signature header (set it by environment)."
     )
     events: list[str] = Field(
@@ -155,7 +171,9 @@ class DashboardSettings(Section):
         default_factory=dict,
         description="Approver → sha256 hex of their login token (`shipyard dashboard-token --as NAME` makes one).",
     )
-    secret: str | None = Field(None, description="Signs sessions and CSRF tokens (set by environment); None: random.")
+    secret: SecretStr | None = Field(
+        None, description="Signs sessions and CSRF tokens (set by environment); None: random."
+    )
     open_read: bool = Field(True, description="Read-only pages without login; False: every page needs a login.")
     session_hours: float = Field(12.0, gt=0, description="How long a login lasts.")
 
@@ -179,6 +197,7 @@ class Settings(BaseSettings):
     release: ReleaseSettings = ReleaseSettings()
     pipeline: PipelineSettings = PipelineSettings()
     approval: ApprovalSettings = ApprovalSettings()
+    trust: TrustSettings = TrustSettings()
     notify: NotifySettings = NotifySettings()
     dashboard: DashboardSettings = DashboardSettings()
 
@@ -196,6 +215,10 @@ class Settings(BaseSettings):
         if config_file is not None:
             sources += (YamlConfigSettingsSource(settings_cls, yaml_file=config_file),)
         return sources
+
+
+def release_store_uri(settings: Settings, override: str | None = None) -> str:
+    return override or settings.release.store or str(settings.home / "releases")
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +58,10 @@ class Store(Protocol):
 
     def get_file(self, key: str, dest: Path) -> None:
         """Download `key` to `dest`."""
+        ...
+
+    def rewritten(self, prefix: str) -> list[str]:
+        """Keys under `prefix` the store knows were overwritten or deleted ([] if it keeps no versions)."""
         ...
 
 
@@ -136,6 +141,9 @@ class LocalStore:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
 
+    def rewritten(self, prefix: str) -> list[str]:
+        return []  # a file system keeps no versions: anchors outside the store catch a rewrite
+
     def _write_tmp(self, path: Path, body: bytes) -> Path:
         fd, name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
@@ -159,9 +167,13 @@ class S3Store:
     Conditional writes use `IfNoneMatch='*'`; botocore retries neither 412 nor
     409, and a connection error after the server committed is indistinguishable
     from one before: the ledger reads the slot back and compares its nonce.
+    With `lock_days`, every put-if-absent object (ledger events, packs,
+    manifests) is written under S3 Object Lock in compliance mode: no one, the
+    bucket's owner included, can delete or replace that version until the
+    retention ends; a later PUT only adds a version, which `rewritten` reports.
     """
 
-    def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
+    def __init__(self, uri: str, endpoint_url: str | None = None, lock_days: int | None = None) -> None:
         import boto3
         from botocore.config import Config
 
@@ -169,14 +181,19 @@ class S3Store:
         if parsed is None:
             raise StoreError(f"{uri}: expected s3://bucket/prefix")
         self.uri, self.bucket, self.prefix = parsed
+        self.lock_days = lock_days
         config = Config(retries={"mode": "standard", "max_attempts": 5})
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
     def put_if_absent(self, key: str, body: bytes) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        lock: dict[str, Any] = {}
+        if self.lock_days:
+            until = datetime.now(UTC) + timedelta(days=self.lock_days)
+            lock = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, IfNoneMatch="*")
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body, IfNoneMatch="*", **lock)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or (
                 exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
@@ -253,6 +270,22 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"{self.uri}/{key}: cannot download ({exc})") from None
 
+    def rewritten(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        counts: dict[str, int] = {}
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    key = entry["Key"].removeprefix(self.prefix)
+                    counts[key] = counts.get(key, 0) + 1
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"{self.uri}: cannot list versions under {prefix} ({exc})") from None
+        return sorted(key for key, n in counts.items() if n > 1)
+
 
 def _transfer_config() -> Any:
     from boto3.s3.transfer import TransferConfig
@@ -272,10 +305,10 @@ def split_s3_uri(uri: str) -> tuple[str, str, str] | None:
     return f"s3://{bucket}/{prefix}".rstrip("/"), bucket, f"{prefix.rstrip('/')}/" if prefix else ""
 
 
-def open_store(uri: str, endpoint_url: str | None = None) -> Store:
-    """The store at `uri`: a local path, `file://…` or `s3://bucket/prefix`."""
+def open_store(uri: str, endpoint_url: str | None = None, lock_days: int | None = None) -> Store:
+    """The store at `uri`: a local path, `file://…` or `s3://bucket/prefix` (ledger objects locked `lock_days`)."""
     if uri.startswith("s3://"):
-        return S3Store(uri, endpoint_url)
+        return S3Store(uri, endpoint_url, lock_days)
     if "://" in uri and not uri.startswith("file://"):
         raise StoreError(f"{uri}: unsupported store; expected a local path, file:// or s3://bucket/prefix")
     return LocalStore(Path(uri.removeprefix("file://")))

@@ -3,6 +3,7 @@
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoModelForCausalLM
 
@@ -15,3 +16,59 @@ def make_checkpoint(run: Path, step: int, model_dir: Path, **save: object) -> Pa
     (ckpt / "optimizer.pt").write_bytes(b"not weights, never read")
     (ckpt / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": step, "reward": step / 100}]}))
     return ckpt
+
+
+class Keys:
+    """Signing keys made on demand under one directory: owners, approvers and doors of a test store."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, name: str) -> Path:
+        from shipyard.signing import keygen
+
+        path = self.directory / f"{name}.key"
+        if not path.exists():
+            keygen(path, name)
+        return path
+
+    def public(self, name: str) -> str:
+        self.path(name)
+        return (self.directory / f"{name}.key.pub").read_text().strip()
+
+    def fingerprint(self, name: str) -> str:
+        from shipyard.signing import fingerprint
+
+        return fingerprint(self.public(name))
+
+    def signer(self, who: str, door: str = "cli", key: str | None = None) -> Any:
+        """`who` deciding with their own key, or (with `door`'s key named in `key`) attested by a door."""
+        from shipyard.approvals import Signer
+        from shipyard.signing import load_private
+
+        return Signer(who, load_private(self.path(key or who)), door)
+
+
+def protect(store: Any, keys: Keys, approvers: tuple[str, ...] = ("ana", "bo"), **rules: Any) -> Any:
+    """Sign a policy into `store`, owned by `keys`' owner: these approvers with their keys, `rules` on top."""
+    from shipyard.policy import Policy
+    from shipyard.trust import set_policy
+
+    policy = Policy(
+        owners=[keys.public("owner")],
+        approvers={who: [keys.public(who)] for who in approvers},
+        **rules,
+    )
+    set_policy(store, policy, [keys.path("owner")])
+    return policy
+
+
+def gated(directory: Path, copy_of: Path | None = None, **decision: Any) -> Path:
+    """`directory` (a copy of `copy_of`, if given) with a passing gate decision naming its digest."""
+    from shipyard.publish import model_digest
+
+    if copy_of is not None:
+        shutil.copytree(copy_of, directory)
+    gate = {"passed": True, "checks": [], **decision}
+    (directory / "gate.json").write_text(json.dumps(gate | {"candidate_digest": model_digest(directory)}))
+    return directory

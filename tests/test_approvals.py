@@ -1,61 +1,99 @@
-"""Approvals end in the ledger: allowlist, the pipeline's identity, N distinct approvers, rejections with a note."""
+"""Approvals under the store's signed policy: signed words, N distinct approvers, doors, vetoes, ungated releases."""
 
-import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from shipyard.approvals import approve, approvers_of, reject
-from shipyard.cli import app
-from shipyard.errors import ConfigError
+from shipyard.approvals import approve, approvers_of, promote_approved, reject, rollback
+from shipyard.errors import ConfigError, TrustError
 from shipyard.ledger import Ledger, State
-from shipyard.settings import ApprovalSettings
+from shipyard.policy import ChannelRule, DoorRule
 from shipyard.stores import LocalStore
 
-RULES = ApprovalSettings(approvers=["ana", "bo"], required=2)
+from .helpers import Keys, protect
 
 
-def released(tmp_path: Path) -> LocalStore:
-    store = LocalStore(tmp_path / "store")
-
+def released(store: LocalStore, version: int = 1, **extra: Any) -> LocalStore:
     def build(state: State) -> tuple[str, dict[str, object]]:
-        return "released", {"line": "main", "version": 1, "candidate_digest": "c"}
+        data = {"line": "main", "version": version, "candidate_digest": f"c{version}", "manifest": f"m{version}"}
+        return "released", data | extra
 
     Ledger(store).append(build)
     return store
 
 
-def test_two_distinct_approvers_promote(tmp_path: Path) -> None:
-    store = released(tmp_path)
-    assert [e.type for e in approve(store, "main", 1, "ana", RULES, note="looks good")] == ["approved"]
-    assert approve(store, "main", 1, "ana", RULES) == []  # the same person twice counts once
-    assert [e.type for e in approve(store, "main", 1, "bo", RULES, door="dashboard")] == ["approved", "promoted"]
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return Keys(tmp_path / "keys")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return released(LocalStore(tmp_path / "store"))
+
+
+def test_two_distinct_signed_approvals_promote(store: LocalStore, keys: Keys) -> None:
+    protect(store, keys, channels={"stable": ChannelRule(required=2)})
+    assert [e.type for e in approve(store, "main", 1, keys.signer("ana"), "stable", "looks good")] == ["approved"]
+    assert approve(store, "main", 1, keys.signer("ana"), "stable") == []  # the same person twice counts once
+    assert [e.type for e in approve(store, "main", 1, keys.signer("bo"), "stable")] == ["approved", "promoted"]
     state = Ledger(store).refresh()
-    assert state.channel("main", "stable") == 1
-    assert approvers_of(state, "main", 1) == ["ana", "bo"]
-    assert [a["door"] for a in state.approvals[("main", 1)]] == ["cli", "dashboard"]
+    assert state.channel("main", "stable") == 1 and approvers_of(state, "main", 1) == ["ana", "bo"]
+    assert state.ignored == {}
+    approval = state.approvals[("main", 1)][0]
+    assert approval["manifest"] == "m1" and approval["signature"]["key"].startswith("ssh-ed25519 ")
 
 
-def test_strangers_and_the_pipeline_cannot_approve_and_rejections_need_a_note(tmp_path: Path) -> None:
-    store = released(tmp_path)
-    with pytest.raises(ConfigError, match="'eve' is not an approver; approvers: ana, bo"):
-        approve(store, "main", 1, "eve", RULES)
-    with pytest.raises(ConfigError, match="pipeline's own identity"):
-        approve(store, "main", 1, "shipyard-pipeline", RULES.model_copy(update={"approvers": ["shipyard-pipeline"]}))
+def test_strangers_wrong_keys_and_doors_beyond_their_list_are_refused(store: LocalStore, keys: Keys) -> None:
+    protect(store, keys, doors={"dashboard": DoorRule(key=keys.public("door"), attests=["ana"])})
+    with pytest.raises(TrustError, match="'eve' is not an approver"):
+        approve(store, "main", 1, keys.signer("eve"), "stable")
+    with pytest.raises(TrustError, match="gives neither to 'ana'"):
+        approve(store, "main", 1, keys.signer("ana", key="eve"), "stable")  # ana's name, eve's key
+    with pytest.raises(TrustError, match="door 'dashboard' may not attest for 'bo'"):
+        approve(store, "main", 1, keys.signer("bo", "dashboard", key="door"), "stable")
     with pytest.raises(ConfigError, match="needs a note"):
-        reject(store, "main", 1, "ana", "", RULES)
-    reject(store, "main", 1, "ana", "over-refuses benign requests", RULES)
-    assert Ledger(store).refresh().approvals[("main", 1)][0]["type"] == "rejected"
+        reject(store, "main", 1, keys.signer("ana"), "")
+    assert Ledger(store).refresh().events == 2  # the release and the policy: nothing refused was written
+    events = approve(store, "main", 1, keys.signer("ana", "dashboard", key="door"), "stable")
+    assert [e.type for e in events] == ["approved", "promoted"]
 
 
-def test_approve_command(tmp_path: Path) -> None:
-    store = released(tmp_path)
-    env = {"SHIPYARD_APPROVAL__APPROVERS": '["ana"]'}
-    args = ["approve", "v1", "--as", "ana", "--store", str(tmp_path / "store"), "--json"]
-    result = CliRunner().invoke(app, args, env=env)
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["promoted"] is True
-    refused = CliRunner().invoke(app, ["approve", "v1", "--as", "eve", "--store", str(tmp_path / "store")], env=env)
-    assert refused.exit_code == 2 and "not an approver" in refused.output
-    assert Ledger(store).refresh().channel("main", "stable") == 1
+def test_a_rejection_is_a_veto_unless_the_policy_says_otherwise(tmp_path: Path, keys: Keys) -> None:
+    vetoing = released(LocalStore(tmp_path / "a"))
+    protect(vetoing, keys)
+    reject(vetoing, "main", 1, keys.signer("bo"), "over-refuses benign requests")
+    assert [e.type for e in approve(vetoing, "main", 1, keys.signer("ana"), "stable")] == ["approved"]
+    with pytest.raises(TrustError, match="rejected by bo"):
+        promote_approved(vetoing, "main", 1, "stable")
+    assert Ledger(vetoing).refresh().channel("main", "stable") is None
+    lenient = released(LocalStore(tmp_path / "b"))
+    protect(lenient, keys, veto=False)
+    reject(lenient, "main", 1, keys.signer("bo"), "not sure")
+    assert [e.type for e in approve(lenient, "main", 1, keys.signer("ana"), "stable")] == ["approved", "promoted"]
+
+
+def test_ungated_releases_stay_off_channels_that_forbid_them(store: LocalStore, keys: Keys) -> None:
+    released(store, 2, ungated="hotfix for a tokenizer bug")
+    protect(store, keys, channels={"stable": ChannelRule(), "beta": ChannelRule(allow_ungated=True)})
+    assert [e.type for e in approve(store, "main", 2, keys.signer("ana"), "stable")] == ["approved"]
+    with pytest.raises(TrustError, match="ungated"):
+        promote_approved(store, "main", 2, "stable")
+    assert promote_approved(store, "main", 2, "beta") == 2
+
+
+def test_a_protected_rollback_needs_an_approvers_signature(store: LocalStore, keys: Keys) -> None:
+    released(store, 2)
+    protect(store, keys)
+    approve(store, "main", 1, keys.signer("ana"), "stable")
+    approve(store, "main", 2, keys.signer("ana"), "stable")
+    with pytest.raises(TrustError, match="signed by an approver"):
+        rollback(store, "main", "stable", None)
+    assert rollback(store, "main", "stable", keys.signer("bo"), "v2 regressed").version == 1
+    assert Ledger(store).refresh().channels[("main", "stable")] == [1, 2, 1]
+
+
+def test_without_a_policy_nothing_can_be_approved(store: LocalStore, keys: Keys) -> None:
+    with pytest.raises(TrustError, match="no signed policy"):
+        approve(store, "main", 1, keys.signer("ana"), "stable")

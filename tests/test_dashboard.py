@@ -14,24 +14,35 @@ import uvicorn
 
 from shipyard.approvals import approve
 from shipyard.dashboard.app import create_app
-from shipyard.dashboard.auth import COOKIE, hash_token
+from shipyard.dashboard.auth import COOKIE
+from shipyard.doors import hash_token
 from shipyard.ledger import Ledger
+from shipyard.policy import DoorRule
 from shipyard.publish import publish
 from shipyard.settings import Settings
 from shipyard.stores import LocalStore
+
+from .helpers import Keys, gated, protect
 
 pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parents[1] / "test-artifacts"
 TOKEN = "ana-secret-token"
+# What an attacker who can write a gate report puts into it: a script that approves when an approver opens the page.
+XSS = (
+    "<script>fetch('/releases/3/approve',{method:'POST',body:'csrf='+document.querySelector('[name=csrf]').value})"
+    "</script><img src=x onerror=alert(1)> | [x](javascript:alert(1))"
+)
 
 
-def release_of(tiny_model_dir: Path, out: Path, step: int, accuracy: float) -> Path:
+def release_of(tiny_model_dir: Path, out: Path, step: int, accuracy: float, detail: str = "") -> Path:
     shutil.copytree(tiny_model_dir, out)
     (out / "config.json").write_text((tiny_model_dir / "config.json").read_text() + " " * step)
-    checks = [{"name": "floor: arith", "passed": True, "detail": f"{accuracy} ≥ 0.3"}]
-    (out / "gate.json").write_text(json.dumps({"passed": True, "checks": checks, "flips": []}))
-    evals = {"arith": {"exact_match": accuracy}, "refusal_harmful": {"refusal": 0.9}}
+    checks = [{"name": "floor: arith", "passed": True, "detail": detail or f"{accuracy} ≥ 0.3"}]
+    gated(
+        out, checks=checks, flips=[{"task": XSS, "direction": "lost", "prompt": XSS, "candidate": "", "champion": ""}]
+    )
+    evals = {"arith": {"exact_match": accuracy}, "refusal_harmful": {"refusal": 0.9}, XSS: {"exact_match": 0.5}}
     (out / "evals.json").write_text(json.dumps(evals))
     lineage = {"run": "runs/demo", "step": step, "checkpoint_digest": f"c{step}", "metrics": {"reward": step / 200}}
     (out / "lineage.json").write_text(json.dumps(lineage))
@@ -42,15 +53,17 @@ def release_of(tiny_model_dir: Path, out: Path, step: int, accuracy: float) -> P
 def dashboard(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, LocalStore]]:
     """A dashboard on 127.0.0.1 over a store with v1 (stable, approved by bo), v2 and v3 pending."""
     tmp = tmp_path_factory.mktemp("dashboard")
-    store = LocalStore(tmp / "store")
+    store, keys = LocalStore(tmp / "store"), Keys(tmp / "keys")
+    protect(store, keys, doors={"dashboard": DoorRule(key=keys.public("door"), attests=["ana"])})
     for step, accuracy in ((40, 0.5), (80, 0.6), (100, 0.7)):
-        publish(release_of(tiny_model_dir, tmp / f"m{step}", step, accuracy), "main", store)
+        detail = XSS if step == 100 else ""
+        publish(release_of(tiny_model_dir, tmp / f"m{step}", step, accuracy, detail), "main", store)
     settings = Settings(
         home=tmp / "home",
-        approval={"approvers": ["ana", "bo"]},
-        dashboard={"tokens": {"ana": hash_token(TOKEN)}, "secret": "test-secret"},
+        dashboard={"tokens": {"ana": hash_token(TOKEN), "bo": hash_token("bo-token")}, "secret": "test-secret"},
+        trust={"owners": [keys.fingerprint("owner")], "door_keys": {"dashboard": keys.path("door")}},
     )
-    approve(store, "main", 1, "bo", settings.approval, "first")
+    approve(store, "main", 1, keys.signer("bo"), "stable", "first")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -108,13 +121,17 @@ def test_an_approver_signs_in_approves_and_sees_the_channel_move(
     page.fill("#token", "wrong")
     page.click("#sign-in")
     assert "wrong token" in page.inner_text("#flash")
+    page.fill("#name", "bo")  # bo has a token, but the policy does not let this door attest for him
+    page.fill("#token", "bo-token")
+    page.click("#sign-in")
+    assert "wrong token" in page.inner_text("#flash")
     page.fill("#name", "ana")
     page.fill("#token", TOKEN)
     page.click("#sign-in")
     assert page.inner_text("#user") == "ana"
     page.fill("#pending tr:has-text('v2') input[name=note]", "gate is clean")
     page.click("#approve-v2")
-    assert "v2 approved by ana" in page.inner_text("#flash")
+    assert page.inner_text("#flash") == "Approved."
     assert "v2" in page.inner_text("#channels tr:has-text('stable')")
     page.screenshot(path=str(ARTIFACTS / "dashboard-approved.png"), full_page=True)
     state = Ledger(store).refresh()
@@ -122,6 +139,28 @@ def test_an_approver_signs_in_approves_and_sees_the_channel_move(
     assert [(a["by"], a["door"], a["note"]) for a in state.approvals[("main", 2)]] == [
         ("ana", "dashboard", "gate is clean")
     ]
+    assert state.ignored == {}
+
+
+def test_a_script_in_a_gate_report_runs_nowhere(dashboard: tuple[str, LocalStore], browser: object) -> None:
+    """v3's gate detail, eval task and flipped item carry a script that would approve v3 for whoever opens it."""
+    url, store = dashboard
+    before = Ledger(store).refresh().events
+    page = browser.new_page()  # type: ignore[attr-defined]
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{url}/login")
+    page.fill("#name", "ana")
+    page.fill("#token", TOKEN)
+    page.click("#sign-in")
+    response = page.goto(f"{url}/releases/3")
+    assert "script-src" not in response.headers["content-security-policy"]  # default-src 'none': no script at all
+    assert "<script>fetch" in page.inner_text("#evidence")  # shown as text
+    assert page.locator("script").count() == 0 and page.locator("#evidence img").count() == 0
+    assert page.locator("a[href^='javascript']").count() == 0
+    page.goto(url)
+    time.sleep(0.5)
+    assert dialogs == [] and Ledger(store).refresh().events == before
 
 
 def test_unauthenticated_and_forged_requests_are_refused(dashboard: tuple[str, LocalStore]) -> None:
@@ -141,4 +180,26 @@ def test_unauthenticated_and_forged_requests_are_refused(dashboard: tuple[str, L
         assert silent.status_code == 400 and "needs a note" in silent.text
         no_login_csrf = httpx.post(f"{url}/login", data={"name": "ana", "token": TOKEN})
         assert no_login_csrf.status_code == 403
+        bogus = client.get("/?flash=<b>Your+session+expired,+log+in+at+evil.example</b>")
+        assert "evil.example" not in bogus.text  # flash messages come from a fixed set
+        cookie = client.cookies[COOKIE]
+        assert client.post("/logout", data={"csrf": session_csrf}).status_code == 303
+    replayed = httpx.post(
+        f"{url}/releases/3/approve", data={"csrf": session_csrf, "note": ""}, cookies={COOKIE: cookie}
+    )
+    assert replayed.status_code == 403  # the session ended with the logout, though its cookie is unexpired
     assert Ledger(store).refresh().events == before
+
+
+def test_guessing_tokens_is_throttled(dashboard: tuple[str, LocalStore]) -> None:
+    url, _ = dashboard
+    with httpx.Client(base_url=url) as client:
+
+        def login(name: str, token: str) -> str:
+            csrf = client.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+            return client.post("/login", data={"csrf": csrf, "name": name, "token": token}).headers["location"]
+
+        guesses = [login("eve", f"guess-{i}") for i in range(6)]  # this address failed before, in other tests
+        assert set(guesses[:3]) <= {"/login?flash=bad-login", "/login?flash=throttled"}
+        assert guesses[-1] == "/login?flash=throttled"
+        assert login("ana", TOKEN) == "/login?flash=throttled"  # even the right token, from here, for a while

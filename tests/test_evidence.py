@@ -8,15 +8,16 @@ from shipyard.evidence import evidence
 from shipyard.publish import promote, publish
 from shipyard.stores import LocalStore
 
+from .helpers import gated
+
 
 def candidate(tiny_model_dir: Path, out: Path, accuracy: float, passed: bool) -> Path:
     shutil.copytree(tiny_model_dir, out)
     (out / "config.json").write_text((tiny_model_dir / "config.json").read_text() + f"\n{' ' * int(accuracy * 8)}")
     checks = [{"name": "floor: arith", "passed": passed, "detail": f"{accuracy} ≥ 0.3"}]
-    (out / "gate.json").write_text(json.dumps({"passed": passed, "checks": checks}))
     (out / "evals.json").write_text(json.dumps({"arith": {"exact_match": accuracy, "exact_match_stderr": 0.01}}))
     (out / "lineage.json").write_text(json.dumps({"checkpoint": "run/checkpoint-20", "step": 20}))
-    return out
+    return gated(out, passed=passed, checks=checks)
 
 
 def test_evidence_shows_checks_and_deltas_against_the_champion(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The flows on a real Prefect API (the test harness): releases, crash and rerun, approvals through the API."""
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -7,12 +8,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
@@ -21,15 +23,19 @@ from flows.release_checkpoint import release_checkpoint
 from flows.watch_run import watch_run
 from shipyard import orchestration, pipeline
 from shipyard.cli import app
+from shipyard.doors import hash_token
 from shipyard.ledger import Ledger
+from shipyard.policy import DoorRule
 from shipyard.publish import publish
 from shipyard.settings import Settings, load_settings
 from shipyard.sources import open_source
 from shipyard.stores import LocalStore
 from shipyard.watch import Checkpoint, scan
 
+from .helpers import Keys, gated, protect
+
 pytestmark = pytest.mark.slow
-APPROVERS = '["ana", "bo"]'
+TOKENS = {"ana": "ana-door-token", "bo": "bo-door-token"}
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +51,21 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def env(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def keys(tmp_path: Path) -> Keys:
+    return Keys(tmp_path / "keys")
+
+
+@pytest.fixture
+def env(home: Path, tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A protected release store: ana and bo approve, the Prefect form's door may attest for both."""
+    door = DoorRule(key=keys.public("prefect-ui"), attests=["ana", "bo"])
+    protect(LocalStore(tmp_path / "releases"), keys, doors={"prefect-ui": door})
     monkeypatch.setenv("SHIPYARD_HOME", str(home))
     monkeypatch.setenv("SHIPYARD_RELEASE__STORE", str(tmp_path / "releases"))
-    monkeypatch.setenv("SHIPYARD_APPROVAL__APPROVERS", APPROVERS)
     monkeypatch.setenv("SHIPYARD_APPROVAL__POLL_SECONDS", "1")
+    monkeypatch.setenv("SHIPYARD_TRUST__OWNERS", json.dumps([keys.fingerprint("owner")]))
+    monkeypatch.setenv("SHIPYARD_TRUST__DOOR_KEYS", json.dumps({"prefect-ui": str(keys.path("prefect-ui"))}))
+    monkeypatch.setenv("SHIPYARD_DASHBOARD__TOKENS", json.dumps({w: hash_token(t) for w, t in TOKENS.items()}))
     return tmp_path / "releases"
 
 
@@ -116,7 +132,7 @@ def test_watch_flow_releases_each_selected_checkpoint_once(rl_checkpoint: Path, 
 
 def published(store_dir: Path, tiny_model_dir: Path) -> LocalStore:
     store = LocalStore(store_dir)
-    publish(tiny_model_dir, "main", store)
+    publish(gated(store_dir.parent / "candidate", tiny_model_dir), "main", store)
     return store
 
 
@@ -141,27 +157,29 @@ def start_approval(version: int) -> tuple[threading.Thread, list[str]]:
         with prefect_tags(*tags):
             result.append(waiting("main", version))
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)  # a failed test must not leave pytest waiting on it
     thread.start()
     return thread, result
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_cli_approval_resumes_the_waiting_run_and_writes_one_event(tiny_model_dir: Path, env: Path) -> None:
+def test_cli_approval_resumes_the_waiting_run_and_writes_one_event(tiny_model_dir: Path, env: Path, keys: Keys) -> None:
     store = published(env, tiny_model_dir)
     thread, result = start_approval(1)
     run = wait_paused(1)
-    refused = CliRunner().invoke(app, ["approve", "v1", "--as", "shipyard-pipeline"])
-    assert refused.exit_code == 2 and "pipeline's own identity" in refused.output
-    stranger = CliRunner().invoke(app, ["approve", "v1", "--as", "eve"])
-    assert stranger.exit_code == 2 and "'eve' is not an approver" in stranger.output
-    approved = CliRunner().invoke(app, ["approve", "v1", "--as", "ana", "--note", "gate is clean"])
+    stranger = CliRunner().invoke(app, ["approve", "v1", "--key", str(keys.path("eve"))])
+    assert stranger.exit_code == 2 and "belongs to no approver" in stranger.output
+    posing = CliRunner().invoke(app, ["approve", "v1", "--key", str(keys.path("bo")), "--as", "ana"])
+    assert posing.exit_code == 2 and "is bo's, not ana's" in posing.output
+    ana = ["--key", str(keys.path("ana"))]
+    approved = CliRunner().invoke(app, ["approve", "v1", *ana, "--note", "gate is clean"])
     assert approved.exit_code == 0, approved.output
     thread.join(timeout=60)
     assert result == ["v1 is on stable"]
     ledger = Ledger(store)
     events = [ledger.event(n) for n in range(1, ledger.refresh().events + 1)]
     assert [(e.type, e.data.get("by"), e.data.get("door")) for e in events] == [
+        ("policy", None, None),
         ("released", None, None),
         ("approved", "ana", "cli"),
         ("promoted", None, None),
@@ -171,17 +189,27 @@ def test_cli_approval_resumes_the_waiting_run_and_writes_one_event(tiny_model_di
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_the_form_refuses_strangers_and_takes_a_rejection(tiny_model_dir: Path, env: Path) -> None:
+def test_the_form_takes_only_an_authenticated_decision(tiny_model_dir: Path, env: Path) -> None:
+    """Anyone can resume a paused run through the Prefect API; only a valid door token makes it decide."""
     store = published(env, tiny_model_dir)
     thread, result = start_approval(1)
     run = wait_paused(1)
-    resume_flow_run(run.id, run_input={"decision": "approve", "approver": "eve", "note": ""})
-    run = wait_paused(1)  # refused and logged: it waits again, with the form
-    resume_flow_run(run.id, run_input={"decision": "reject", "approver": "bo", "note": "over-refuses"})
+    anonymous = httpx.post(
+        f"{PREFECT_API_URL.value()}/flow_runs/{run.id}/resume",
+        json={"run_input": {"decision": "approve", "approver": "ana", "note": "typed name, no token"}},
+    )
+    assert anonymous.is_success and anonymous.json()["status"] == "ACCEPT"
+    run = wait_paused(1)  # woken, it re-read the ledger and waits again: nothing recorded
+    resume_flow_run(run.id, run_input={"decision": "approve", "approver": "ana", "token": TOKENS["bo"]})
+    run = wait_paused(1)  # bo's token for ana: refused and logged
+    resume_flow_run(run.id, run_input={"decision": "approve", "approver": "ana", "token": TOKENS["ana"]})
     thread.join(timeout=60)
-    assert result == ["v1 was rejected by bo"]
-    entries = Ledger(store).refresh().approvals[("main", 1)]
-    assert [(e["type"], e["by"], e["door"]) for e in entries] == [("rejected", "bo", "prefect-ui")]
+    assert result == ["v1 is on stable"]
+    state = Ledger(store).refresh()
+    assert [(e["type"], e["by"], e["door"]) for e in state.approvals[("main", 1)]] == [
+        ("approved", "ana", "prefect-ui")
+    ]
+    assert state.ignored == {} and state.channel("main", "stable") == 1
 
 
 @pytest.mark.usefixtures("prefect_api")
@@ -204,5 +232,5 @@ def test_release_runs_through_a_deployment_are_idempotent_and_superseded_ones_ca
 
 def test_settings_know_the_flow_knobs() -> None:
     settings = load_settings(None, pipeline={"release_deployment": "release-checkpoint/x"})
-    assert settings.pipeline.slot == "shipyard-training" and settings.approval.required == 1
+    assert settings.pipeline.slot == "shipyard-training" and settings.approval.channel == "stable"
     assert isinstance(Settings().notify.events, list)

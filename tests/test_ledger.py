@@ -186,23 +186,24 @@ def test_s3_faults_lose_nothing_and_never_duplicate_a_version(s3_endpoint: str) 
     assert sorted((r.version, r.candidate_digest) for r in state.releases.values()) == [(1, "a"), (2, "b"), (3, "c")]
 
 
-def test_a_new_reader_starts_from_the_stored_fold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger_module, "SNAPSHOT_EVERY", 2)
+def test_a_new_reader_re_folds_the_stored_packs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_module, "PACK_EVERY", 2)
     ledger = Ledger(LocalStore(tmp_path))
     for candidate in "abcde":
         ledger.append(release("main", candidate))
-    assert sorted(p.name for p in (tmp_path / "ledger" / "snapshots").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "ledger" / "packs").iterdir()) == [
         "000000000002.json",
         "000000000004.json",
     ]
     assert Ledger(LocalStore(tmp_path)).verify() == []
-    snapshot = tmp_path / "ledger" / "snapshots" / "000000000002.json"
-    original = snapshot.read_text()
-    snapshot.write_text(original.replace('"a"', '"evil"'))
+    pack = tmp_path / "ledger" / "packs" / "000000000002.json"
+    original = pack.read_text()
+    pack.write_text(original.replace('"a"', '"evil"'))
     [problem] = Ledger(LocalStore(tmp_path)).verify()
-    assert "000000000002.json: differs from the fold of the log" in problem
-    snapshot.write_text(original)
-    for seq in (1, 2, 3):  # a reader that starts from the fold at 4 never needs these
+    assert "000000000002.json: differs from the events it packs" in problem
+    assert Ledger(LocalStore(tmp_path)).refresh().release_of("main", "evil") is None  # nor does a reader trust it
+    pack.write_text(original)
+    for seq in (1, 3):  # a reader re-folds the packs; only the event at each pack's end is read to check it
         (tmp_path / event_key(seq)).unlink()
     state = Ledger(LocalStore(tmp_path)).refresh()
     assert sorted(v for _, v in state.releases) == [1, 2, 3, 4, 5] and state.events == 5

@@ -10,12 +10,14 @@ from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+from shipyard.approvals import rollback
 from shipyard.cli import app
 from shipyard.ledger import Ledger
 from shipyard.mirror import mirror
-from shipyard.publish import promote, publish, rollback
+from shipyard.publish import promote, publish
 from shipyard.stores import LocalStore
 
+from .helpers import gated
 from .hub_server import HubServer
 
 pytestmark = pytest.mark.usefixtures("hub_online")
@@ -38,7 +40,7 @@ def release_dir(tiny_model_dir: Path, out: Path, scale: float, score: float) -> 
         model.lm_head.weight.mul_(scale)
     model.save_pretrained(out)
     (out / "evals.json").write_text(json.dumps({"arith": {"exact_match": score}}))
-    return out
+    return gated(out)
 
 
 @pytest.mark.usefixtures("hub_default")
@@ -64,7 +66,7 @@ def test_releases_mirror_as_one_commit_each_with_tags_and_channel_branches(
     local = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
     assert torch.equal(pulled.lm_head.weight, local.lm_head.weight)
 
-    rollback(store, "main")
+    rollback(store, "main", "stable", None)
     mirror(store, "main", "lab/model", hub_server.url)
     assert repo.branches["stable"] == repo.tags["v1"]
     assert {e["version"] for e in Ledger(store).refresh().mirrors} == {1, 2}

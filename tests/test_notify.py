@@ -12,8 +12,10 @@ import pytest
 from shipyard.approvals import approve
 from shipyard.notify import SIGNATURE, TIMESTAMP, announce, verify
 from shipyard.publish import publish
-from shipyard.settings import ApprovalSettings, NotifySettings
+from shipyard.settings import NotifySettings
 from shipyard.stores import LocalStore
+
+from .helpers import Keys, gated, protect
 
 SECRET = "s3cret"
 
@@ -43,8 +45,10 @@ def test_decisions_are_posted_signed(tiny_model_dir: Path, tmp_path: Path, recei
     url, received = receiver
     settings = NotifySettings(webhook_url=url, secret=SECRET)
     store = LocalStore(tmp_path / "store")
-    released = publish(tiny_model_dir, "main", store)
-    events = [released.event, *approve(store, "main", 1, "ana", ApprovalSettings(approvers=["ana"]), "ship it")]
+    keys = Keys(tmp_path / "keys")
+    protect(store, keys, approvers=("ana",))
+    released = publish(gated(tmp_path / "m", tiny_model_dir), "main", store)
+    events = [released.event, *approve(store, "main", 1, keys.signer("ana"), "stable", "ship it")]
     assert announce(settings, events) == 3
     texts = [json.loads(r["body"])["text"] for r in received]
     assert texts == ["Candidate published: main v1", "main v1 approved by ana: ship it", "main v1 promoted to stable"]
@@ -58,8 +62,9 @@ def test_decisions_are_posted_signed(tiny_model_dir: Path, tmp_path: Path, recei
 
 def test_a_dead_webhook_is_logged_not_fatal(tiny_model_dir: Path, tmp_path: Path, caplog: Any) -> None:
     store = LocalStore(tmp_path / "store")
-    released = publish(tiny_model_dir, "main", store)
-    dead = NotifySettings(webhook_url="http://127.0.0.1:9/hook", timeout_seconds=1)
+    released = publish(gated(tmp_path / "m", tiny_model_dir), "main", store)
+    dead = NotifySettings(webhook_url="http://127.0.0.1:9/hook?token=s3cr3t", timeout_seconds=1)
     assert announce(dead, [released.event]) == 0
-    assert "notification of ledger event 1" in caplog.text
+    assert "notification of ledger event 1 to http://127.0.0.1/… failed: ConnectError" in caplog.text
+    assert "s3cr3t" not in caplog.text and "/hook" not in caplog.text
     assert announce(NotifySettings(), [released.event]) == 0  # no webhook configured: nothing sent

@@ -12,11 +12,14 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+from shipyard.approvals import rollback
 from shipyard.cli import app
 from shipyard.errors import ConfigError
 from shipyard.ledger import Ledger
-from shipyard.publish import blob_key, diff, manifest, promote, publish, pull, rollback, verify
+from shipyard.publish import blob_key, diff, manifest, promote, publish, pull, verify
 from shipyard.stores import LocalStore, Progress, S3Store
+
+from .helpers import Keys, gated, protect
 
 
 class CountingStore(LocalStore):
@@ -33,15 +36,23 @@ def changed_copy(model_dir: Path, out: Path) -> Path:
     with torch.no_grad():
         model.lm_head.weight.mul_(1.01)
     model.save_pretrained(out)
-    return out
+    return gated(out)
 
 
-def test_publish_is_exactly_once_and_uploads_only_what_changed(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def model(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """The tiny model with a passing gate decision."""
+    return gated(tmp_path / "model", tiny_model_dir)
+
+
+def test_publish_is_exactly_once_and_uploads_only_what_changed(
+    model: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     store = CountingStore(tmp_path / "store")
     store.uploads = []
-    first = publish(tiny_model_dir, "main", store)
+    first = publish(model, "main", store)
     assert first.created and first.release.version == 1
-    again = publish(tiny_model_dir, "main", store)
+    again = publish(model, "main", store)
     assert not again.created and again.release.version == 1
     uploaded = len(store.uploads)
     store.uploads = []
@@ -51,9 +62,9 @@ def test_publish_is_exactly_once_and_uploads_only_what_changed(tiny_model_dir: P
     assert uploaded > 1 and verify(store) == []
 
 
-def test_pull_verifies_and_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_pull_verifies_and_loads(model: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    publish(tiny_model_dir, "main", store)
+    publish(model, "main", store)
     release = pull(store, "main", "candidate", tmp_path / "pulled")
     assert release.version == 1
     AutoModelForCausalLM.from_pretrained(tmp_path / "pulled")
@@ -63,14 +74,14 @@ def test_pull_verifies_and_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
         pull(store, "main", "stable", tmp_path / "nothing")
 
 
-def test_promotion_and_rollback_copy_no_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_promotion_and_rollback_copy_no_weights(model: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    publish(tiny_model_dir, "main", store)
+    publish(model, "main", store)
     publish(changed_copy(tiny_model_dir, tmp_path / "v2"), "main", store)
     blobs = sorted((tmp_path / "store" / "blobs").rglob("*"))
     promote(store, "main", 1)
     promote(store, "main", 2)
-    assert rollback(store, "main").version == 1
+    assert rollback(store, "main", "stable", None).version == 1
     state = Ledger(store).refresh()
     assert state.channels[("main", "stable")] == [1, 2, 1]
     assert sorted((tmp_path / "store" / "blobs").rglob("*")) == blobs
@@ -78,9 +89,9 @@ def test_promotion_and_rollback_copy_no_weights(tiny_model_dir: Path, tmp_path: 
         promote(store, "main", 7)
 
 
-def test_verify_reports_a_missing_blob(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_verify_reports_a_missing_blob(model: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    release = publish(tiny_model_dir, "main", store).release
+    release = publish(model, "main", store).release
     files = {p.name: p for p in (tmp_path / "store" / "blobs" / "sha256").iterdir()}
     victim = next(d for d in files if d != release.data["manifest"])
     files[victim].unlink()
@@ -89,35 +100,38 @@ def test_verify_reports_a_missing_blob(tiny_model_dir: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.s3
-def test_publish_and_pull_on_s3(tiny_model_dir: Path, tmp_path: Path, s3_endpoint: str) -> None:
+def test_publish_and_pull_on_s3(model: Path, tmp_path: Path, s3_endpoint: str) -> None:
     bucket = f"releases-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     store = S3Store(f"s3://{bucket}/lab", s3_endpoint)
-    assert publish(tiny_model_dir, "main", store).release.version == 1
-    assert not publish(tiny_model_dir, "main", store).created
+    assert publish(model, "main", store).release.version == 1
+    assert not publish(model, "main", store).created
     pull(store, "main", "v1", tmp_path / "pulled")
     AutoModelForCausalLM.from_pretrained(tmp_path / "pulled")
     assert verify(store) == []
 
 
-def test_release_commands_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_release_commands_end_to_end(model: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     store = ["--store", str(tmp_path / "store")]
+    keys = Keys(tmp_path / "keys")
+    protect(LocalStore(tmp_path / "store"), keys, approvers=("ana",))
+    ana = ["--key", str(keys.path("ana"))]
 
     def run(*args: str) -> Any:
-        result = runner.invoke(app, [*args, *store], env={"SHIPYARD_APPROVAL__APPROVERS": '["ana"]'})
+        result = runner.invoke(app, [*args, *store])
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout) if "--json" in args else result.stdout
 
-    assert run("publish", "--model", str(tiny_model_dir), "--json") == {"created": True, "line": "main", "version": 1}
-    assert run("publish", "--model", str(tiny_model_dir), "--json")["created"] is False
+    assert run("publish", "--model", str(model), "--json") == {"created": True, "line": "main", "version": 1}
+    assert run("publish", "--model", str(model), "--json")["created"] is False
     run("publish", "--model", str(changed_copy(tiny_model_dir, tmp_path / "v2")))
     refused = runner.invoke(app, ["promote", "v1", *store])
     assert refused.exit_code == 2 and "0 of the 1 approval(s) stable needs" in refused.output
-    run("approve", "v1", "--as", "ana")
+    run("approve", "v1", *ana, "--as", "ana")
     assert run("promote", "v2", "--channel", "canary", "--json") == {"line": "main", "channel": "canary", "version": 2}
-    run("approve", "2", "--as", "ana")
-    assert "stable → main v1" in run("rollback")
+    run("approve", "2", *ana)
+    assert "stable → main v1" in run("rollback", *ana)
     listed = run("releases", "list", "--json")
     assert [(r["version"], r["channels"]) for r in listed] == [(1, ["stable"]), (2, ["canary", "candidate"])]
     shown = run("releases", "show", "stable", "--json")
@@ -125,23 +139,23 @@ def test_release_commands_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     assert run("releases", "diff", "1", "2", "--json")["files_changed"] == ["model.safetensors"]
     assert run("pull", "stable", "--out", str(tmp_path / "pulled"), "--json")["version"] == 1
     assert run("ledger", "verify", "--json")["problems"] == []
-    (tmp_path / "store" / "ledger" / "events" / "000000000001.json").write_text("{}")
+    (tmp_path / "store" / "ledger" / "events" / "000000000002.json").write_text("{}")
     broken = runner.invoke(app, ["ledger", "verify", *store])
     assert broken.exit_code == 1
 
 
-def test_manifest_carries_lineage_gate_and_scores_and_diff_gives_deltas(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_manifest_carries_lineage_gate_and_scores_and_diff_gives_deltas(
+    model: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     store = LocalStore(tmp_path / "store")
-    old = tmp_path / "old"
-    shutil.copytree(tiny_model_dir, old)
+    old = gated(tmp_path / "old", tiny_model_dir)
     (old / "evals.json").write_text(json.dumps({"arith": {"exact_match": 0.5}}))
     (old / "lineage.json").write_text(json.dumps({"checkpoint_digest": "c1"}))
     publish(old, "main", store)
     new = changed_copy(tiny_model_dir, tmp_path / "new")
     (new / "evals.json").write_text(json.dumps({"arith": {"exact_match": 0.75}}))
-    (new / "gate.json").write_text(json.dumps({"passed": True}))
     release = publish(new, "main", store).release
-    assert manifest(store, release)["gate"] == {"passed": True}
+    assert manifest(store, release)["gate"]["passed"] is True
     assert "evals.json" not in manifest(store, release)["files"]
     changes = diff(store, "main", "1", "2")
     assert changes["score_deltas"] == {"arith": {"exact_match": 0.25}}

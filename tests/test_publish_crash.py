@@ -14,6 +14,8 @@ from shipyard.ledger import Ledger
 from shipyard.publish import manifest, verify
 from shipyard.stores import LocalStore
 
+from .helpers import gated
+
 pytestmark = pytest.mark.slow
 
 PUBLISHER = """
@@ -34,7 +36,7 @@ def candidate(tmp_path: Path, i: int) -> Path:
     (d / "config.json").write_text('{"model_type": "llama"}')
     (d / "tokenizer.json").write_text("{}")  # the same in every candidate: stored once
     (d / "model.safetensors").write_bytes(os.urandom(6 << 20))
-    return d
+    return gated(d)
 
 
 def test_killed_publisher_leaves_exactly_one_release_per_candidate(tmp_path: Path) -> None:

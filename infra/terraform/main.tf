@@ -5,6 +5,11 @@
 # and a lifecycle rule that aborts multipart uploads a crashed publish left behind (large weights are uploaded
 # in parts; an interrupted upload is invisible but billed until aborted).
 #
+# The ledger's history cannot be cut or rewritten: Object Lock is enabled on the bucket, and Shipyard writes every
+# ledger event under compliance-mode retention (release.object_lock_days; see the `release_settings` output), so
+# no one, the account's root included, can delete or replace an event's version before it expires; the bucket
+# policy refuses any PUT under ledger/ without If-None-Match: *, so a second version cannot be made either.
+#
 #   terraform init -plugin-dir=<local provider mirror>   # or plain `terraform init` with registry access
 #   terraform apply -var bucket=my-org-shipyard-releases
 
@@ -51,8 +56,15 @@ provider "aws" {
   region = var.region
 }
 
+variable "ledger_lock_days" {
+  description = "Days each ledger event stays locked (release.object_lock_days); keep it longer than any audit needs."
+  type        = number
+  default     = 3650
+}
+
 resource "aws_s3_bucket" "releases" {
-  bucket = var.bucket
+  bucket              = var.bucket
+  object_lock_enabled = true
 }
 
 resource "aws_s3_bucket_versioning" "releases" {
@@ -129,6 +141,22 @@ data "aws_iam_policy_document" "releases" {
     }
   }
 
+  statement {
+    sid       = "LedgerIsWriteOnce"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.releases.arn}/*ledger/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Null"
+      variable = "s3:if-none-match"
+      values   = ["true"]
+    }
+  }
+
   dynamic "statement" {
     for_each = length(var.writer_principals) > 0 ? [1] : []
     content {
@@ -147,6 +175,14 @@ data "aws_iam_policy_document" "releases" {
 resource "aws_s3_bucket_policy" "releases" {
   bucket = aws_s3_bucket.releases.id
   policy = data.aws_iam_policy_document.releases.json
+}
+
+output "release_settings" {
+  description = "The release section of shipyard.yaml for this bucket."
+  value = {
+    store            = "s3://${aws_s3_bucket.releases.bucket}/releases"
+    object_lock_days = var.ledger_lock_days
+  }
 }
 
 output "release_store" {

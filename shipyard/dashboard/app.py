@@ -1,12 +1,24 @@
-"""The dashboard's routes. Reads go to the ledger on every request; approvals go through `shipyard.doors`."""
+"""The dashboard's routes. Reads go to the ledger on every request; approvals go through `shipyard.doors`.
+
+Safe to open: every string from the store is escaped by Jinja; the only HTML
+inserted as is comes from markdown rendered with raw HTML off and then
+sanitized by `nh3`, and from the SVG plots (their text escaped). A strict
+Content-Security-Policy allows no script at all and styles only from
+`/style.css`; flash messages come from a fixed set. Decisions are signed with
+the dashboard door's key (`trust.door_keys.dashboard`) for the person who
+signed in, and the store's policy must let this door attest for them.
+"""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
+from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import nh3
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -16,14 +28,28 @@ from shipyard.card import model_card
 from shipyard.dashboard import views
 from shipyard.dashboard.auth import COOKIE, Auth
 from shipyard.dashboard.plots import line_chart
-from shipyard.doors import approve_release, reject_release
-from shipyard.errors import ShipyardError
+from shipyard.doors import decide
+from shipyard.errors import ConfigError, ShipyardError, TrustError
 from shipyard.evidence import evidence
 from shipyard.publish import manifest, resolve
 from shipyard.settings import Settings
 from shipyard.stores import Store
+from shipyard.trust import checked_state, door_signer
 
+DOOR = "dashboard"
 LOGIN_COOKIE = "shipyard_login"
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+FLASHES = {
+    "signed-in": "Signed in.",
+    "signed-out": "Signed out.",
+    "bad-login": "Unknown approver or wrong token.",
+    "throttled": "Too many failed sign-ins; wait a quarter of an hour.",
+    "approved": "Approved.",
+    "rejected": "Rejected.",
+}
 SAFETY = ("refusal",)  # metrics plotted on the safety chart
 RL_SIGNALS = ("reward", "heldout_accuracy")  # trainer metrics of the checkpoints, plotted against step
 
@@ -31,9 +57,33 @@ RL_SIGNALS = ("reward", "heldout_accuracy")  # trainer metrics of the checkpoint
 def create_app(settings: Settings, store: Store) -> FastAPI:
     app = FastAPI(title="Shipyard releases", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-    auth = Auth(settings.dashboard, settings.approval.approvers)
     line, rules = settings.release.line, settings.approval
-    markdown = MarkdownIt("commonmark").enable("table")
+    markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+    style = (Path(__file__).parent / "templates" / "style.css").read_text()
+
+    def attested() -> set[str]:
+        """Whom the store's policy lets this door attest for (no one without a policy)."""
+        policy = checked_state(store, settings).policy
+        door = policy.doors.get(DOOR) if policy else None
+        return set(door.attests) if door else set()
+
+    auth = Auth(settings.dashboard, attested, settings.home)
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @app.exception_handler(TrustError)
+    async def refused(_: Request, exc: TrustError) -> Response:
+        return HTMLResponse(f"<h1>Refused</h1><p>{escape(str(exc))}</p>", status_code=403)
+
+    @app.get("/style.css")
+    def stylesheet() -> Response:
+        return Response(style, media_type="text/css")
 
     def page(request: Request, name: str, title: str, **context: Any) -> HTMLResponse:
         cookie = request.cookies.get(COOKIE)
@@ -41,7 +91,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         if user is None and not settings.dashboard.open_read and name != "login.html":
             raise HTTPException(303, headers={"Location": "/login"})
         csrf = auth.csrf(cookie) if user and cookie else ""
-        flash = request.query_params.get("flash", "")
+        flash = FLASHES.get(request.query_params.get("flash", ""), "")
         context |= {"title": title, "line": line, "user": user, "csrf": csrf, "flash": flash}
         return templates.TemplateResponse(request, name, context)
 
@@ -62,7 +112,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
-        state, events = views.read(store)
+        state, events = views.read(store, settings.trust.owners)
         rows = views.releases(store, state, line, rules.channel)
         series = views.scores_by_step(store, state, line)
         markers = [(float(r["step"]), f"v{r['version']}") for r in rows if r["step"] is not None]
@@ -85,7 +135,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/releases/{version}", response_class=HTMLResponse)
     def release(request: Request, version: int) -> HTMLResponse:
-        state, _ = views.read(store)
+        state, _ = views.read(store, settings.trust.owners)
         try:
             found = resolve(state, line, str(version))
         except ShipyardError as exc:
@@ -101,7 +151,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             store=store.uri,
             heads=[c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
             approvals=[f"{a['by']} {a['type']} ({a['door']})" for a in state.approvals.get((line, version), [])],
-            evidence=markdown.render(evidence(store, line, version, rules.channel)),
+            evidence=nh3.clean(markdown.render(evidence(store, line, version, rules.channel))),
             flips=(body.get("gate") or {}).get("flips", []),
             lineage=[(k, lineage[k]) for k in sorted(lineage) if k not in ("recipe", "files", "stages")],
             card=model_card(line, version, body, manifest(store, previous) if previous else None),
@@ -109,7 +159,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/stream", response_class=HTMLResponse)
     def stream(request: Request) -> HTMLResponse:
-        _, events = views.read(store)
+        _, events = views.read(store, settings.trust.owners)
         return page(request, "stream.html", "checkpoint stream", rows=views.stream(events, line))
 
     @app.get("/login", response_class=HTMLResponse)
@@ -124,10 +174,13 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         fields = await form(request)
         if not auth.check_csrf(request.cookies.get(LOGIN_COOKIE), fields.get("csrf", "")):
             raise HTTPException(403, "bad or missing CSRF token")
-        name = fields.get("name", "")
+        name, address = fields.get("name", ""), request.client.host if request.client else "?"
+        if auth.throttled(name, address):
+            return RedirectResponse("/login?flash=throttled", status_code=303)
         if not auth.check_login(name, fields.get("token", "")):
-            return RedirectResponse("/login?flash=unknown+approver+or+wrong+token", status_code=303)
-        response = RedirectResponse(f"/?flash=signed+in+as+{name}", status_code=303)
+            auth.failed(name, address)
+            return RedirectResponse("/login?flash=bad-login", status_code=303)
+        response = RedirectResponse("/?flash=signed-in", status_code=303)
         response.set_cookie(COOKIE, auth.session(name), httponly=True, samesite="strict")
         response.delete_cookie(LOGIN_COOKIE)
         return response
@@ -135,25 +188,24 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     @app.post("/logout")
     async def logout(request: Request) -> Response:
         await signed_in(request)
-        response = RedirectResponse("/", status_code=303)
+        auth.revoke(request.cookies.get(COOKIE, ""))
+        response = RedirectResponse("/?flash=signed-out", status_code=303)
         response.delete_cookie(COOKIE)
         return response
 
     @app.post("/releases/{version}/{decision}")
-    async def decide(request: Request, version: int, decision: str) -> Response:
+    async def post_decision(request: Request, version: int, decision: str) -> Response:
         if decision not in ("approve", "reject"):
             raise HTTPException(404, f"no decision '{decision}': approve or reject")
         who, fields = await signed_in(request)
-        note = fields.get("note", "")
         try:
-            if decision == "approve":
-                approve_release(settings, store, line, version, who, note, door="dashboard")
-            else:
-                reject_release(settings, store, line, version, who, note, door="dashboard")
-        except ShipyardError as exc:
+            decide(settings, store, line, version, decision, door_signer(settings, DOOR, who), fields.get("note", ""))
+        except TrustError:
+            raise
+        except ConfigError as exc:
             raise HTTPException(400, str(exc)) from None
         done = "approved" if decision == "approve" else "rejected"
-        return RedirectResponse(f"/?flash=v{version}+{done}+by+{who}", status_code=303)
+        return RedirectResponse(f"/?flash={done}", status_code=303)
 
     return app
 

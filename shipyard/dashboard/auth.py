@@ -1,9 +1,12 @@
 """Dashboard logins: per-approver tokens kept as sha256 hashes, signed session cookies, CSRF tokens.
 
-A session cookie is `<name>|<expiry>|<hmac>`; the CSRF token of a session is
-an HMAC of the cookie, so a form posted from another site (which cannot read
-the cookie) cannot carry it. Both are keyed by `dashboard.secret` (random per
-process when unset: logins then end with the process).
+A session cookie is `<name>|<expiry>|<session id>|<hmac>`; the CSRF token of
+a session is an HMAC of the cookie, so a form posted from another site (which
+cannot read the cookie) cannot carry it. Both are keyed by `dashboard.secret`
+(random per process when unset: logins then end with the process). Signing
+out revokes the session id (kept under `<home>/dashboard/revoked`, so a
+restart does not bring it back). Failed logins are throttled per name and
+per client address.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+from shipyard.doors import hash_token
 from shipyard.settings import DashboardSettings
 
 COOKIE = "shipyard_session"
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+FAILURES_ALLOWED = 5  # failed logins per name or address within WINDOW before further tries are refused
+WINDOW = 900.0
 
 
 def new_token() -> tuple[str, str]:
@@ -29,29 +33,50 @@ def new_token() -> tuple[str, str]:
 
 
 class Auth:
-    def __init__(self, settings: DashboardSettings, approvers: list[str]) -> None:
+    def __init__(self, settings: DashboardSettings, approvers: Callable[[], set[str]], home: Path) -> None:
         self.settings = settings
-        self.approvers = approvers
-        self.key = (settings.secret or secrets.token_hex(32)).encode()
+        self.approvers = approvers  # who this door may attest for now, read from the store's policy
+        self.key = (settings.secret.get_secret_value() if settings.secret else secrets.token_hex(32)).encode()
+        self.revoked_file = home / "dashboard" / "revoked"
+        self.revoked = set(self.revoked_file.read_text().split()) if self.revoked_file.is_file() else set()
+        self.failures: dict[str, list[float]] = {}
+
+    def throttled(self, *who: str, now: float | None = None) -> bool:
+        """True if any of these (a name, an address) failed too often lately."""
+        t = now or time.time()
+        return any(len([f for f in self.failures.get(w, []) if t - f < WINDOW]) >= FAILURES_ALLOWED for w in who)
+
+    def failed(self, *who: str, now: float | None = None) -> None:
+        t = now or time.time()
+        for w in who:
+            self.failures[w] = [f for f in self.failures.get(w, []) if t - f < WINDOW] + [t]
 
     def check_login(self, name: str, token: str) -> bool:
         """True if `name` is an approver with a configured token and `token` hashes to it."""
         stored = self.settings.tokens.get(name)
-        return name in self.approvers and stored is not None and hmac.compare_digest(stored, hash_token(token))
+        return name in self.approvers() and stored is not None and hmac.compare_digest(stored, hash_token(token))
 
     def session(self, name: str, now: float | None = None) -> str:
         expiry = int((now or time.time()) + self.settings.session_hours * 3600)
-        body = f"{name}|{expiry}"
+        body = f"{name}|{expiry}|{secrets.token_hex(16)}"
         return f"{body}|{self._sign(body)}"
 
     def who(self, cookie: str | None, now: float | None = None) -> str | None:
-        """The approver a session cookie belongs to, if it is genuine, unexpired and they are still an approver."""
-        if not cookie or cookie.count("|") != 2:
+        """The approver a session cookie belongs to: genuine, unexpired, not revoked, and still an approver."""
+        if not cookie or cookie.count("|") != 3:
             return None
-        name, expiry, signature = cookie.split("|")
-        genuine = hmac.compare_digest(signature, self._sign(f"{name}|{expiry}"))
+        name, expiry, session_id, signature = cookie.split("|")
+        genuine = hmac.compare_digest(signature, self._sign(f"{name}|{expiry}|{session_id}"))
         fresh = expiry.isdigit() and int(expiry) > (now or time.time())
-        return name if genuine and fresh and name in self.approvers else None
+        live = genuine and fresh and session_id not in self.revoked
+        return name if live and name in self.approvers() else None
+
+    def revoke(self, cookie: str) -> None:
+        session_id = cookie.split("|")[2]
+        self.revoked.add(session_id)
+        self.revoked_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.revoked_file.open("a") as f:
+            f.write(session_id + "\n")
 
     def csrf(self, cookie: str) -> str:
         return self._sign(f"csrf|{cookie}")

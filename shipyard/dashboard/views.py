@@ -5,17 +5,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from shipyard.approvals import last_words
 from shipyard.ledger import Event, Ledger, State
+from shipyard.policy import check_root
 from shipyard.publish import manifest
 from shipyard.stores import Store
 
 FATES = {"skipped": "skipped", "refused": "refused", "gate_failed": "failed the gate", "released": "released"}
 
 
-def read(store: Store) -> tuple[State, list[Event]]:
+def read(store: Store, pins: list[str]) -> tuple[State, list[Event]]:
+    """The state and every event, from a store whose root is the pinned one."""
     ledger = Ledger(store)
     state = ledger.refresh()
+    check_root(state.root, pins, store.uri)
     return state, [ledger.event(seq) for seq in range(1, state.events + 1)]
 
 
@@ -35,7 +37,7 @@ def channels(state: State, events: list[Event], line: str) -> list[dict[str, Any
             continue
         moved = [e for e in events if e.type in ("promoted", "rolled_back") and e.data.get("channel") == channel]
         since = moved[-1].at if moved else state.releases[(line, history[-1])].at
-        approvers = sorted(w for w, word in last_words(state, line, history[-1]).items() if word == "approved")
+        approvers = sorted(w for w, word in state.words(line, history[-1]).items() if word == "approved")
         rows.append(
             {
                 "channel": channel,
@@ -56,7 +58,7 @@ def releases(store: Store, state: State, line: str, approval_channel: str) -> li
         if name != line:
             continue
         gate = (manifest(store, release).get("gate") or {}).get("passed")
-        words = last_words(state, line, version)
+        words = state.words(line, version)
         rows.append(
             {
                 "version": version,
