@@ -5,7 +5,7 @@ A log of releases, each approved by one approver and promoted to stable
 (every approval's Ed25519 signature and key checked, every promotion
 justified by the approvals) and as an unprotected log of the same events
 without signatures (no policy: nothing checked). At 10,000 and 100,000
-events, in memory (the fold alone) and from a local store by a fresh reader
+events, in memory (the fold alone, digests included) and from a local store by a fresh reader
 (packs read, the last event of each checked against the log). Medians of 3.
 Run: `.venv/bin/python bench/trust.py` (about two minutes).
 """
@@ -62,6 +62,11 @@ def write(events: list[Event], root: Path) -> LocalStore:
     return LocalStore(root)
 
 
+def fresh_copy(events: list[Event]) -> list[Event]:
+    """The events without their cached digests, as a reader that just parsed them has them."""
+    return [Event(e.seq, e.type, e.data, e.at, e.nonce, e.prev) for e in events]
+
+
 def median_seconds(fn: Any, rounds: int = 3) -> float:
     times = []
     for _ in range(rounds):
@@ -79,8 +84,8 @@ def main() -> None:
                 label = f"{n}_{'signed' if signed else 'unsigned'}"
                 events = log(n, signed)
                 state = fold(events)
-                assert state.ignored == {} and state.channel("main", "stable") == state.latest("main")
-                result[f"fold_{label}_events_per_s"] = round(n / median_seconds(lambda e=events: fold(e)))
+                assert state.ignored == {} and len(state.channels[("main", "stable")]) >= n // 3 - 1
+                result[f"fold_{label}_events_per_s"] = round(n / median_seconds(lambda e=events: fold(fresh_copy(e))))
                 store = write(events, Path(tmp) / label)
                 fresh = median_seconds(lambda s=store: Ledger(s).refresh())
                 result[f"fresh_reader_{label}_events_per_s"] = round(n / fresh)
