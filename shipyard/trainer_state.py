@@ -8,6 +8,7 @@ the checkpoint watcher.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,13 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
 
 
 def metrics_at(state: dict[str, Any], step: int) -> dict[str, float]:
-    """The metrics logged at `step`, merged over its log entries, under Shipyard's names."""
+    """The finite metrics logged at `step`, merged over its log entries, under Shipyard's names."""
     metrics: dict[str, float] = {}
     for entry in state.get("log_history", []):
         if not isinstance(entry, dict) or entry.get("step") != step:
             continue
         for key, name in METRIC_KEYS.items():
             value = entry.get(key)
-            if isinstance(value, int | float):
+            if isinstance(value, int | float) and math.isfinite(value):  # NaN/Inf would not be JSON in the ledger
                 metrics[name] = float(value)
     return metrics

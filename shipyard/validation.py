@@ -3,20 +3,30 @@
 Checks, in order, and raises `InvalidCheckpoint` with a reason a person can act
 on: file names and symlinks stay inside the directory; sizes are sane; every
 shard named by `model.safetensors.index.json` is present and named safely;
-every safetensors header parses; tensor shapes and dtypes agree with
-`config.json`; no tensor holds NaN or Inf. Pickle weights (`.bin`, `.pt`) are
-refused unless allowed, and then loaded only with `weights_only=True`. Trainer
-state pickles (`optimizer.pt`, `training_args.bin`, …) are never opened.
-Called by the watcher on the snapshot copy, never on the trainer's live files.
+every safetensors header parses; tensor shapes agree with `config.json`,
+and dtypes too where loading would fail (a float tensor in another float
+dtype than the config's is loaded and cast by transformers, as veRL's float32
+weights under a bfloat16 config are: tolerated, and said in the returned
+notes); no tensor holds NaN or Inf. No code from the checkpoint runs: a config
+or tokenizer config with `auto_map` is refused, and transformers is called
+with `trust_remote_code=False`. Safetensors are checked one tensor at a time
+from their headers and bytes: the NaN/Inf test reads each tensor's bytes in
+bounded chunks and tests the exponent bits, so memory stays flat whatever the
+model's size. Pickle weights (`.bin`, `.pt`) are refused unless allowed, and
+then loaded only with `weights_only=True`. Trainer state pickles
+(`optimizer.pt`, `training_args.bin`, …) are never opened. Called by the
+watcher on the snapshot copy, never on the trainer's live files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
@@ -26,10 +36,28 @@ INDEX = "model.safetensors.index.json"
 TRAINER_STATE_PICKLES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "scaler.pt"}
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth")
 MAX_FILE_BYTES = 1 << 40
+CHUNK_BYTES = 16 << 20  # the NaN/Inf scan reads at most this much of a tensor at once
+# safetensors dtype -> (torch dtype, unsigned view of its width, exponent mask, mantissa mask); masks for floats only
+DTYPES: dict[str, tuple[torch.dtype, type, int, int]] = {
+    "F64": (torch.float64, np.uint64, 0x7FF0000000000000, 0x000FFFFFFFFFFFFF),
+    "F32": (torch.float32, np.uint32, 0x7F800000, 0x007FFFFF),
+    "F16": (torch.float16, np.uint16, 0x7C00, 0x03FF),
+    "BF16": (torch.bfloat16, np.uint16, 0x7F80, 0x007F),
+    "F8_E5M2": (torch.float8_e5m2, np.uint8, 0x7C, 0x03),
+    "F8_E4M3": (torch.float8_e4m3fn, np.uint8, 0x7F, 0x00),  # no Inf; 0x7F/0xFF is NaN
+    "I64": (torch.int64, np.uint64, 0, 0),
+    "I32": (torch.int32, np.uint32, 0, 0),
+    "I16": (torch.int16, np.uint16, 0, 0),
+    "I8": (torch.int8, np.uint8, 0, 0),
+    "U8": (torch.uint8, np.uint8, 0, 0),
+    "BOOL": (torch.bool, np.uint8, 0, 0),
+}
 
 
-def validate_checkpoint(root: Path, allow_pickle_weights: bool = False, max_file_bytes: int = MAX_FILE_BYTES) -> None:
-    """Raise `InvalidCheckpoint` unless `root` is a usable model directory."""
+def validate_checkpoint(
+    root: Path, allow_pickle_weights: bool = False, max_file_bytes: int = MAX_FILE_BYTES
+) -> list[str]:
+    """Raise `InvalidCheckpoint` unless `root` is a usable model directory; what was tolerated, as notes."""
     files = _safe_files(root, max_file_bytes)
     shards = _safetensors_files(root, files)
     pickles = [
@@ -39,11 +67,34 @@ def validate_checkpoint(root: Path, allow_pickle_weights: bool = False, max_file
         raise InvalidCheckpoint(f"{root}: no weight files (*.safetensors)")
     if pickles and not shards and not allow_pickle_weights:
         raise InvalidCheckpoint(f"{root / pickles[0]}: pickle weights refused; convert to safetensors or allow them")
+    _refuse_remote_code(root)
     expected = _expected_tensors(root)
-    tensors = dict(_read_safetensors(root, shards))
-    if not shards:
-        tensors = dict(_read_pickles(root, pickles))
-    _check_against_config(root, tensors, expected)
+    if shards:
+        headers = dict(_safetensors_headers(root, shards))
+        notes = _check_against_config(root, {k: (shape, dtype) for k, (shape, dtype, _) in headers.items()}, expected)
+        _check_finite(root, headers)
+        return notes
+    tensors = dict(_read_pickles(root, pickles))
+    notes = _check_against_config(root, {k: (tuple(t.shape), t.dtype) for k, t in tensors.items()}, expected)
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and (bad := int((~torch.isfinite(tensor)).sum())):
+            kind = "NaN" if torch.isnan(tensor).any() else "Inf"
+            raise InvalidCheckpoint(f"{root}: tensor {name} has {bad} {kind} values")
+    return notes
+
+
+def _refuse_remote_code(root: Path) -> None:
+    """A config that names its own code (`auto_map`) is refused: Shipyard never runs code from a checkpoint."""
+    for name in ("config.json", "tokenizer_config.json"):
+        path = root / name
+        try:
+            data = json.loads(path.read_text()) if path.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidCheckpoint(f"{path}: not valid JSON ({exc})") from None
+        if isinstance(data, dict) and "auto_map" in data:
+            raise InvalidCheckpoint(
+                f"{path}: names its own code (auto_map); Shipyard never runs code from a checkpoint"
+            )
 
 
 def _safe_files(root: Path, max_file_bytes: int) -> list[str]:
@@ -78,15 +129,52 @@ def _safetensors_files(root: Path, files: list[str]) -> list[str]:
     return names
 
 
-def _read_safetensors(root: Path, shards: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+def _safetensors_headers(
+    root: Path, shards: list[str]
+) -> Iterator[tuple[str, tuple[tuple[int, ...], torch.dtype, tuple[Path, str, int, int]]]]:
+    """Each tensor's shape, dtype and where its bytes lie (file, safetensors dtype, start, end), from the headers."""
     for shard in shards:
         path = root / shard
         try:
-            with safe_open(path, framework="pt") as f:
-                for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    yield key, f.get_tensor(key)
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            with safe_open(path, framework="pt"):  # validates the header and offsets
+                pass
+            with path.open("rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length))
+        except (SafetensorError, OSError, ValueError, RuntimeError, struct.error) as exc:
             raise InvalidCheckpoint(f"{path}: not a valid safetensors file ({exc})") from None
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            if info["dtype"] not in DTYPES:
+                raise InvalidCheckpoint(f"{path}: tensor {key} has dtype {info['dtype']}, which Shipyard cannot check")
+            start, end = info["data_offsets"]
+            where = (path, info["dtype"], 8 + length + start, 8 + length + end)
+            yield key, (tuple(info["shape"]), DTYPES[info["dtype"]][0], where)
+
+
+def _check_finite(
+    root: Path, headers: dict[str, tuple[tuple[int, ...], torch.dtype, tuple[Path, str, int, int]]]
+) -> None:
+    """No float tensor holds NaN or Inf: the exponent bits of each value, read in bounded chunks."""
+    for name, (_, _, (path, kind, start, end)) in headers.items():
+        _, view, exponent, mantissa = DTYPES[kind]
+        if not exponent:
+            continue
+        nan = inf = 0
+        width = np.dtype(view).itemsize
+        step = CHUNK_BYTES - CHUNK_BYTES % width
+        with path.open("rb") as f:
+            f.seek(start)
+            for offset in range(start, end, step):
+                values: np.ndarray = np.frombuffer(f.read(min(step, end - offset)), dtype=view)
+                special = (values & view(exponent)) == view(exponent)
+                if special.any():
+                    hits = values[special]
+                    nans = int(np.count_nonzero(hits & view(mantissa))) if mantissa else len(hits)
+                    nan, inf = nan + nans, inf + len(hits) - nans
+        if nan or inf:
+            raise InvalidCheckpoint(f"{root}: tensor {name} has {nan + inf} {'NaN' if nan else 'Inf'} values")
 
 
 def _read_pickles(root: Path, files: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -106,9 +194,9 @@ def _expected_tensors(root: Path) -> dict[frozenset[str], tuple[tuple[int, ...],
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
-        config = AutoConfig.from_pretrained(root, local_files_only=True)
+        config = AutoConfig.from_pretrained(root, local_files_only=True, trust_remote_code=False)
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError for bad configs
         raise InvalidCheckpoint(f"{root / 'config.json'}: cannot build the model it describes ({exc})") from None
     groups: dict[int, tuple[set[str], torch.Tensor]] = {}
@@ -121,20 +209,28 @@ def _expected_tensors(root: Path) -> dict[frozenset[str], tuple[tuple[int, ...],
 
 
 def _check_against_config(
-    root: Path, tensors: dict[str, torch.Tensor], expected: dict[frozenset[str], tuple[tuple[int, ...], torch.dtype]]
-) -> None:
+    root: Path,
+    tensors: dict[str, tuple[tuple[int, ...], torch.dtype]],
+    expected: dict[frozenset[str], tuple[tuple[int, ...], torch.dtype]],
+) -> list[str]:
+    """Refuse what loading would refuse (a missing tensor, another shape, float against integer); note the rest."""
+    cast: list[str] = []
     for names, (shape, dtype) in expected.items():
         present = sorted(names & tensors.keys())
         if not present:
             raise InvalidCheckpoint(f"{root}: tensor {min(names)} missing (config.json expects {list(shape)})")
-        tensor = tensors[present[0]]
-        if tuple(tensor.shape) != shape:
+        found_shape, found_dtype = tensors[present[0]]
+        if found_shape != shape:
             raise InvalidCheckpoint(
-                f"{root}: tensor {present[0]} has shape {list(tensor.shape)}, config.json implies {list(shape)}"
+                f"{root}: tensor {present[0]} has shape {list(found_shape)}, config.json implies {list(shape)}"
             )
-        if tensor.dtype != dtype:
-            raise InvalidCheckpoint(f"{root}: tensor {present[0]} is {tensor.dtype}, config.json says {dtype}")
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and (bad := int((~torch.isfinite(tensor)).sum())):
-            kind = "NaN" if torch.isnan(tensor).any() else "Inf"
-            raise InvalidCheckpoint(f"{root}: tensor {name} has {bad} {kind} values")
+        if found_dtype != dtype:
+            if not (found_dtype.is_floating_point and dtype.is_floating_point):
+                raise InvalidCheckpoint(f"{root}: tensor {present[0]} is {found_dtype}, config.json says {dtype}")
+            cast.append(f"{found_dtype}")
+    if not cast:
+        return []
+    kinds = ", ".join(sorted(set(cast)))
+    return [
+        f"{len(cast)} tensor(s) stored as {kinds} under a config that says {dtype}; transformers casts them on load"
+    ]

@@ -2,12 +2,15 @@
 
 `scan` lists the source once, applies the layout completion rules, and for each
 complete checkpoint takes a snapshot and validates the copy. A bad checkpoint
-is reported with its reason and the scan goes on to the next one. Called by
-`shipyard checkpoints` and by the watch flow.
+is reported with its reason and the scan goes on to the next one: whatever
+one checkpoint holds (a file name that is not UTF-8, a file that cannot be
+read, a header that breaks a library) is that checkpoint's fate, never the
+end of the poll. Called by `shipyard checkpoints` and by the watch flow.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -19,6 +22,8 @@ from shipyard.snapshot import model_files, take_snapshot
 from shipyard.sources import Source
 from shipyard.trainer_state import metrics_at, read_trainer_state
 from shipyard.validation import validate_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,15 +70,31 @@ def _inspect(
     base = Checkpoint(source.uri, run_id, found.step, found.layout, checkpoint_uri(source, found), "")
     if not found.complete:
         return replace(base, state="incomplete", reason=found.reason)
+    names = model_files(listing, found.path)
+    if undecodable := [n for n in names if not _utf8(n)]:
+        return replace(base, state="invalid", reason=f"{base.uri}/{undecodable[0]!r}: file name is not valid UTF-8")
     try:
-        snap = take_snapshot(source, found.path, model_files(listing, found.path), cache)
+        snap = take_snapshot(source, found.path, names, cache)
     except CheckpointError as exc:
         return replace(base, state="invalid", reason=str(exc))
+    except (OSError, ValueError) as exc:  # a file that cannot be read, vanished mid-copy, …: this checkpoint's fate
+        return replace(base, state="invalid", reason=f"{base.uri}: cannot be copied ({type(exc).__name__}: {exc})")
     try:
-        validate_checkpoint(snap.path, allow_pickle_weights=allow_pickle_weights)
+        notes = validate_checkpoint(snap.path, allow_pickle_weights=allow_pickle_weights)
         has_state = f"{found.path}/{TRAINER_STATE}" in listing
         metrics = metrics_at(read_trainer_state(snap.path / TRAINER_STATE), found.step) if has_state else {}
-    except CheckpointError as exc:
+    except (CheckpointError, OSError, ValueError, RuntimeError) as exc:
         # Name the checkpoint as the user knows it, not its snapshot in the cache.
-        return replace(base, state="invalid", reason=str(exc).replace(str(snap.path), base.uri), digest=snap.digest)
+        reason = str(exc) if isinstance(exc, CheckpointError) else f"cannot be validated ({type(exc).__name__}: {exc})"
+        return replace(base, state="invalid", reason=reason.replace(str(snap.path), base.uri), digest=snap.digest)
+    for note in notes:
+        log.info("%s: tolerated: %s", base.uri, note)
     return replace(base, state="complete", digest=snap.digest, path=str(snap.path), files=snap.files, metrics=metrics)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.listdir hands undecodable bytes back as lone surrogates
+        return False
+    return True

@@ -82,6 +82,28 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> t
     (ckpt / "trainer_state.json").unlink()
 
     make_checkpoint(run, 11, tiny_model_dir)  # good, after all the bad ones
+
+    ckpt = make_checkpoint(run, 12, tiny_model_dir)  # a file name that is not UTF-8
+    (ckpt / os.fsdecode(b"notes-\xff.txt")).write_text("latin-1 bytes in the name")
+
+    ckpt = make_checkpoint(run, 13, tiny_model_dir)  # a config that names its own code
+    config = json.loads((ckpt / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    (ckpt / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+    ckpt = make_checkpoint(run, 14, tiny_model_dir)  # float32 weights under a bfloat16 config, as veRL saves them
+    config = json.loads((ckpt / "config.json").read_text())
+    config["dtype"] = "bfloat16"
+    (ckpt / "config.json").write_text(json.dumps(config))
+
+    ckpt = make_checkpoint(run, 15, tiny_model_dir)  # Inf, in bfloat16
+    weights = {k: v.to(torch.bfloat16) for k, v in load_file(ckpt / "model.safetensors").items()}
+    weights["model.layers.0.self_attn.q_proj.weight"][1, :3] = float("inf")
+    save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((ckpt / "config.json").read_text())
+    config["dtype"] = "bfloat16"
+    (ckpt / "config.json").write_text(json.dumps(config))
     return run, marker
 
 
@@ -102,6 +124,9 @@ def scanned(bad_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
         (7, r"pytorch_model.bin: pickle weights refused"),
         (8, r"checkpoint-8/model.safetensors: points outside the checkpoint"),
         (9, r"shard name '../evil.safetensors' escapes the checkpoint directory"),
+        (12, r"checkpoint-12/'notes-\\udcff.txt': file name is not valid UTF-8"),
+        (13, r"config.json: names its own code \(auto_map\); Shipyard never runs code from a checkpoint"),
+        (15, r"tensor model.layers.0.self_attn.q_proj.weight has 3 Inf values"),
     ],
 )
 def test_bad_checkpoint_is_refused_with_its_reason(scanned: dict[int, Checkpoint], step: int, reason: str) -> None:
@@ -110,8 +135,8 @@ def test_bad_checkpoint_is_refused_with_its_reason(scanned: dict[int, Checkpoint
 
 
 def test_bad_checkpoints_do_not_stop_the_scan(scanned: dict[int, Checkpoint]) -> None:
-    assert sorted(scanned) == list(range(1, 12))
-    assert scanned[1].state == scanned[11].state == "complete"
+    assert sorted(scanned) == list(range(1, 16))
+    assert scanned[1].state == scanned[11].state == scanned[14].state == "complete"  # 14: float32 under bf16
     assert scanned[10].state == "incomplete"
     assert "trainer_state.json not yet written" in scanned[10].reason
 
