@@ -21,6 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+# Training state a trainer saves beside the weights: pickles that are never opened, copied or published.
+TRAINER_STATE_PICKLES = frozenset({"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "scaler.pt"})
+
 TRANSFORMERS = re.compile(r"(?:^|.*/)checkpoint-(\d+)$")
 VERL = re.compile(r"(?:^|.*/)global_step_(\d+)/actor/huggingface$")
 DEEPSPEED_HF = re.compile(r"(?:^|.*/)global_step(\d+)_hf$")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
 from prefect.client.orchestration import get_client
@@ -39,7 +39,9 @@ from prefect.states import Cancelled
 
 from shipyard.errors import ConfigError
 from shipyard.settings import PipelineSettings
-from shipyard.watch import Checkpoint
+
+if TYPE_CHECKING:  # the watcher imports torch; a door that only resumes a run should not pay for it
+    from shipyard.watch import Checkpoint
 
 DETECTED = "shipyard.checkpoint.detected"
 EVENT_NAMESPACE = UUID("6f1c9a52-2d0e-4c1b-9a57-5d3f0e0b7a11")  # event ids are uuid5 in this namespace

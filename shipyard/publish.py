@@ -27,12 +27,12 @@ from typing import Any
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
 from shipyard.errors import ConfigError, LedgerError, StoreError, TrustError
+from shipyard.layouts import TRAINER_STATE_PICKLES
 from shipyard.ledger import Event, Ledger, Release, State
 from shipyard.policy import check_root
 from shipyard.progress import progress_bar
 from shipyard.snapshot import checkpoint_digest, file_digest
 from shipyard.stores import Store
-from shipyard.validation import TRAINER_STATE_PICKLES
 
 MANIFEST_SCHEMA = 1
 # Carried inside the manifest, not as release files: post-training lineage, the gate's decision,

@@ -19,8 +19,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from shipyard.layouts import TRAINER_STATE_PICKLES
 from shipyard.sources import Source
-from shipyard.validation import TRAINER_STATE_PICKLES
 
 CHUNK = 1 << 20
 

@@ -31,9 +31,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from shipyard.errors import InvalidCheckpoint
+from shipyard.layouts import TRAINER_STATE_PICKLES
 
 INDEX = "model.safetensors.index.json"
-TRAINER_STATE_PICKLES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "scaler.pt"}
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth")
 MAX_FILE_BYTES = 1 << 40
 CHUNK_BYTES = 16 << 20  # the NaN/Inf scan reads at most this much of a tensor at once
