@@ -71,7 +71,23 @@ def find_checkpoints(files: Iterable[str], read_text: Callable[[str], str]) -> l
             found[d] = Found(d, int(match[1]), "hub", complete, "" if complete else "no config.json at that revision")
         elif f"{d}/{COMPLETE_MARKER}" in listed and f"{d}/config.json" in listed:
             found[d] = Found(d, _step_from_name(d), "marker", True, "")
-    return sorted(found.values(), key=lambda f: (f.step, f.path))
+    return sorted(_collisions(list(found.values())), key=lambda f: (f.step, f.path))
+
+
+def _collisions(found: list[Found]) -> list[Found]:
+    """Two directories of one series naming the same step (checkpoint-10, checkpoint-0010) are neither taken."""
+    series: dict[tuple[str, str, int], list[Found]] = {}
+    for f in found:
+        series.setdefault((str(PurePosixPath(f.path).parent), f.layout, f.step), []).append(f)
+    out = []
+    for group in series.values():
+        if len(group) == 1:
+            out += group
+            continue
+        names = " and ".join(sorted(PurePosixPath(f.path).name for f in group))
+        why = f"step {group[0].step} is claimed by both {names}; remove or rename one"
+        out += [Found(f.path, f.step, f.layout, False, why) for f in group]
+    return out
 
 
 def numbered(path: str) -> tuple[str, int] | None:

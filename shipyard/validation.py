@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from shipyard.chat_templates import check_chat_templates
 from shipyard.errors import InvalidCheckpoint
 from shipyard.layouts import TRAINER_STATE_PICKLES
 
@@ -68,6 +69,7 @@ def validate_checkpoint(
     if pickles and not shards and not allow_pickle_weights:
         raise InvalidCheckpoint(f"{root / pickles[0]}: pickle weights refused; convert to safetensors or allow them")
     _refuse_remote_code(root)
+    check_chat_templates(root)
     expected = _expected_tensors(root)
     if shards:
         headers = dict(_safetensors_headers(root, shards))

@@ -12,7 +12,8 @@ def make_checkpoint(run: Path, step: int, model_dir: Path, **save: object) -> Pa
     ckpt = run / f"checkpoint-{step}"
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     model.save_pretrained(ckpt, **save)
-    shutil.copy(model_dir / "tokenizer.json", ckpt)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # as a trainer saves them
+        shutil.copy(model_dir / name, ckpt)
     (ckpt / "optimizer.pt").write_bytes(b"not weights, never read")
     (ckpt / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": step, "reward": step / 100}]}))
     return ckpt

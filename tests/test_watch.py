@@ -104,6 +104,10 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> t
     config = json.loads((ckpt / "config.json").read_text())
     config["dtype"] = "bfloat16"
     (ckpt / "config.json").write_text(json.dumps(config))
+
+    ckpt = make_checkpoint(run, 16, tiny_model_dir)  # a chat template that would run for hours
+    loops = "{% for a in range(99999) %}{% for b in range(99999) %}{{ a * b }}{% endfor %}{% endfor %}"
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({"chat_template": loops}))
     return run, marker
 
 
@@ -127,6 +131,7 @@ def scanned(bad_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
         (12, r"checkpoint-12/'notes-\\udcff.txt': file name is not valid UTF-8"),
         (13, r"config.json: names its own code \(auto_map\); Shipyard never runs code from a checkpoint"),
         (15, r"tensor model.layers.0.self_attn.q_proj.weight has 3 Inf values"),
+        (16, r"tokenizer_config.json: chat template does not render a short conversation within 5 s of CPU"),
     ],
 )
 def test_bad_checkpoint_is_refused_with_its_reason(scanned: dict[int, Checkpoint], step: int, reason: str) -> None:
@@ -135,7 +140,7 @@ def test_bad_checkpoint_is_refused_with_its_reason(scanned: dict[int, Checkpoint
 
 
 def test_bad_checkpoints_do_not_stop_the_scan(scanned: dict[int, Checkpoint]) -> None:
-    assert sorted(scanned) == list(range(1, 16))
+    assert sorted(scanned) == list(range(1, 17))
     assert scanned[1].state == scanned[11].state == scanned[14].state == "complete"  # 14: float32 under bf16
     assert scanned[10].state == "incomplete"
     assert "trainer_state.json not yet written" in scanned[10].reason
@@ -199,3 +204,13 @@ def test_other_layouts_follow_their_markers(tiny_model_dir: Path, tmp_path: Path
         ("deepspeed", 20): "complete",
         ("marker", 0): "complete",
     }
+
+
+def test_two_directories_naming_one_step_are_reported_not_taken(tiny_model_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_checkpoint(run, 10, tiny_model_dir)
+    shutil.copytree(run / "checkpoint-10", run / "checkpoint-0010")
+    make_checkpoint(run, 20, tiny_model_dir)
+    seen = scan(open_source(str(run)), tmp_path / "cache")
+    assert [(c.step, c.state) for c in seen] == [(10, "incomplete"), (10, "incomplete"), (20, "complete")]
+    assert "step 10 is claimed by both checkpoint-0010 and checkpoint-10" in seen[0].reason
