@@ -88,10 +88,16 @@ def checkpoints_command(
         str | None,
         typer.Option(help="The run: a path, file://, s3://bucket/prefix or hf://org/name (default: watch.source)."),
     ] = None,
+    validate: Annotated[
+        bool, typer.Option(help="Also copy, hash and validate each complete checkpoint, as the watcher does.")
+    ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show what the watcher sees in a run: each checkpoint's step, state, reason, digest and metrics."""
+    """Show what the watcher sees in a run: each checkpoint's step, state, reason and metrics; nothing is copied.
+
+    With --validate each complete checkpoint is snapshotted into the home and validated (digest, refusals).
+    """
     from shipyard.selection import load_state, view
     from shipyard.sources import open_source
     from shipyard.watch import scan
@@ -102,7 +108,8 @@ def checkpoints_command(
         raise ConfigError("no source: give --source or set watch.source")
     run = open_source(source, settings.s3, settings.hub)
     state = load_state(settings.home / "watch", run.uri)
-    scanned = scan(run, settings.home / "snapshots", settings.watch.allow_pickle_weights, skip=state.decided.keys())
+    snapshots, pickles = settings.home / "snapshots", settings.watch.allow_pickle_weights
+    scanned = scan(run, snapshots, pickles, skip=state.decided.keys(), validate=validate)
     seen = view(scanned, state)
     if as_json:
         print_json([c.as_dict() for c in seen])

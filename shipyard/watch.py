@@ -10,13 +10,15 @@ end of the poll. Called by `shipyard checkpoints` and by the watch flow.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from shipyard.errors import CheckpointError
+from shipyard.errors import CheckpointError, ShipyardError
 from shipyard.layouts import TRAINER_STATE, Found, find_checkpoints
 from shipyard.snapshot import model_files, take_snapshot
 from shipyard.sources import Source
@@ -47,17 +49,35 @@ class Checkpoint:
 
 
 def scan(
-    source: Source, cache: Path, allow_pickle_weights: bool = False, skip: Collection[str] = ()
+    source: Source,
+    cache: Path,
+    allow_pickle_weights: bool = False,
+    skip: Collection[str] = (),
+    validate: bool = True,
 ) -> list[Checkpoint]:
-    """Every checkpoint of `source` not in `skip` (uris), by step; complete ones snapshotted and validated."""
+    """Every checkpoint of `source` not in `skip` (uris), by step; complete ones snapshotted and validated.
+
+    With `validate` off, nothing is copied: complete checkpoints come with the metrics of their
+    `trainer_state.json` (read from the source) and no digest.
+    """
     root = source.uri.rstrip("/") + "/"
     listing = source.list_files(prune=[uri.removeprefix(root) for uri in skip if uri.startswith(root)])
     run_id = PurePosixPath(source.uri.rstrip("/")).name
-    return [
-        _inspect(source, listing, found, run_id, cache, allow_pickle_weights)
-        for found in find_checkpoints(listing, source.read_text)
-        if checkpoint_uri(source, found) not in skip
-    ]
+    found = [f for f in find_checkpoints(listing, source.read_text) if checkpoint_uri(source, f) not in skip]
+    if not validate:
+        return [_listed(source, listing, f, run_id) for f in found]
+    return [_inspect(source, listing, f, run_id, cache, allow_pickle_weights) for f in found]
+
+
+def _listed(source: Source, listing: list[str], found: Found, run_id: str) -> Checkpoint:
+    base = Checkpoint(source.uri, run_id, found.step, found.layout, checkpoint_uri(source, found), "")
+    if not found.complete:
+        return replace(base, state="incomplete", reason=found.reason)
+    metrics: dict[str, float] = {}
+    if f"{found.path}/{TRAINER_STATE}" in listing:
+        with suppress(ValueError, AttributeError, OSError, ShipyardError):  # --validate names what is wrong
+            metrics = metrics_at(json.loads(source.read_text(f"{found.path}/{TRAINER_STATE}")), found.step)
+    return replace(base, state="complete", reason="listed, not copied or checked (--validate)", metrics=metrics)
 
 
 def checkpoint_uri(source: Source, found: Found) -> str:

@@ -46,3 +46,19 @@ def test_checkpoints_of_a_missing_directory_is_a_clear_error(tmp_path: Path) -> 
     result = runner.invoke(app, ["checkpoints", "--source", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "nope: not a directory" in result.output
+
+
+def test_checkpoints_lists_without_copying_unless_asked(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from .helpers import make_checkpoint
+
+    run, home = tmp_path / "run", tmp_path / "home"
+    make_checkpoint(run, 10, tiny_model_dir)
+    env = {"SHIPYARD_HOME": str(home)}
+    listed = runner.invoke(app, ["checkpoints", "--source", str(run), "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [entry] = json.loads(listed.stdout)
+    assert (entry["state"], entry["digest"], entry["metrics"]) == ("complete", "", {"reward": 0.1})
+    assert not (home / "snapshots").exists()
+    validated = runner.invoke(app, ["checkpoints", "--source", str(run), "--validate", "--json"], env=env)
+    [entry] = json.loads(validated.stdout)
+    assert entry["state"] == "complete" and len(entry["digest"]) == 64 and (home / "snapshots").is_dir()
