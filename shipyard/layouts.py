@@ -32,6 +32,7 @@ VERL_MARKER = "latest_checkpointed_iteration.txt"
 DEEPSPEED_MARKER = "latest"
 COMPLETE_MARKER = "COMPLETE"
 TRAINER_STATE = "trainer_state.json"
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def find_checkpoints(files: Iterable[str], read_text: Callable[[str], str]) -> l
         elif match := VERL.match(d):
             found[d] = _by_marker(d, int(match[1]), "verl", verl_done, VERL_MARKER)
         elif match := DEEPSPEED_HF.match(d):
-            found[d] = _by_marker(d, int(match[1]), "deepspeed", deepspeed_done, DEEPSPEED_MARKER)
+            found[d] = _openrlhf(d, int(match[1]), deepspeed_done, listed, dirs)
         elif match := HUB_STEP.match(d):
             complete = f"{d}/config.json" in listed
             found[d] = Found(d, int(match[1]), "hub", complete, "" if complete else "no config.json at that revision")
@@ -104,6 +105,24 @@ def _by_marker(path: str, step: int, layout: str, done: int | None, marker: str)
     if step > done:
         return Found(path, step, layout, False, f"{marker} names step {done}, this is step {step}")
     return Found(path, step, layout, True, "")
+
+
+def _openrlhf(path: str, step: int, done: int | None, listed: set[str], dirs: set[str]) -> Found:
+    """OpenRLHF's `global_step<N>_hf/`: it writes DeepSpeed's `latest` first, then weights, config, tokenizer last."""
+    if not any(f"{path}/{name}" in listed for name in TOKENIZER_FILES):
+        return Found(
+            path, step, "deepspeed", False, "being written: no tokenizer files yet (OpenRLHF writes them last)"
+        )
+    if done is not None:
+        return _by_marker(path, step, "deepspeed", done, DEEPSPEED_MARKER)
+    parent = str(PurePosixPath(path).parent)
+    later = [
+        d for d in dirs if str(PurePosixPath(d).parent) == parent and (m := DEEPSPEED_HF.match(d)) and int(m[1]) > step
+    ]
+    if later:
+        return Found(path, step, "deepspeed", True, "")
+    why = f"no DeepSpeed {DEEPSPEED_MARKER} (saved with --disable_ds_ckpt?): taken once a later step appears"
+    return Found(path, step, "deepspeed", False, why)
 
 
 def _marker_step(listed: set[str], name: str, read_text: Callable[[str], str], pattern: re.Pattern[str]) -> int | None:

@@ -214,3 +214,22 @@ def test_two_directories_naming_one_step_are_reported_not_taken(tiny_model_dir: 
     seen = scan(open_source(str(run)), tmp_path / "cache")
     assert [(c.step, c.state) for c in seen] == [(10, "incomplete"), (10, "incomplete"), (20, "complete")]
     assert "step 10 is claimed by both checkpoint-0010 and checkpoint-10" in seen[0].reason
+
+
+def test_openrlhf_checkpoints_wait_for_their_tokenizer_and_without_latest_for_a_later_step(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    with_latest, without = tmp_path / "with-latest", tmp_path / "without-latest"
+    (with_latest / "_actor").mkdir(parents=True)
+    (with_latest / "_actor" / "latest").write_text("global_step30")  # written before the _hf directory
+    half = with_latest / "global_step30_hf"
+    half.mkdir()
+    shutil.copy(tiny_model_dir / "model.safetensors", half)
+    shutil.copy(tiny_model_dir / "config.json", half)
+    [caught] = scan(open_source(str(with_latest)), tmp_path / "cache")
+    assert caught.state == "incomplete" and "no tokenizer files yet" in caught.reason
+    for step in (10, 20):
+        shutil.copytree(tiny_model_dir, without / f"global_step{step}_hf")
+    seen = by_step(scan(open_source(str(without)), tmp_path / "cache"))
+    assert seen[10].state == "complete"
+    assert seen[20].state == "incomplete" and "taken once a later step appears" in seen[20].reason
