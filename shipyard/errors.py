@@ -3,7 +3,8 @@
     ShipyardError                 anything Shipyard raises on purpose
     ├── ConfigError               a settings file, environment variable or argument is wrong
     ├── CheckpointError           a checkpoint cannot be used: names the file and the reason
-    │   └── InvalidCheckpoint     complete but broken or unsafe (bad header, NaN, pickle, escape)
+    │   ├── InvalidCheckpoint     complete but broken or unsafe (bad header, NaN, pickle, escape)
+    │   └── CheckpointInFlux      changed or vanished while being copied: no verdict, the next poll looks again
     ├── SourceError               a checkpoint source cannot be listed or read
     ├── StateError                Shipyard's own state on disk is corrupt (names file and line)
     ├── StoreError                a release store cannot be read or written
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CheckpointInFlux",
     "ConfigError",
     "DemoRunError",
     "InvalidCheckpoint",
@@ -45,6 +47,14 @@ class CheckpointError(ShipyardError):
 
 class InvalidCheckpoint(CheckpointError):
     """A complete checkpoint that is broken or unsafe: a bad header, NaN weights, a pickle, an escaping path."""
+
+
+class CheckpointInFlux(CheckpointError):
+    """A checkpoint's files changed or vanished while being copied; `gone` when its directory was rotated away."""
+
+    def __init__(self, message: str, gone: bool = False) -> None:
+        super().__init__(message)
+        self.gone = gone
 
 
 class SourceError(ShipyardError):

@@ -99,10 +99,12 @@ def _ends_torn(path: Path) -> bool:
 
 def decide(scanned: list[Checkpoint], state: WatchState, policy: WatchSettings, now: float) -> list[Checkpoint]:
     """Decide the fate of newly seen checkpoints, record it in `state`, and return the ones selected."""
-    fresh = [c for c in scanned if c.uri not in state.decided and c.state in ("complete", "invalid")]
+    fresh = [c for c in scanned if c.uri not in state.decided and c.state in ("complete", "invalid", "gone")]
     for c in fresh:
         if c.state == "invalid":
             state.decided[c.uri] = c
+        elif c.state == "gone":
+            state.decided[c.uri] = replace(c, state="skipped")
         elif c.step % policy.every_n_steps:
             state.decided[c.uri] = replace(
                 c, state="skipped", reason=f"step {c.step} is not a multiple of every_n_steps={policy.every_n_steps}"

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from shipyard.errors import CheckpointInFlux
 from shipyard.layouts import TRAINER_STATE_PICKLES
 from shipyard.sources import Source
 
@@ -56,12 +57,17 @@ def model_files(listing: list[str], checkpoint: str) -> list[str]:
 
 
 def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path) -> Snapshot:
-    """Copy and hash `names` of `checkpoint` from `source` into `cache`; reuse what is there."""
+    """Copy and hash `names` of `checkpoint` from `source` into `cache`; reuse what is there.
+
+    One checkpoint at one moment: every file's version (inode, size, mtime; an ETag on S3) is read before the
+    first copy and after the last, and any change is `CheckpointInFlux` (retried later), never a mixed snapshot.
+    """
     blobs = cache / "blobs" / "sha256"
     tmp = cache / "tmp"
     for d in (blobs, tmp):
         d.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
+    before = {name: source.version(checkpoint, name) for name in names}
     with tempfile.TemporaryDirectory(dir=tmp) as staging:
         for name in names:
             part = Path(staging) / uuid.uuid4().hex
@@ -70,6 +76,11 @@ def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path
             blob = blobs / files[name]
             if not blob.exists():
                 os.replace(part, blob)
+        after = {name: source.version(checkpoint, name) for name in names}
+        if changed := sorted(name for name in names if before[name] != after[name]):
+            gone = all(v is None for v in after.values())
+            where = f"{source.uri}/{checkpoint}"
+            raise CheckpointInFlux(f"{where}: {', '.join(changed[:3])} changed while being copied", gone=gone)
         digest = checkpoint_digest(files)
         final = cache / "checkpoints" / digest
         if not final.exists():

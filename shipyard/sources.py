@@ -19,7 +19,7 @@ from typing import Protocol
 from botocore.exceptions import ClientError
 
 from shipyard.cursor import Cursor, Window
-from shipyard.errors import InvalidCheckpoint, SourceError
+from shipyard.errors import CheckpointInFlux, InvalidCheckpoint, SourceError
 from shipyard.layouts import TRAINER_STATE
 from shipyard.settings import HubSettings, S3Settings
 from shipyard.stores import split_s3_uri
@@ -42,6 +42,10 @@ class Source(Protocol):
 
     def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
         """Copy file `name` of the checkpoint directory `checkpoint` to `dest`."""
+        ...
+
+    def version(self, checkpoint: str, name: str) -> str | None:
+        """What identifies this file's current content (None: it is not there); compared before and after a copy."""
         ...
 
 
@@ -80,7 +84,15 @@ class LocalSource:
         try:
             shutil.copyfile(path, dest)
         except FileNotFoundError:
-            raise InvalidCheckpoint(f"{path}: vanished while being copied (rotated away?)") from None
+            gone = not (self.root / checkpoint).is_dir()
+            raise CheckpointInFlux(f"{path}: vanished while being copied", gone=gone) from None
+
+    def version(self, checkpoint: str, name: str) -> str | None:
+        try:
+            st = (self.root / checkpoint / name).stat()
+        except FileNotFoundError:
+            return None
+        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 class S3Source:
@@ -141,7 +153,16 @@ class S3Source:
         try:
             self.client.download_file(self.bucket, key, str(dest))
         except ClientError as exc:
-            raise InvalidCheckpoint(f"s3://{self.bucket}/{key}: cannot be copied, rotated away? ({exc})") from None
+            raise CheckpointInFlux(f"s3://{self.bucket}/{key}: cannot be copied ({exc})") from None
+
+    def version(self, checkpoint: str, name: str) -> str | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=f"{self.prefix}{checkpoint}/{name}")
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise SourceError(f"{self.uri}/{checkpoint}/{name}: cannot read ({exc})") from None
+        return f"{head.get('ETag')}:{head.get('ContentLength')}"
 
 
 class HubSource:
@@ -216,6 +237,10 @@ class HubSource:
 
     def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
         shutil.copyfile(self._download(f"{checkpoint}/{name}"), dest)
+
+    def version(self, checkpoint: str, name: str) -> str | None:
+        virtual = checkpoint.partition("/")[0]
+        return self.steps.get(virtual, (self.commit or self.revision, ""))[0]  # read at a pinned commit: immutable
 
     def _download(self, path: str) -> Path:
         from huggingface_hub.errors import HfHubHTTPError

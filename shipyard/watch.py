@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from shipyard.errors import CheckpointError, ShipyardError
+from shipyard.errors import CheckpointError, CheckpointInFlux, ShipyardError
 from shipyard.layouts import TRAINER_STATE, Found, find_checkpoints
 from shipyard.snapshot import model_files, take_snapshot
 from shipyard.sources import Source
@@ -37,7 +37,7 @@ class Checkpoint:
     step: int
     layout: str
     uri: str
-    state: str  # complete | incomplete | invalid
+    state: str  # complete | incomplete | invalid | gone (rotated away before it was copied)
     reason: str = ""
     digest: str = ""
     path: str = ""  # the snapshot directory
@@ -95,6 +95,10 @@ def _inspect(
         return replace(base, state="invalid", reason=f"{base.uri}/{undecodable[0]!r}: file name is not valid UTF-8")
     try:
         snap = take_snapshot(source, found.path, names, cache)
+    except CheckpointInFlux as exc:  # no verdict on the checkpoint: look again next poll, unless it is gone
+        if exc.gone:
+            return replace(base, state="gone", reason="rotated away by the trainer before it could be copied")
+        return replace(base, state="incomplete", reason=f"{exc}; looked at again next poll")
     except CheckpointError as exc:
         return replace(base, state="invalid", reason=str(exc))
     except (OSError, ValueError) as exc:  # a file that cannot be read, vanished mid-copy, …: this checkpoint's fate

@@ -6,13 +6,14 @@ import pickle
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from shipyard.sources import open_source
+from shipyard.sources import LocalSource, open_source
 from shipyard.watch import Checkpoint, scan
 
 from .helpers import make_checkpoint
@@ -233,3 +234,42 @@ def test_openrlhf_checkpoints_wait_for_their_tokenizer_and_without_latest_for_a_
     seen = by_step(scan(open_source(str(without)), tmp_path / "cache"))
     assert seen[10].state == "complete"
     assert seen[20].state == "incomplete" and "taken once a later step appears" in seen[20].reason
+
+
+class TrainerAtWork(LocalSource):
+    """A run directory the trainer touches while the watcher copies it: after the first file, `act` runs once."""
+
+    def __init__(self, root: Path, act: Any) -> None:
+        super().__init__(root)
+        self.act: Any = act
+
+    def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
+        super().fetch(checkpoint, name, dest)
+        act, self.act = self.act, None
+        if act is not None:
+            act()
+
+
+def test_a_checkpoint_rewritten_mid_copy_is_looked_at_again_and_one_rotated_away_is_recorded_so(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from shipyard.selection import decide, load_state
+    from shipyard.settings import WatchSettings
+
+    run = tmp_path / "run"
+    ckpt = make_checkpoint(run, 10, tiny_model_dir)
+    rewritten = TrainerAtWork(run, lambda: (ckpt / "config.json").write_text((ckpt / "config.json").read_text() + " "))
+    [seen] = scan(rewritten, tmp_path / "cache")
+    assert seen.state == "incomplete" and "config.json changed while being copied" in seen.reason
+    [again] = scan(open_source(str(run)), tmp_path / "cache")  # the next poll: settled, taken
+    assert again.state == "complete"
+    ckpt = make_checkpoint(run, 20, tiny_model_dir)
+    rotated = TrainerAtWork(run, lambda: shutil.rmtree(ckpt))
+    gone = by_step(scan(rotated, tmp_path / "cache", skip=[again.uri]))[20]
+    assert gone.state == "gone"
+    state = load_state(tmp_path / "watch", rotated.uri)
+    decide([gone], state, WatchSettings(), 0.0)
+    assert (state.decided[gone.uri].state, state.decided[gone.uri].reason) == (
+        "skipped",
+        "rotated away by the trainer before it could be copied",
+    )
