@@ -46,7 +46,8 @@ from shipyard.posttrain_data import StageData, load_stage_data
 from shipyard.progress import progress_bar
 from shipyard.quiet import quiet_libraries
 from shipyard.recipe import Recipe, Stage, load_recipe, recipe_digest
-from shipyard.snapshot import checkpoint_digest, directory_digest, file_digest
+from shipyard.snapshot import checkpoint_digest, directory_digest
+from shipyard.sources import file_digest
 
 SCHEMA_VERSION = 1
 LINEAGE = "lineage.json"

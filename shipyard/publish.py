@@ -31,7 +31,8 @@ from shipyard.layouts import TRAINER_STATE_PICKLES
 from shipyard.ledger import Event, Ledger, Release, State
 from shipyard.policy import check_root
 from shipyard.progress import progress_bar
-from shipyard.snapshot import checkpoint_digest, file_digest
+from shipyard.snapshot import checkpoint_digest
+from shipyard.sources import file_digest
 from shipyard.stores import Store
 
 MANIFEST_SCHEMA = 1

@@ -21,9 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from shipyard.errors import CheckpointInFlux
 from shipyard.layouts import TRAINER_STATE_PICKLES
-from shipyard.sources import Source
-
-CHUNK = 1 << 20
+from shipyard.sources import Source, file_digest
 
 
 @dataclass(frozen=True)
@@ -71,8 +69,7 @@ def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path
     with tempfile.TemporaryDirectory(dir=tmp) as staging:
         for name in names:
             part = Path(staging) / uuid.uuid4().hex
-            source.fetch(checkpoint, name, part)
-            files[name] = file_digest(part)
+            files[name] = source.fetch(checkpoint, name, part)
             blob = blobs / files[name]
             if not blob.exists():
                 os.replace(part, blob)
@@ -95,14 +92,6 @@ def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path
                 if not final.exists():
                     raise
     return Snapshot(final, files, digest)
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _link_or_copy(blob: Path, dest: Path) -> None:

@@ -8,10 +8,10 @@ Hugging Face Hub repo (huggingface_hub). Called by the watcher.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
@@ -40,13 +40,35 @@ class Source(Protocol):
         """A small file of the source, as text."""
         ...
 
-    def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
-        """Copy file `name` of the checkpoint directory `checkpoint` to `dest`."""
+    def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
+        """Copy file `name` of the checkpoint directory `checkpoint` to `dest`; its sha256."""
         ...
 
     def version(self, checkpoint: str, name: str) -> str | None:
         """What identifies this file's current content (None: it is not there); compared before and after a copy."""
         ...
+
+
+CHUNK = 8 << 20
+
+
+def copy_hashing(source: Path, dest: Path) -> str:
+    """Copy `source` to `dest` and return its sha256, reading each byte once."""
+    digest = hashlib.sha256()
+    with source.open("rb") as src, dest.open("wb") as dst:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a local file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class LocalSource:
@@ -76,13 +98,13 @@ class LocalSource:
         except OSError as exc:
             raise SourceError(f"{self.root / path}: cannot read ({exc.strerror})") from None
 
-    def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
+    def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
         path = self.root / checkpoint / name
         inside = (self.root / checkpoint).resolve()
         if not path.resolve().is_relative_to(inside):
             raise InvalidCheckpoint(f"{path}: points outside the checkpoint ({path.resolve()})")
         try:
-            shutil.copyfile(path, dest)
+            return copy_hashing(path, dest)
         except FileNotFoundError:
             gone = not (self.root / checkpoint).is_dir()
             raise CheckpointInFlux(f"{path}: vanished while being copied", gone=gone) from None
@@ -148,12 +170,13 @@ class S3Source:
             raise SourceError(f"{self.uri}/{path}: cannot read ({exc})") from None
         return bytes(body).decode(errors="replace")
 
-    def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
+    def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
         key = f"{self.prefix}{checkpoint}/{name}"
         try:
             self.client.download_file(self.bucket, key, str(dest))
         except ClientError as exc:
             raise CheckpointInFlux(f"s3://{self.bucket}/{key}: cannot be copied ({exc})") from None
+        return file_digest(dest)  # parts arrive out of order, in threads: hashed once they are all there
 
     def version(self, checkpoint: str, name: str) -> str | None:
         try:
@@ -235,8 +258,8 @@ class HubSource:
     def read_text(self, path: str) -> str:
         return self._download(path).read_text(errors="replace")
 
-    def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
-        shutil.copyfile(self._download(f"{checkpoint}/{name}"), dest)
+    def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
+        return copy_hashing(self._download(f"{checkpoint}/{name}"), dest)
 
     def version(self, checkpoint: str, name: str) -> str | None:
         virtual = checkpoint.partition("/")[0]

@@ -243,11 +243,12 @@ class TrainerAtWork(LocalSource):
         super().__init__(root)
         self.act: Any = act
 
-    def fetch(self, checkpoint: str, name: str, dest: Path) -> None:
-        super().fetch(checkpoint, name, dest)
+    def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
+        digest = super().fetch(checkpoint, name, dest)
         act, self.act = self.act, None
         if act is not None:
             act()
+        return digest
 
 
 def test_a_checkpoint_rewritten_mid_copy_is_looked_at_again_and_one_rotated_away_is_recorded_so(
