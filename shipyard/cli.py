@@ -114,7 +114,8 @@ def checkpoints_command(
     if as_json:
         print_json([c.as_dict() for c in seen])
         return
-    table = Table("step", "state", "reason", "digest", "reward", "held-out acc", "uri", title=source)
+    caption = None if validate else "listed only: nothing copied or checked (--validate does both)"
+    table = Table("step", "state", "reason", "digest", "reward", "held-out acc", "uri", title=source, caption=caption)
     for c in seen:
         reward, acc = format_metric(c.metrics, "reward"), format_metric(c.metrics, "heldout_accuracy")
         table.add_row(str(c.step), c.state, c.reason, c.digest[:12], reward, acc, c.uri)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from shipyard.cli_common import ConfigOption, JsonOption, StoreOption, clear_errors, print_json
-from shipyard.settings import load_settings
+from shipyard.settings import ephemeral_prefect_defaults, load_settings
 
 
 @clear_errors
@@ -23,6 +23,7 @@ def watch_command(
 ) -> None:
     """Watch an RL run with the watch flow: each selected checkpoint is screened, post-trained, gated and published."""
     load_settings(config, **({"watch": {"source": source}} if source else {}))  # fail on bad settings before Prefect
+    ephemeral_prefect_defaults()
     from flows.watch_run import watch_run
 
     while True:

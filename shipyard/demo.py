@@ -33,7 +33,7 @@ import yaml
 from shipyard.dashboard.auth import new_token
 from shipyard.errors import DemoRunError
 from shipyard.heartbeat import Heartbeat
-from shipyard.settings import Settings, load_settings
+from shipyard.settings import Settings, ephemeral_prefect_defaults, load_settings
 
 DEMO_APPROVER = "demo-approver"
 YOU = "you"
@@ -84,8 +84,7 @@ def prepare(directory: Path) -> Path:
         config.write_text(header + yaml.safe_dump(settings, sort_keys=False))
     os.environ.setdefault("PREFECT_HOME", str((directory / "prefect").resolve()))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # 2 cores shared with training
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    ephemeral_prefect_defaults()
     return config
 
 

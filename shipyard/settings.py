@@ -217,6 +217,13 @@ class Settings(BaseSettings):
         return sources
 
 
+def ephemeral_prefect_defaults() -> None:
+    """Before Prefect is imported: give its ephemeral API time to start on a busy machine (it defaults to 20 s,
+    which a watcher sharing two cores with a trainer misses), and send no analytics; the caller's own values win."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def release_store_uri(settings: Settings, override: str | None = None) -> str:
     return override or settings.release.store or str(settings.home / "releases")
 

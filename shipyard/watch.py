@@ -77,7 +77,7 @@ def _listed(source: Source, listing: list[str], found: Found, run_id: str) -> Ch
     if f"{found.path}/{TRAINER_STATE}" in listing:
         with suppress(ValueError, AttributeError, OSError, ShipyardError):  # --validate names what is wrong
             metrics = metrics_at(json.loads(source.read_text(f"{found.path}/{TRAINER_STATE}")), found.step)
-    return replace(base, state="complete", reason="listed, not copied or checked (--validate)", metrics=metrics)
+    return replace(base, state="complete", metrics=metrics)
 
 
 def checkpoint_uri(source: Source, found: Found) -> str:
