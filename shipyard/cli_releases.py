@@ -19,6 +19,12 @@ from shipyard.settings import load_settings, release_store_uri
 
 
 def open_releases(config: Path | None, store: str | None, line: str | None) -> tuple[Any, str]:
+    releases, name, _ = open_checked(config, store, line)
+    return releases, name
+
+
+def open_checked(config: Path | None, store: str | None, line: str | None) -> tuple[Any, str, Any]:
+    """The release store, the line, and the ledger's state, read once and refused unless the root is pinned."""
     from shipyard.stores import open_store
     from shipyard.trust import checked_state
 
@@ -26,8 +32,7 @@ def open_releases(config: Path | None, store: str | None, line: str | None) -> t
     releases = open_store(
         release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
     )
-    checked_state(releases, settings)
-    return releases, line or settings.release.line
+    return releases, line or settings.release.line, checked_state(releases, settings)
 
 
 def _release_row(release: Any, state: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from shipyard.cli_common import ConfigOption, JsonOption, LineOption, StoreOption, clear_errors, err, print_json
-from shipyard.cli_releases import channel_moved, open_releases
+from shipyard.cli_releases import channel_moved, open_checked, open_releases
 from shipyard.settings import Settings, load_settings, release_store_uri
 
 if TYPE_CHECKING:
@@ -112,11 +112,10 @@ def _decide(
 ) -> tuple[Settings, Store, str, int, Signer]:
     """What a decision needs: settings, the checked store, the line, the version, and the signer; shows the verdict."""
     from shipyard.evidence import evidence
-    from shipyard.trust import checked_state, cli_signer
+    from shipyard.trust import cli_signer
 
-    releases, name = open_releases(config, store, line)
+    releases, name, state = open_checked(config, store, line)
     settings = load_settings(config)
-    state = checked_state(releases, settings)
     number = int(version.removeprefix("v")) if version.removeprefix("v").isdigit() else -1
     signer = cli_signer(settings, state, key, who)
     verdict = next((ln for ln in evidence(releases, name, number).splitlines() if ln.startswith("- gate:")), "")
@@ -186,11 +185,10 @@ def rollback_command(
     """Move a channel back to the release it pointed at before, in one step; a protected channel needs --key."""
     from shipyard.approvals import rollback
     from shipyard.notify import announce_latest
-    from shipyard.trust import checked_state, cli_signer
+    from shipyard.trust import cli_signer
 
-    releases, name = open_releases(config, store, line)
+    releases, name, state = open_checked(config, store, line)
     settings = load_settings(config)
-    state = checked_state(releases, settings)
     protected = state.policy is not None and channel in state.policy.channels
     signer = cli_signer(settings, state, key, None) if protected or key else None
     release = rollback(releases, name, channel, signer, note)

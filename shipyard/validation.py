@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -229,10 +230,5 @@ def _check_against_config(
         if found_dtype != dtype:
             if not (found_dtype.is_floating_point and dtype.is_floating_point):
                 raise InvalidCheckpoint(f"{root}: tensor {present[0]} is {found_dtype}, config.json says {dtype}")
-            cast.append(f"{found_dtype}")
-    if not cast:
-        return []
-    kinds = ", ".join(sorted(set(cast)))
-    return [
-        f"{len(cast)} tensor(s) stored as {kinds} under a config that says {dtype}; transformers casts them on load"
-    ]
+            cast.append(f"{found_dtype} under a config that says {dtype}")
+    return [f"{n} tensor(s) stored as {kind}; transformers casts them on load" for kind, n in Counter(cast).items()]
