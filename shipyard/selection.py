@@ -1,9 +1,11 @@
 """Which complete checkpoints the pipeline takes, and the watcher's memory of what it decided.
 
-`decide` is a pure function of the scanned checkpoints, what was decided
-before, the policy and the clock: every N steps; a minimum wall-clock interval
-between selections; at most K in flight; when a backlog builds up, the newest
-is taken and the older ones are skipped as superseded. `WatchState` is a fold of
+`decide` is a function of the listed checkpoints, what was decided before,
+the policy, the clock and how to inspect (snapshot and validate) one
+checkpoint: every N steps; a minimum wall-clock interval between selections;
+at most K in flight; when a backlog builds up, the newest valid one is taken
+and the older ones are skipped as superseded. Only a checkpoint about to be
+taken is copied. `WatchState` is a fold of
 an append-only decision log per source (one JSON line per decision, fsynced),
 so a restart neither loses nor repeats a checkpoint and a poll writes only
 what it decided. Called by the watcher.
@@ -14,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from shipyard.errors import StateError
 from shipyard.settings import WatchSettings
 from shipyard.sources import Source
-from shipyard.watch import Checkpoint, scan
+from shipyard.watch import Checkpoint, list_run
 
 SCHEMA_VERSION = 1
 IN_FLIGHT = "selected"
@@ -97,49 +100,74 @@ def _ends_torn(path: Path) -> bool:
         return f.read(1) != b"\n"
 
 
-def decide(scanned: list[Checkpoint], state: WatchState, policy: WatchSettings, now: float) -> list[Checkpoint]:
-    """Decide the fate of newly seen checkpoints, record it in `state`, and return the ones selected."""
-    fresh = [c for c in scanned if c.uri not in state.decided and c.state in ("complete", "invalid", "gone")]
+def decide(
+    listed: list[Checkpoint],
+    state: WatchState,
+    policy: WatchSettings,
+    now: float,
+    inspect: Callable[[Checkpoint], Checkpoint] = lambda c: c,
+) -> list[Checkpoint]:
+    """Decide the fate of newly listed checkpoints, record it in `state`, and return the ones selected.
+
+    The policy decides on the listing; `inspect` (snapshot and validate) runs only on a checkpoint the policy
+    would take, when a slot is free. With `newest_first`, older checkpoints are superseded only once the newest
+    has been taken: an invalid newest is refused and the next newest is looked at; one still changing is
+    looked at again next poll and supersedes nothing yet.
+    """
+    fresh = [c for c in listed if c.uri not in state.decided and c.state in ("complete", "invalid", "gone")]
     for c in fresh:
-        if c.state == "invalid":
-            state.decided[c.uri] = c
-        elif c.state == "gone":
-            state.decided[c.uri] = replace(c, state="skipped")
+        if c.state != "complete":
+            _passed_over(state, c)
         elif c.step % policy.every_n_steps:
             state.decided[c.uri] = replace(
                 c, state="skipped", reason=f"step {c.step} is not a multiple of every_n_steps={policy.every_n_steps}"
             )
     eligible = sorted((c for c in fresh if c.uri not in state.decided), key=lambda c: c.step)
-    if not eligible:
-        return []
     if policy.newest_first:
-        newest = eligible[-1]
-        for c in eligible[:-1]:
-            state.decided[c.uri] = replace(c, state="skipped", reason=f"superseded by step {newest.step}")
-        eligible = [newest]
+        eligible.reverse()
     selected = []
     for c in eligible:
         waited = now - state.last_selected_at if state.last_selected_at is not None else float("inf")
         if state.in_flight >= policy.max_in_flight or waited < policy.min_interval_seconds:
             break  # stays undecided; a later poll takes it, or a newer one supersedes it
-        state.decided[c.uri] = replace(c, state=IN_FLIGHT, reason="")
+        seen = inspect(c)
+        if seen.state == "incomplete":  # changing while copied: no verdict yet
+            if policy.newest_first:
+                break
+            continue
+        if seen.state != "complete":
+            _passed_over(state, seen)
+            continue
+        state.decided[c.uri] = replace(seen, state=IN_FLIGHT, reason="")
         state.last_selected_at = now
         selected.append(state.decided[c.uri])
+        if policy.newest_first:
+            for older in (o for o in eligible if o.step < c.step):
+                state.decided[older.uri] = replace(older, state="skipped", reason=f"superseded by step {c.step}")
+            break
     return selected
+
+
+def _passed_over(state: WatchState, checkpoint: Checkpoint) -> None:
+    gone = checkpoint.state == "gone"
+    state.decided[checkpoint.uri] = replace(checkpoint, state="skipped") if gone else checkpoint
 
 
 def poll(
     source: Source, home: Path, policy: WatchSettings, now: float, state: WatchState | None = None
 ) -> tuple[list[Checkpoint], WatchState]:
-    """Scan what is new in `source`, decide, persist; return the selected checkpoints and the state.
+    """List what is new in `source`, decide, snapshot only what is taken, persist; the selected and the state.
 
     A long-running watcher passes back the state it got, so a poll reads no
     state file and writes one only when something was decided.
     """
     state = state or load_state(home / "watch", source.uri)
     before = dict(state.decided)
-    scanned = scan(source, home / "snapshots", policy.allow_pickle_weights, skip=state.decided.keys())
-    selected = decide(scanned, state, policy, now)
+    listing = list_run(source, skip=state.decided.keys())
+    cache = home / "snapshots"
+    selected = decide(
+        listing.checkpoints(), state, policy, now, lambda c: listing.inspect(c, cache, policy.allow_pickle_weights)
+    )
     changed = [c for uri, c in state.decided.items() if before.get(uri) is not c]  # decisions are new objects
     save_state(home / "watch", state, changed, now)
     return selected, state

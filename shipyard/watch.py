@@ -1,7 +1,9 @@
 """Scanning an RL run: each checkpoint found, whether it is complete, and if so snapshotted and validated.
 
-`scan` lists the source once, applies the layout completion rules, and for each
-complete checkpoint takes a snapshot and validates the copy. A bad checkpoint
+`list_run` lists the source once and applies the layout completion rules;
+nothing is copied. `Listing.inspect` takes a snapshot of one complete
+checkpoint and validates the copy, so a caller copies only what it takes;
+`scan` does both for every complete checkpoint. A bad checkpoint
 is reported with its reason and the scan goes on to the next one: whatever
 one checkpoint holds (a file name that is not UTF-8, a file that cannot be
 read, a header that breaks a library) is that checkpoint's fate, never the
@@ -48,6 +50,43 @@ class Checkpoint:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Listing:
+    """One listing of a run: the checkpoints found in it, and how to snapshot and validate one of them."""
+
+    source: Source
+    files: list[str]
+    found: dict[str, Found]  # checkpoint uri -> what the layout rules found
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint found, as listed: complete ones with their `trainer_state.json` metrics, nothing copied."""
+        return [self._listed(f) for f in self.found.values()]
+
+    def inspect(self, checkpoint: Checkpoint, cache: Path, allow_pickle_weights: bool = False) -> Checkpoint:
+        """Snapshot a listed complete checkpoint into `cache` and validate the copy: its state and reason."""
+        return _inspect(self.source, self.files, self.found[checkpoint.uri], checkpoint, cache, allow_pickle_weights)
+
+    def _listed(self, found: Found) -> Checkpoint:
+        base = Checkpoint(
+            self.source.uri, _run_id(self.source), found.step, found.layout, checkpoint_uri(self.source, found), ""
+        )
+        if not found.complete:
+            return replace(base, state="incomplete", reason=found.reason)
+        metrics: dict[str, float] = {}
+        if f"{found.path}/{TRAINER_STATE}" in self.files:
+            with suppress(ValueError, AttributeError, OSError, ShipyardError):  # validation names what is wrong
+                metrics = metrics_at(json.loads(self.source.read_text(f"{found.path}/{TRAINER_STATE}")), found.step)
+        return replace(base, state="complete", metrics=metrics)
+
+
+def list_run(source: Source, skip: Collection[str] = ()) -> Listing:
+    """List `source` once and apply the layout completion rules; checkpoints whose uri is in `skip` are left out."""
+    root = source.uri.rstrip("/") + "/"
+    files = source.list_files(prune=[uri.removeprefix(root) for uri in skip if uri.startswith(root)])
+    found = {checkpoint_uri(source, f): f for f in find_checkpoints(files, source.read_text)}
+    return Listing(source, files, {uri: f for uri, f in found.items() if uri not in skip})
+
+
 def scan(
     source: Source,
     cache: Path,
@@ -60,36 +99,25 @@ def scan(
     With `validate` off, nothing is copied: complete checkpoints come with the metrics of their
     `trainer_state.json` (read from the source) and no digest.
     """
-    root = source.uri.rstrip("/") + "/"
-    listing = source.list_files(prune=[uri.removeprefix(root) for uri in skip if uri.startswith(root)])
-    run_id = PurePosixPath(source.uri.rstrip("/")).name
-    found = [f for f in find_checkpoints(listing, source.read_text) if checkpoint_uri(source, f) not in skip]
+    listing = list_run(source, skip)
+    listed = listing.checkpoints()
     if not validate:
-        return [_listed(source, listing, f, run_id) for f in found]
-    return [_inspect(source, listing, f, run_id, cache, allow_pickle_weights) for f in found]
-
-
-def _listed(source: Source, listing: list[str], found: Found, run_id: str) -> Checkpoint:
-    base = Checkpoint(source.uri, run_id, found.step, found.layout, checkpoint_uri(source, found), "")
-    if not found.complete:
-        return replace(base, state="incomplete", reason=found.reason)
-    metrics: dict[str, float] = {}
-    if f"{found.path}/{TRAINER_STATE}" in listing:
-        with suppress(ValueError, AttributeError, OSError, ShipyardError):  # --validate names what is wrong
-            metrics = metrics_at(json.loads(source.read_text(f"{found.path}/{TRAINER_STATE}")), found.step)
-    return replace(base, state="complete", metrics=metrics)
+        return listed
+    return [listing.inspect(c, cache, allow_pickle_weights) if c.state == "complete" else c for c in listed]
 
 
 def checkpoint_uri(source: Source, found: Found) -> str:
     return f"{source.uri.rstrip('/')}/{found.path}"
 
 
+def _run_id(source: Source) -> str:
+    return PurePosixPath(source.uri.rstrip("/")).name
+
+
 def _inspect(
-    source: Source, listing: list[str], found: Found, run_id: str, cache: Path, allow_pickle_weights: bool
+    source: Source, listing: list[str], found: Found, base: Checkpoint, cache: Path, allow_pickle_weights: bool
 ) -> Checkpoint:
-    base = Checkpoint(source.uri, run_id, found.step, found.layout, checkpoint_uri(source, found), "")
-    if not found.complete:
-        return replace(base, state="incomplete", reason=found.reason)
+    base = replace(base, state="", reason="", metrics={})
     names = model_files(listing, found.path)
     if undecodable := [n for n in names if not _utf8(n)]:
         return replace(base, state="invalid", reason=f"{base.uri}/{undecodable[0]!r}: file name is not valid UTF-8")

@@ -1,5 +1,6 @@
 """Selection policy and the watcher's persistent state."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,39 @@ def test_backlog_takes_the_newest_and_skips_the_rest_as_superseded() -> None:
     assert [c.step for c in selected] == [30]
     assert states(state) == {10: "skipped", 20: "skipped", 30: "selected"}
     assert state.decided["file:///run/checkpoint-10"].reason == "superseded by step 30"
+
+
+def test_only_the_checkpoint_taken_is_inspected_and_an_invalid_newest_supersedes_nothing() -> None:
+    state, inspected = WatchState("file:///run"), []
+
+    def inspect(c: Checkpoint) -> Checkpoint:
+        inspected.append(c.step)
+        return replace(c, state="invalid", reason="NaN") if c.step == 40 else replace(c, digest=f"d{c.step}")
+
+    selected = decide([ckpt(10), ckpt(20), ckpt(30), ckpt(40)], state, WatchSettings(), now=0, inspect=inspect)
+    assert inspected == [40, 30]  # 10 and 20 were never copied
+    assert [(c.step, c.digest) for c in selected] == [(30, "d30")]
+    assert states(state) == {10: "skipped", 20: "skipped", 30: "selected", 40: "invalid"}
+    assert state.decided["file:///run/checkpoint-20"].reason == "superseded by step 30"
+
+
+def test_a_newest_still_changing_is_looked_at_again_and_supersedes_nothing_yet() -> None:
+    state = WatchState("file:///run")
+    changing = decide([ckpt(10), ckpt(20)], state, WatchSettings(), 0, lambda c: replace(c, state="incomplete"))
+    assert changing == [] and state.decided == {}
+    assert [c.step for c in decide([ckpt(10), ckpt(20)], state, WatchSettings(), now=1)] == [20]
+
+
+def test_no_free_slot_copies_nothing_and_decides_nothing() -> None:
+    state = WatchState("file:///run")
+    policy = WatchSettings(max_in_flight=1)
+    decide([ckpt(10)], state, policy, now=0)
+
+    def never(c: Checkpoint) -> Checkpoint:
+        raise AssertionError(f"step {c.step} copied with no free slot")
+
+    assert decide([ckpt(20), ckpt(30)], state, policy, now=1, inspect=never) == []
+    assert states(state) == {10: "selected"}
 
 
 def test_oldest_first_takes_one_per_free_slot_and_keeps_the_rest_pending() -> None:
