@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.suite import Suite
+from shipyard.caches import touch
 from shipyard.hardware import device
 from shipyard.quiet import quiet_libraries
 from shipyard.snapshot import directory_digest
@@ -68,6 +69,7 @@ def evaluate(model_path: Path, suites: list[Suite], home: Path) -> list[SuiteRes
         if path.is_file():
             result = SuiteResult.from_dict(json.loads(path.read_text()))
             result.cached = True
+            touch(path.parent)
         else:
             lm = lm or _load(model_path, suite.spec.batch_size)
             result = run_suite(lm, suite, model_digest)

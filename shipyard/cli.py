@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.filesize import decimal
 from rich.table import Table
 
 from shipyard import cli_flows, cli_releases, cli_trust
@@ -119,6 +120,34 @@ def checkpoints_command(
     for c in seen:
         reward, acc = format_metric(c.metrics, "reward"), format_metric(c.metrics, "heldout_accuracy")
         table.add_row(str(c.step), c.state, c.reason, c.digest[:12], reward, acc, c.uri)
+    Console().print(table)
+
+
+@app.command("gc")
+@clear_errors
+def gc_command(
+    dry_run: Annotated[bool, typer.Option(help="Show what would be evicted; delete nothing.")] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Keep each cache under the home within its budget (cache.*): evict, least recently used first, what no
+    in-flight checkpoint needs. Every watch poll does the same."""
+    import time
+
+    from shipyard.selection import keep_within_budgets
+
+    settings = load_settings(config)
+    usages = keep_within_budgets(settings, time.time(), dry_run)
+    if as_json:
+        print_json([u.as_dict() for u in usages])
+        return
+    verb = "would evict" if dry_run else "evicted"
+    table = Table("cache", "held", "budget", verb, "after", "pinned", title=str(settings.home))
+    for u in usages:
+        freed = f"{len(u.evicted)} ({decimal(u.before - u.after)})" if u.evicted else ""
+        over = " [red](over)[/red]" if u.after > u.budget else ""
+        row = (decimal(u.before), decimal(u.budget), freed, decimal(u.after) + over, str(u.pinned))
+        table.add_row(u.cache, *row)
     Console().print(table)
 
 

@@ -22,6 +22,7 @@ from evals.policy import DEFAULT_POLICY, load_policy
 from evals.run_gate import run_gate
 from evals.runner import evaluate
 from evals.suite import load_suite
+from shipyard.caches import touch
 from shipyard.ledger import Event, Ledger
 from shipyard.notify import announce
 from shipyard.posttrain import LINEAGE, posttrain
@@ -60,6 +61,7 @@ def champion(settings: Settings, store: Store) -> Path | None:
     path = settings.home / "champions" / line / f"v{version}"
     if not (path / "config.json").is_file():
         pull(store, line, str(version), path)
+    touch(path)
     return path
 
 

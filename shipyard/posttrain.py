@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -40,6 +39,8 @@ from transformers import (
 from transformers import TrainingArguments as HFTrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
+from shipyard.caches import touch, working
+from shipyard.digests import file_digests
 from shipyard.errors import ConfigError
 from shipyard.hardware import device
 from shipyard.posttrain_data import StageData, load_stage_data
@@ -47,7 +48,6 @@ from shipyard.progress import progress_bar
 from shipyard.quiet import quiet_libraries
 from shipyard.recipe import Recipe, Stage, load_recipe, recipe_digest
 from shipyard.snapshot import checkpoint_digest, directory_digest
-from shipyard.sources import file_digest
 
 SCHEMA_VERSION = 1
 LINEAGE = "lineage.json"
@@ -76,7 +76,9 @@ def posttrain(
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     entry = home / "candidates" / key
     cached = (entry / LINEAGE).is_file()
-    if not cached:
+    if cached:
+        touch(entry)
+    else:
         _build(checkpoint, tokenizer, recipe, data, inputs | {"key": key}, entry, progress)
     lineage = json.loads((entry / LINEAGE).read_text())
     if out is not None:
@@ -110,7 +112,7 @@ def _build(
     entry.parent.mkdir(parents=True, exist_ok=True)
     stages = []
     with (
-        tempfile.TemporaryDirectory(dir=entry.parent) as work,
+        working(entry.parent) as work,
         progress_bar(progress, MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}")) as bar,
     ):
         for stage, stage_data in zip(recipe.stages, data, strict=True):
@@ -119,7 +121,8 @@ def _build(
         building = Path(work) / "candidate"
         model.save_pretrained(building)
         tokenizer.save_pretrained(building)
-        files = {p.name: file_digest(p) for p in sorted(building.iterdir())}
+        paths = sorted(building.iterdir())
+        files = dict(zip((p.name for p in paths), file_digests(paths), strict=True))
         lineage |= {
             "checkpoint": str(checkpoint.resolve()),
             "data": [d.origin for d in data],

@@ -26,13 +26,13 @@ from typing import Any
 
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
+from shipyard.digests import file_digests, hash_file
 from shipyard.errors import ConfigError, LedgerError, StoreError, TrustError
 from shipyard.layouts import TRAINER_STATE_PICKLES
 from shipyard.ledger import Event, Ledger, Release, State
 from shipyard.policy import check_root
 from shipyard.progress import progress_bar
 from shipyard.snapshot import checkpoint_digest
-from shipyard.sources import file_digest
 from shipyard.stores import Store
 
 MANIFEST_SCHEMA = 1
@@ -67,7 +67,8 @@ def release_files(model_dir: Path) -> dict[str, Path]:
 
 def model_digest(model_dir: Path) -> str:
     """The candidate digest a release of `model_dir` would have; the gate names it in its decision."""
-    return checkpoint_digest({name: file_digest(path) for name, path in release_files(model_dir).items()})
+    files = release_files(model_dir)
+    return checkpoint_digest(dict(zip(files, file_digests(list(files.values())), strict=True)))
 
 
 def gate_problem(model_dir: Path, candidate: str) -> str:
@@ -95,7 +96,7 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False, un
     if ungated is not None and not ungated.strip():
         raise ConfigError("an ungated release needs a reason (--reason)")
     paths = release_files(model_dir)
-    digests = {name: file_digest(path) for name, path in paths.items()}
+    digests = dict(zip(paths, file_digests(list(paths.values())), strict=True))
     candidate = checkpoint_digest(digests)
     if ungated is None and (why := gate_problem(model_dir, candidate)):
         raise TrustError(f"{model_dir}: not published: {why}; gate it, or publish --ungated --reason TEXT")
@@ -211,7 +212,7 @@ def pull(store: Store, line: str, ref: str, out: Path) -> Release:
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(f".{dest.name}.part")
         store.get_file(blob_key(meta["digest"]), part)
-        if file_digest(part) != meta["digest"]:
+        if hash_file(part) != meta["digest"]:
             part.unlink()
             raise LedgerError(f"{store.uri}/{blob_key(meta['digest'])}: content does not match its digest ({name})")
         os.replace(part, dest)
@@ -256,7 +257,7 @@ def _stored_digest(store: Store, key: str) -> str:
     with tempfile.TemporaryDirectory(prefix="shipyard-verify-") as tmp:
         path = Path(tmp) / "blob"
         store.get_file(key, path)
-        return file_digest(path)
+        return hash_file(path)
 
 
 def diff(store: Store, line: str, old_ref: str, new_ref: str) -> dict[str, Any]:

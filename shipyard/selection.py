@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from shipyard.caches import Usage, collect
 from shipyard.errors import StateError
-from shipyard.settings import WatchSettings
+from shipyard.settings import Settings, WatchSettings
 from shipyard.sources import Source
 from shipyard.watch import Checkpoint, list_run
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 IN_FLIGHT = "selected"
 
@@ -72,6 +75,20 @@ def load_state(directory: Path, source_uri: str) -> WatchState:
         if checkpoint.state == IN_FLIGHT:
             state.last_selected_at = max(state.last_selected_at or record["at"], record["at"])
     return state
+
+
+def in_flight_digests(directory: Path) -> set[str]:
+    """The snapshot digests of every checkpoint selected and not finished, across all watched sources."""
+    digests: set[str] = set()
+    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
+        with path.open() as f:
+            first = f.readline()
+        try:
+            uri = json.loads(first)["checkpoint"]["source_uri"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise StateError(f"{path}:1: not a JSON decision record") from None
+        digests |= {c.digest for c in load_state(directory, uri).decided.values() if c.state == IN_FLIGHT}
+    return digests - {""}
 
 
 def save_state(directory: Path, state: WatchState, changed: list[Checkpoint], now: float) -> None:
@@ -171,6 +188,22 @@ def poll(
     changed = [c for uri, c in state.decided.items() if before.get(uri) is not c]  # decisions are new objects
     save_state(home / "watch", state, changed, now)
     return selected, state
+
+
+def keep_within_budgets(settings: Settings, now: float, dry_run: bool = False) -> list[Usage]:
+    """Evict from the home's caches what no in-flight checkpoint needs, to their budgets; say what stays over."""
+    usages = collect(settings.home, settings.cache, in_flight_digests(settings.home / "watch"), now, dry_run)
+    for usage in usages:
+        if usage.evicted and not dry_run:
+            log.info("cache %s: evicted %d entries, %d bytes held", usage.cache, len(usage.evicted), usage.after)
+        if usage.after > usage.budget:
+            log.warning(
+                "cache %s holds %d bytes, over its budget of %d: what is left is in use",
+                usage.cache,
+                usage.after,
+                usage.budget,
+            )
+    return usages
 
 
 def view(scanned: list[Checkpoint], state: WatchState) -> list[Checkpoint]:

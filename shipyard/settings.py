@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -68,6 +68,21 @@ class WatchSettings(Section):
     newest_first: bool = Field(True, description="When a backlog builds up, take the newest and skip the rest.")
     max_in_flight: int = Field(1, ge=1, description="Most checkpoints selected and not yet finished at once.")
     allow_pickle_weights: bool = Field(False, description="Accept .bin/.pt weights, loaded with weights_only=True.")
+
+
+class CacheSettings(Section):
+    """How much disk each cache under the home may hold: every watch poll and `shipyard gc` evict, least
+    recently used first, what no in-flight checkpoint needs (sizes like 200GB or 50GiB)."""
+
+    snapshots: ByteSize = Field(ByteSize(200 * 10**9), description="Copies of checkpoints taken from runs.")
+    candidates: ByteSize = Field(ByteSize(200 * 10**9), description="Post-trained candidates.")
+    staging: ByteSize = Field(ByteSize(50 * 10**9), description="Candidates staged for publishing (mostly links).")
+    champions: ByteSize = Field(ByteSize(100 * 10**9), description="Releases pulled to be gated against.")
+    evals: ByteSize = Field(ByteSize(10**9), description="Per-model eval results.")
+    gates: ByteSize = Field(ByteSize(10**9), description="Gate reports.")
+    keep_recent_seconds: float = Field(
+        3600.0, ge=0, description="Never evict what was used this recently (work another process has in hand)."
+    )
 
 
 class S3Settings(Section):
@@ -192,6 +207,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".shipyard"), description="Where Shipyard keeps its caches and state.")
     demo: DemoSettings = DemoSettings()
     watch: WatchSettings = WatchSettings()
+    cache: CacheSettings = CacheSettings()
     s3: S3Settings = S3Settings()
     hub: HubSettings = HubSettings()
     release: ReleaseSettings = ReleaseSettings()

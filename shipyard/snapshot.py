@@ -1,9 +1,10 @@
 """Snapshots: a checkpoint's files copied into a content-addressed local cache before any use.
 
 Trainers rotate old checkpoints away, so the watcher copies a checkpoint's
-model files, hashing them on the way, into `blobs/sha256/<digest>`, then
-builds `checkpoints/<checkpoint digest>/` from hard links to those blobs (a
-copy where links are not possible). A file seen before is stored once. The
+model files, hashing them on the way, and builds `checkpoints/<checkpoint
+digest>/` from them, each file hard-linked with `blobs/sha256/<digest>` (a
+file seen before is stored once). `shipyard gc` evicts whole snapshots and the
+blobs no snapshot links to any more. The
 directory appears by one rename, so a reader never sees half a snapshot.
 Trainer-state pickles (optimizer, scheduler, RNG state, training arguments)
 are training state, not weights, and are not copied. Called by the watcher.
@@ -13,15 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from shipyard.caches import touch, working
+from shipyard.digests import file_digests, remember
 from shipyard.errors import CheckpointInFlux
 from shipyard.layouts import TRAINER_STATE_PICKLES
-from shipyard.sources import Source, file_digest
+from shipyard.sources import Source
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,9 @@ def checkpoint_digest(files: dict[str, str]) -> str:
 
 def directory_digest(path: Path) -> str:
     """The checkpoint digest of a local model directory, as a snapshot of it would have (trainer pickles left out)."""
-    files = {
-        p.relative_to(path).as_posix(): file_digest(p)
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and p.name not in TRAINER_STATE_PICKLES
-    }
-    return checkpoint_digest(files)
+    paths = [p for p in sorted(path.rglob("*")) if p.is_file() and p.name not in TRAINER_STATE_PICKLES]
+    names = [p.relative_to(path).as_posix() for p in paths]
+    return checkpoint_digest(dict(zip(names, file_digests(paths), strict=True)))
 
 
 def model_files(listing: list[str], checkpoint: str) -> list[str]:
@@ -59,20 +57,18 @@ def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path
 
     One checkpoint at one moment: every file's version (inode, size, mtime; an ETag on S3) is read before the
     first copy and after the last, and any change is `CheckpointInFlux` (retried later), never a mixed snapshot.
+    A file already among the blobs is linked to it; the snapshot never needs a blob to still be there.
     """
     blobs = cache / "blobs" / "sha256"
-    tmp = cache / "tmp"
-    for d in (blobs, tmp):
-        d.mkdir(parents=True, exist_ok=True)
+    blobs.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     before = {name: source.version(checkpoint, name) for name in names}
-    with tempfile.TemporaryDirectory(dir=tmp) as staging:
+    with working(cache / "tmp") as staging:
+        building = staging / "snapshot"
         for name in names:
-            part = Path(staging) / uuid.uuid4().hex
+            part = building / name
+            part.parent.mkdir(parents=True, exist_ok=True)
             files[name] = source.fetch(checkpoint, name, part)
-            blob = blobs / files[name]
-            if not blob.exists():
-                os.replace(part, blob)
         after = {name: source.version(checkpoint, name) for name in names}
         if changed := sorted(name for name in names if before[name] != after[name]):
             gone = all(v is None for v in after.values())
@@ -80,22 +76,35 @@ def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path
             raise CheckpointInFlux(f"{where}: {', '.join(changed[:3])} changed while being copied", gone=gone)
         digest = checkpoint_digest(files)
         final = cache / "checkpoints" / digest
-        if not final.exists():
-            building = Path(staging) / "snapshot"
-            for name, digest_of_file in files.items():
-                (building / name).parent.mkdir(parents=True, exist_ok=True)
-                _link_or_copy(blobs / digest_of_file, building / name)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(building, final)
-            except OSError:  # another watcher made the same snapshot first
-                if not final.exists():
-                    raise
+        if final.exists():
+            touch(final)
+            return Snapshot(final, files, digest)
+        for name, file_digest in files.items():
+            _share(building / name, blobs / file_digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(building, final)
+        except OSError:  # another watcher made the same snapshot first
+            if not final.exists():
+                raise
+            return Snapshot(final, files, digest)
+    for name, file_digest in files.items():  # hashed on the way in: never read again to know them
+        remember(final / name, file_digest)
     return Snapshot(final, files, digest)
 
 
-def _link_or_copy(blob: Path, dest: Path) -> None:
+def _share(path: Path, blob: Path) -> None:
+    """Make `path` and `blob` one file: link the blob in its place if there is one, else make it the blob."""
     try:
-        os.link(blob, dest)
+        os.link(path, blob)
+        return
+    except FileExistsError:
+        pass
     except OSError:
-        shutil.copyfile(blob, dest)
+        return  # no hard links here: keep the copy
+    spare = path.with_name(f".{uuid.uuid4().hex}")
+    try:
+        os.link(blob, spare)
+    except OSError:
+        return  # the blob went (gc) or cannot be linked: keep the copy
+    os.replace(spare, path)

@@ -19,6 +19,7 @@ from typing import Protocol
 from botocore.exceptions import ClientError
 
 from shipyard.cursor import Cursor, Window
+from shipyard.digests import hash_file
 from shipyard.errors import CheckpointInFlux, InvalidCheckpoint, SourceError
 from shipyard.layouts import TRAINER_STATE
 from shipyard.settings import HubSettings, S3Settings
@@ -59,15 +60,6 @@ def copy_hashing(source: Path, dest: Path) -> str:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
             dst.write(chunk)
-    return digest.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """The sha256 of a local file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -176,7 +168,7 @@ class S3Source:
             self.client.download_file(self.bucket, key, str(dest))
         except ClientError as exc:
             raise CheckpointInFlux(f"s3://{self.bucket}/{key}: cannot be copied ({exc})") from None
-        return file_digest(dest)  # parts arrive out of order, in threads: hashed once they are all there
+        return hash_file(dest)  # parts arrive out of order, in threads: hashed once they are all there
 
     def version(self, checkpoint: str, name: str) -> str | None:
         try:

@@ -9,6 +9,7 @@ directory is fsynced after). Called by the ledger and the publisher.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -20,8 +21,8 @@ from typing import Any, Protocol
 
 from shipyard.errors import StoreError
 
+FICLONE = 0x40049409  # linux/fs.h
 Progress = Callable[[int], None]  # called with a number of bytes just transferred
-CHUNK = 8 << 20
 
 
 class Store(Protocol):
@@ -128,18 +129,23 @@ class LocalStore:
             raise StoreError(f"{self.uri}/{key}: missing") from None
 
     def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
+        """A reflink of `source` where the file system can, else a hard link on the same file system (the file,
+        shared, becomes read-only), else a copy; flushed to disk before the key appears."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
-        with source.open("rb") as src, tmp.open("wb") as dst:
-            while chunk := src.read(CHUNK):
-                dst.write(chunk)
-                if progress is not None:
-                    progress(len(chunk))
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, path)
+        if not (_reflink(source, tmp) or _hard_link(source, tmp)):
+            shutil.copyfile(source, tmp)
+        try:
+            os.chmod(tmp, 0o444)  # blobs are immutable: no in-place write through this or a linked name
+            with tmp.open("rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)
+        if progress is not None:
+            progress(path.stat().st_size)
 
     def rewritten(self, prefix: str) -> list[str]:
         return []  # a file system keeps no versions: anchors outside the store catch a rewrite
@@ -151,6 +157,31 @@ class LocalStore:
             f.flush()
             os.fsync(f.fileno())
         return Path(name)
+
+
+def _reflink(source: Path, dest: Path) -> bool:
+    """A copy-on-write clone (btrfs, XFS, …): no bytes copied, and no later write to either shows in the other."""
+    try:
+        with source.open("rb") as src, dest.open("xb") as dst:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        return True
+    except OSError:
+        dest.unlink(missing_ok=True)
+        return False
+
+
+def _hard_link(source: Path, dest: Path) -> bool:
+    """A second name for `source`'s file, made read-only for every name (refused if that cannot be done)."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        return False
+    try:
+        os.chmod(dest, 0o444)
+    except OSError:  # not ours to protect: copy instead
+        dest.unlink()
+        return False
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

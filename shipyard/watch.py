@@ -25,7 +25,6 @@ from shipyard.layouts import TRAINER_STATE, Found, find_checkpoints
 from shipyard.snapshot import model_files, take_snapshot
 from shipyard.sources import Source
 from shipyard.trainer_state import metrics_at, read_trainer_state
-from shipyard.validation import validate_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +130,8 @@ def _inspect(
         return replace(base, state="invalid", reason=str(exc))
     except (OSError, ValueError) as exc:  # a file that cannot be read, vanished mid-copy, …: this checkpoint's fate
         return replace(base, state="invalid", reason=f"{base.uri}: cannot be copied ({type(exc).__name__}: {exc})")
+    from shipyard.validation import validate_checkpoint  # torch: paid only when a checkpoint is validated
+
     try:
         notes = validate_checkpoint(snap.path, allow_pickle_weights=allow_pickle_weights)
         has_state = f"{found.path}/{TRAINER_STATE}" in listing

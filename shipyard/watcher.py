@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from shipyard.errors import ConfigError
 from shipyard.pipeline import Outcome, record, release_checkpoint
-from shipyard.selection import IN_FLIGHT, WatchState, load_state, poll, save_state
+from shipyard.selection import IN_FLIGHT, WatchState, keep_within_budgets, load_state, poll, save_state
 from shipyard.settings import Settings
 from shipyard.sources import Source, open_source
 from shipyard.watch import Checkpoint
@@ -51,6 +51,7 @@ def watch_once(
         selected, state = poll(source, settings.home, settings.watch, clock(), state)
         _record_passed_over(before, state, source, settings)
         if not selected:
+            keep_within_budgets(settings, clock())
             return outcomes
         outcomes += [o for c in selected if (o := _finish(c, take(c), state, settings, clock)) is not None]
 

@@ -74,6 +74,20 @@ def test_pull_verifies_and_loads(model: Path, tmp_path: Path) -> None:
         pull(store, "main", "stable", tmp_path / "nothing")
 
 
+def test_a_local_publish_links_the_weights_read_only_and_pull_gives_a_copy(model: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    published = publish(model, "main", store)
+    weights = model / "model.safetensors"
+    [blob] = [
+        p for p in (tmp_path / "store" / "blobs" / "sha256").iterdir() if p.stat().st_ino == weights.stat().st_ino
+    ]
+    assert blob.stat().st_mode & 0o777 == 0o444  # no in-place write through either name changes the release
+    out = tmp_path / "pulled"
+    pull(store, "main", str(published.release.version), out)
+    assert (out / "model.safetensors").stat().st_ino != weights.stat().st_ino
+    assert (out / "model.safetensors").read_bytes() == weights.read_bytes()
+
+
 def test_promotion_and_rollback_copy_no_weights(model: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     publish(model, "main", store)
