@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from shipyard.cli_common import ConfigOption, JsonOption, StoreOption, clear_errors, print_json
-from shipyard.settings import ephemeral_prefect_defaults, load_settings
+from shipyard.settings import ephemeral_prefect_defaults, load_settings, prefect_api_url
 
 
 @clear_errors
@@ -46,15 +46,13 @@ def serve_command(
     config: ConfigOption = None,
 ) -> None:
     """Serve the watch, release, approval, promotion and rollback deployments (starting a Prefect server if needed)."""
-    import os
-
     from shipyard.serve import serve, start_server
 
     settings = load_settings(config)
     server = None
-    if not os.environ.get("PREFECT_API_URL"):
+    if not prefect_api_url():
         server = start_server(settings, port=port)
-    api = os.environ["PREFECT_API_URL"]
+    api = prefect_api_url() or ""
     Console().print(
         f"Prefect UI: {api.removesuffix('/api')}  (API {api}); serving Shipyard's deployments, Ctrl-C stops"
     )

@@ -21,8 +21,7 @@ from shipyard import approvals
 from shipyard.approvals import Signer
 from shipyard.ledger import Event
 from shipyard.notify import announce
-from shipyard.orchestration import resume_approval
-from shipyard.settings import Settings
+from shipyard.settings import Settings, prefect_api_url
 from shipyard.stores import Store
 from shipyard.trust import checked_state
 
@@ -55,5 +54,8 @@ def decide(
 ) -> list[Event]:
     """Record the decision, then wake the approval run waiting for this release (it re-reads the ledger)."""
     events = record_decision(settings, store, line, version, decision, signer, note)
-    resume_approval(line, version, {"decision": decision, "approver": signer.who, "token": "", "note": note})
+    if prefect_api_url():  # no Prefect server, no waiting run: Prefect is not imported (seconds)
+        from shipyard.orchestration import resume_approval
+
+        resume_approval(line, version, {"decision": decision, "approver": signer.who, "token": "", "note": note})
     return events

@@ -11,6 +11,8 @@ Called by the CLI and by anything that needs configuration.
 from __future__ import annotations
 
 import os
+import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +240,27 @@ def ephemeral_prefect_defaults() -> None:
     which a watcher sharing two cores with a trainer misses), and send no analytics; the caller's own values win."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def prefect_api_url() -> str | None:
+    """The Prefect API a door would wake an approval run through, found as Prefect finds it (the environment,
+    then the active profile) without importing Prefect, which costs seconds; once Prefect is imported
+    (a flow, a test harness), its own settings answer."""
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        return PREFECT_API_URL.value() or None
+    if url := os.environ.get("PREFECT_API_URL"):
+        return url
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    try:
+        data = tomllib.loads(profiles.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
+    url = data.get("profiles", {}).get(active, {}).get("PREFECT_API_URL")
+    return url if isinstance(url, str) and url else None
 
 
 def release_store_uri(settings: Settings, override: str | None = None) -> str:

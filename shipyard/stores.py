@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -289,7 +290,8 @@ class S3Store:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.upload_file(str(source), self.bucket, self.prefix + key, Config=TRANSFER, Callback=progress)
+            key_name, config = self.prefix + key, _transfer_config()
+            self.client.upload_file(str(source), self.bucket, key_name, Config=config, Callback=progress)
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"{self.uri}/{key}: cannot upload {source} ({exc})") from None
 
@@ -297,7 +299,7 @@ class S3Store:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.download_file(self.bucket, self.prefix + key, str(dest), Config=TRANSFER)
+            self.client.download_file(self.bucket, self.prefix + key, str(dest), Config=_transfer_config())
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"{self.uri}/{key}: cannot download ({exc})") from None
 
@@ -318,14 +320,12 @@ class S3Store:
         return sorted(key for key, n in counts.items() if n > 1)
 
 
+@cache
 def _transfer_config() -> Any:
-    from boto3.s3.transfer import TransferConfig
+    from boto3.s3.transfer import TransferConfig  # boto3 only when S3 is used: it costs 0.4 s to import
 
     # Large parts and a few threads: weights are big files; 64 MiB parts keep part counts low.
     return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
-
-
-TRANSFER = _transfer_config()
 
 
 def split_s3_uri(uri: str) -> tuple[str, str, str] | None:

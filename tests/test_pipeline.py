@@ -1,12 +1,15 @@
 """Checkpoints through the whole pipeline on the tiny model: released once, screened out, or failed by the gate."""
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from shipyard.cli import app
 from shipyard.ledger import Ledger
 from shipyard.pipeline import release_checkpoint, release_store
 from shipyard.publish import promote
@@ -14,20 +17,77 @@ from shipyard.settings import PipelineSettings, Settings
 from shipyard.sources import open_source
 from shipyard.watch import scan
 
+from .corpus import HOSTILE, write_hostile
+
 pytestmark = pytest.mark.slow
 
 
+def shipyard(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `shipyard` command in its own process, with a stdin that never ends: anything that reads it hangs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPYARD_", "PREFECT_"))}
+    read, write = os.pipe()
+    try:
+        command = [str(Path(sys.executable).parent / "shipyard"), *args]
+        env |= {"SHIPYARD_HOME": str(home)}
+        return subprocess.run(command, stdin=read, capture_output=True, text=True, env=env, timeout=900)
+    finally:
+        os.close(read)
+        os.close(write)
+
+
 @pytest.fixture(scope="module")
-def watched(rl_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home where `shipyard watch --once` took the short RL run's checkpoint through the pipeline."""
+def hostile_run(
+    rl_checkpoint: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, dict[str, int]]:
+    """The short RL run's checkpoint at step 10, then every hostile checkpoint, newer."""
+    run, outside = tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("outside")
+    shutil.copytree(rl_checkpoint, run / "checkpoint-10")
+    return run, outside / "payload-ran", write_hostile(run, outside, tiny_model_dir, first_step=11)
+
+
+@pytest.fixture(scope="module")
+def watched(hostile_run: tuple[Path, Path, dict[str, int]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home where one `shipyard watch --once` poll refused every hostile checkpoint and released step 10."""
+    run, marker, _ = hostile_run
     home = tmp_path_factory.mktemp("home")
-    command = ["watch", "--once", "--source", str(rl_checkpoint.parent), "--json"]
-    first = CliRunner().invoke(app, command, env={"SHIPYARD_HOME": str(home)})
-    assert first.exit_code == 0, first.output
+    first = shipyard(home, "watch", "--once", "--source", str(run), "--json")
+    assert first.returncode == 0, first.stderr
     assert [(o["step"], o["state"], o["version"]) for o in json.loads(first.stdout)] == [(10, "released", 1)]
-    again = CliRunner().invoke(app, command, env={"SHIPYARD_HOME": str(home)})
-    assert again.exit_code == 0 and json.loads(again.stdout) == []  # decided: never taken twice
+    again = shipyard(home, "watch", "--once", "--source", str(run), "--json")
+    assert again.returncode == 0 and json.loads(again.stdout) == []  # decided: never taken twice
+    assert not marker.exists()  # nothing a checkpoint held ran
     return home
+
+
+def test_every_hostile_checkpoint_is_refused_in_the_ledger_with_its_reason(
+    watched: Path, hostile_run: tuple[Path, Path, dict[str, int]]
+) -> None:
+    ledger = Ledger(release_store(Settings(home=watched)))
+    refused = {
+        e.data["step"]: e.data["reason"]
+        for e in (ledger.event(n) for n in range(1, ledger.refresh().events + 1))
+        if e.type == "refused"
+    }
+    for case, step in hostile_run[2].items():
+        assert re.search(HOSTILE[case][1].replace("{ckpt}", f"checkpoint-{step}"), refused[step]), (case, refused)
+
+
+def test_checkpoints_lists_the_run_and_validates_on_request(
+    hostile_run: tuple[Path, Path, dict[str, int]], tmp_path: Path
+) -> None:
+    run, _, steps = hostile_run
+    listed = shipyard(tmp_path, "checkpoints", "--source", str(run), "--json")
+    assert listed.returncode == 0, listed.stderr
+    states = {c["step"]: c["state"] for c in json.loads(listed.stdout)}
+    assert states == dict.fromkeys([10, *steps.values()], "complete")
+    assert not (tmp_path / "snapshots").exists()  # listing copies nothing
+    validated = shipyard(tmp_path, "checkpoints", "--source", str(run), "--validate", "--json")
+    assert validated.returncode == 0, validated.stderr
+    seen = {c["step"]: c for c in json.loads(validated.stdout)}
+    assert seen[10]["state"] == "complete" and seen[10]["digest"]
+    for case, step in steps.items():
+        assert seen[step]["state"] == "invalid", case
+        assert re.search(HOSTILE[case][1].replace("{ckpt}", f"checkpoint-{step}"), seen[step]["reason"]), case
 
 
 def test_watch_releases_the_run_once(watched: Path) -> None:
@@ -55,4 +115,4 @@ def test_rerun_screening_and_gate_record_their_reasons(watched: Path, rl_checkpo
 
     ledger = Ledger(store)
     kinds = [ledger.event(n).type for n in range(1, ledger.refresh().events + 1)]
-    assert kinds == ["released", "promoted", "skipped", "gate_failed"]
+    assert [k for k in kinds if k != "refused"] == ["released", "promoted", "skipped", "gate_failed"]

@@ -1,8 +1,6 @@
 """Scanning a local run: completion rules, snapshots, and a corpus of bad checkpoints."""
 
 import json
-import os
-import pickle
 import re
 import shutil
 from pathlib import Path
@@ -10,25 +8,16 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from shipyard.sources import LocalSource, open_source
 from shipyard.watch import Checkpoint, scan
 
+from .corpus import HOSTILE, write_hostile
 from .helpers import make_checkpoint
 
 STATE = {"log_history": [{"step": 0, "reward": 0.5}]}
-
-
-class Payload:
-    """A pickle that, if ever unpickled without weights_only, leaves a marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return (os.system, (f"touch {self.marker}",))
 
 
 def by_step(seen: list[Checkpoint]) -> dict[int, Checkpoint]:
@@ -36,141 +25,71 @@ def by_step(seen: list[Checkpoint]) -> dict[int, Checkpoint]:
 
 
 @pytest.fixture(scope="module")
-def bad_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, Path]:
+def bad_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, Path, dict[str, int]]:
+    """Good checkpoints at 1 and 20, one still being written at 2, every hostile case from 3 on, one tolerated."""
     run = tmp_path_factory.mktemp("run")
     outside = tmp_path_factory.mktemp("outside")
-    marker = outside / "payload-ran"
-    make_checkpoint(run, 1, tiny_model_dir)  # good
-
-    ckpt = make_checkpoint(run, 2, tiny_model_dir)  # truncated
-    data = (ckpt / "model.safetensors").read_bytes()
-    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
-
-    ckpt = make_checkpoint(run, 3, tiny_model_dir, max_shard_size="400KB")  # missing shard
-    shards = sorted(ckpt.glob("model-*.safetensors"))
-    assert len(shards) > 1
-    shards[1].unlink()
-
-    ckpt = make_checkpoint(run, 4, tiny_model_dir)  # huge header length
-    data = bytearray((ckpt / "model.safetensors").read_bytes())
-    data[:8] = (1 << 40).to_bytes(8, "little")
-    (ckpt / "model.safetensors").write_bytes(bytes(data))
-
-    ckpt = make_checkpoint(run, 5, tiny_model_dir)  # NaN weights
-    weights = load_file(ckpt / "model.safetensors")
-    weights["model.layers.1.mlp.up_proj.weight"][0, :12] = float("nan")
-    save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
-
-    ckpt = make_checkpoint(run, 6, tiny_model_dir)  # config disagrees with the weights
-    config = json.loads((ckpt / "config.json").read_text())
-    config["intermediate_size"] = 64
-    (ckpt / "config.json").write_text(json.dumps(config))
-
-    ckpt = make_checkpoint(run, 7, tiny_model_dir)  # pickle weights carrying a payload
-    (ckpt / "model.safetensors").unlink()
-    (ckpt / "pytorch_model.bin").write_bytes(pickle.dumps(Payload(marker)))
-
-    ckpt = make_checkpoint(run, 8, tiny_model_dir)  # symlink out of the directory
-    shutil.copy(ckpt / "model.safetensors", outside / "elsewhere.safetensors")
-    (ckpt / "model.safetensors").unlink()
-    (ckpt / "model.safetensors").symlink_to(outside / "elsewhere.safetensors")
-
-    ckpt = make_checkpoint(run, 9, tiny_model_dir)  # ../ in an index
-    index = {"metadata": {}, "weight_map": {"model.embed_tokens.weight": "../evil.safetensors"}}
-    (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
-
-    ckpt = make_checkpoint(run, 10, tiny_model_dir)  # still being written
+    make_checkpoint(run, 1, tiny_model_dir)
+    ckpt = make_checkpoint(run, 2, tiny_model_dir)  # still being written
     (ckpt / "trainer_state.json").unlink()
-
-    make_checkpoint(run, 11, tiny_model_dir)  # good, after all the bad ones
-
-    ckpt = make_checkpoint(run, 12, tiny_model_dir)  # a file name that is not UTF-8
-    (ckpt / os.fsdecode(b"notes-\xff.txt")).write_text("latin-1 bytes in the name")
-
-    ckpt = make_checkpoint(run, 13, tiny_model_dir)  # a config that names its own code
-    config = json.loads((ckpt / "config.json").read_text())
-    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
-    (ckpt / "config.json").write_text(json.dumps(config))
-    (ckpt / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
-
-    ckpt = make_checkpoint(run, 14, tiny_model_dir)  # float32 weights under a bfloat16 config, as veRL saves them
+    steps = write_hostile(run, outside, tiny_model_dir, first_step=3)
+    ckpt = make_checkpoint(run, 19, tiny_model_dir)  # float32 weights under a bfloat16 config, as veRL saves them
     config = json.loads((ckpt / "config.json").read_text())
     config["dtype"] = "bfloat16"
     (ckpt / "config.json").write_text(json.dumps(config))
-
-    ckpt = make_checkpoint(run, 15, tiny_model_dir)  # Inf, in bfloat16
-    weights = {k: v.to(torch.bfloat16) for k, v in load_file(ckpt / "model.safetensors").items()}
-    weights["model.layers.0.self_attn.q_proj.weight"][1, :3] = float("inf")
-    save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
-    config = json.loads((ckpt / "config.json").read_text())
-    config["dtype"] = "bfloat16"
-    (ckpt / "config.json").write_text(json.dumps(config))
-
-    ckpt = make_checkpoint(run, 16, tiny_model_dir)  # a chat template that would run for hours
-    loops = "{% for a in range(99999) %}{% for b in range(99999) %}{{ a * b }}{% endfor %}{% endfor %}"
-    (ckpt / "tokenizer_config.json").write_text(json.dumps({"chat_template": loops}))
-    return run, marker
+    make_checkpoint(run, 20, tiny_model_dir)  # good, after all the bad ones
+    return run, outside / "payload-ran", steps
 
 
 @pytest.fixture(scope="module")
-def scanned(bad_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[int, Checkpoint]:
-    run, _ = bad_run
-    return by_step(scan(open_source(str(run)), tmp_path_factory.mktemp("cache")))
+def scanned(
+    bad_run: tuple[Path, Path, dict[str, int]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, Checkpoint]:
+    return by_step(scan(open_source(str(bad_run[0])), tmp_path_factory.mktemp("cache")))
 
 
-@pytest.mark.parametrize(
-    ("step", "reason"),
-    [
-        (2, r"checkpoint-2/model.safetensors: not a valid safetensors file"),
-        (3, r"checkpoint-3/model-00002-of-\d+\.safetensors: missing \(named in model.safetensors.index.json\)"),
-        (4, r"checkpoint-4/model.safetensors: not a valid safetensors file"),
-        (5, r"tensor model.layers.1.mlp.up_proj.weight has 12 NaN values"),
-        (6, r"tensor model.layers.0.mlp.(gate|up|down)_proj.weight has shape \[\d+, \d+\], config.json implies"),
-        (7, r"pytorch_model.bin: pickle weights refused"),
-        (8, r"checkpoint-8/model.safetensors: points outside the checkpoint"),
-        (9, r"shard name '../evil.safetensors' escapes the checkpoint directory"),
-        (12, r"checkpoint-12/'notes-\\udcff.txt': file name is not valid UTF-8"),
-        (13, r"config.json: names its own code \(auto_map\); Shipyard never runs code from a checkpoint"),
-        (15, r"tensor model.layers.0.self_attn.q_proj.weight has 3 Inf values"),
-        (16, r"tokenizer_config.json: chat template does not render a short conversation within 5 s of CPU"),
-    ],
-)
-def test_bad_checkpoint_is_refused_with_its_reason(scanned: dict[int, Checkpoint], step: int, reason: str) -> None:
+@pytest.mark.parametrize("case", HOSTILE)
+def test_bad_checkpoint_is_refused_with_its_reason(
+    scanned: dict[int, Checkpoint], bad_run: tuple[Path, Path, dict[str, int]], case: str
+) -> None:
+    step = bad_run[2][case]
+    reason = HOSTILE[case][1].replace("{ckpt}", f"checkpoint-{step}")
     assert scanned[step].state == "invalid"
     assert re.search(reason, scanned[step].reason), scanned[step].reason
 
 
-def test_bad_checkpoints_do_not_stop_the_scan(scanned: dict[int, Checkpoint]) -> None:
-    assert sorted(scanned) == list(range(1, 17))
-    assert scanned[1].state == scanned[11].state == scanned[14].state == "complete"  # 14: float32 under bf16
-    assert scanned[10].state == "incomplete"
-    assert "trainer_state.json not yet written" in scanned[10].reason
+def test_bad_checkpoints_do_not_stop_the_scan(scanned: dict[int, Checkpoint], bad_run: tuple) -> None:
+    assert sorted(scanned) == [1, 2, *bad_run[2].values(), 19, 20]
+    assert scanned[1].state == scanned[19].state == scanned[20].state == "complete"  # 19: float32 under bf16
+    assert scanned[2].state == "incomplete"
+    assert "trainer_state.json not yet written" in scanned[2].reason
+    assert not bad_run[1].exists()  # nothing a checkpoint held ran
 
 
-def test_pickle_payload_never_runs_even_when_pickles_are_allowed(bad_run: tuple[Path, Path], tmp_path: Path) -> None:
-    run, marker = bad_run
+def test_pickle_payload_never_runs_even_when_pickles_are_allowed(bad_run: tuple, tmp_path: Path) -> None:
+    run, marker, steps = bad_run
     seen = by_step(scan(open_source(str(run)), tmp_path / "cache", allow_pickle_weights=True))
-    assert seen[7].state == "invalid"
-    assert "weights_only=True" in seen[7].reason
+    assert seen[steps["pickle payload"]].state == "invalid"
+    assert "weights_only=True" in seen[steps["pickle payload"]].reason
     assert not marker.exists()
 
 
 def test_good_checkpoint_is_snapshotted_with_digests_and_metrics(
-    scanned: dict[int, Checkpoint], bad_run: tuple[Path, Path]
+    scanned: dict[int, Checkpoint], bad_run: tuple[Path, Path, dict[str, int]]
 ) -> None:
-    good = scanned[11]
+    good = scanned[20]
     snapshot = Path(good.path)
     assert set(good.files) == {p.name for p in snapshot.iterdir()}
     assert "optimizer.pt" not in good.files
-    assert good.metrics == {"reward": 0.11}
-    assert good.uri == f"{bad_run[0].as_uri()}/checkpoint-11"
+    assert good.metrics == {"reward": 0.2}
+    assert good.uri == f"{bad_run[0].as_uri()}/checkpoint-20"
     assert good.run_id == bad_run[0].name
     weights = load_file(snapshot / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in weights.values())
 
 
 def test_unchanged_files_are_stored_once(scanned: dict[int, Checkpoint]) -> None:
-    first, last = scanned[1], scanned[11]
+    first, last = scanned[1], scanned[20]
     assert first.files["tokenizer.json"] == last.files["tokenizer.json"]
     assert first.digest != last.digest  # trainer_state differs
     blob = Path(first.path) / "tokenizer.json"
