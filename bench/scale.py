@@ -19,6 +19,8 @@ Run: `.venv/bin/python bench/scale.py [0.1 0.5 1.5]` (about 4 minutes).
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import statistics
 import subprocess
@@ -36,6 +38,7 @@ SIZES = {  # ~parameters: (hidden, layers, intermediate, heads)
     "1.5": (2048, 24, 5632, 16),
 }
 SHARD_BYTES = 1 << 30
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 INTAKE = """
 import sys, time
 from pathlib import Path
@@ -46,6 +49,42 @@ start = time.perf_counter()
 [c] = scan(open_source(sys.argv[1]), Path(sys.argv[2]))
 assert c.state == "complete", c.reason
 print(time.perf_counter() - start)
+"""
+
+
+RELEASE = """
+import json, sys, time
+from pathlib import Path
+from shipyard.publish import model_digest, publish, pull
+from shipyard.stores import open_store
+model, store_uri, endpoint, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3] or None, Path(sys.argv[4])
+model_digest(model)  # as after intake: every digest is in the digest cache
+store = open_store(store_uri, endpoint)
+start = time.perf_counter()
+version = publish(model, "main", store, ungated="bench").release.version
+published = time.perf_counter() - start
+start = time.perf_counter()
+pull(store, "main", str(version), out)
+print(json.dumps({"publish_s": published, "pull_s": time.perf_counter() - start}))
+"""
+PEER = """
+import hashlib, json, sys, time
+from pathlib import Path
+import boto3
+model, bucket, endpoint, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
+client = boto3.client("s3", endpoint_url=endpoint)  # boto3's defaults: TransferConfig(), standard client
+files = sorted(p for p in model.iterdir() if p.is_file())
+start = time.perf_counter()
+for p in files:
+    client.upload_file(str(p), bucket, f"peer/{p.name}")
+uploaded = time.perf_counter() - start
+out.mkdir()
+start = time.perf_counter()
+for p in files:
+    client.download_file(bucket, f"peer/{p.name}", str(out / p.name))
+    with (out / p.name).open("rb") as f:
+        hashlib.file_digest(f, "sha256")
+print(json.dumps({"upload_s": uploaded, "download_sha256_s": time.perf_counter() - start}))
 """
 
 
@@ -110,8 +149,51 @@ def timed(command: list[str]) -> tuple[float, float, str]:
     return time.perf_counter() - start, int(done.stderr.strip().splitlines()[-1]) / 1024, done.stdout
 
 
+def release(model: Path, tmp: Path, endpoint: str) -> dict[str, float]:
+    """Publish and pull `model` on a local store (same file system) and on S3, each beside its peer."""
+    local, s3 = tmp / "store", f"s3://bench/{tmp.name}"
+    _, rss, out = timed([sys.executable, "-c", RELEASE, str(model), str(local), "", str(tmp / "pulled")])
+    ours = json.loads(out)
+    cp = timed(["cp", "-r", str(model), str(tmp / "cp")])[0]
+    copy_hash = cp + timed(["openssl", "dgst", "-sha256", *sorted(str(p) for p in (tmp / "cp").iterdir())])[0]
+    _, s3_rss, s3_out = timed([sys.executable, "-c", RELEASE, str(model), s3, endpoint, str(tmp / "s3-pulled")])
+    theirs = json.loads(timed([sys.executable, "-c", PEER, str(model), "bench", endpoint, str(tmp / "peer")])[2])
+    s3_ours = json.loads(s3_out)
+    for path in (local, tmp / "pulled", tmp / "cp", tmp / "s3-pulled", tmp / "peer"):
+        subprocess.run(["chmod", "-R", "u+w", str(path)], check=False)
+        shutil.rmtree(path, ignore_errors=True)
+    return {
+        "local_publish_s": round(ours["publish_s"], 2),
+        "cp_s": round(cp, 2),
+        "local_publish_over_cp": round(ours["publish_s"] / cp, 3),
+        "local_pull_s": round(ours["pull_s"], 2),
+        "cp_plus_sha256_s": round(copy_hash, 2),
+        "local_pull_over_floor": round(ours["pull_s"] / copy_hash, 2),
+        "local_peak_rss_MB": round(rss),
+        "s3_publish_s": round(s3_ours["publish_s"], 2),
+        "boto3_upload_s": round(theirs["upload_s"], 2),
+        "s3_publish_throughput_vs_boto3": round(theirs["upload_s"] / s3_ours["publish_s"], 2),
+        "s3_pull_s": round(s3_ours["pull_s"], 2),
+        "boto3_download_sha256_s": round(theirs["download_sha256_s"], 2),
+        "s3_pull_over_floor": round(s3_ours["pull_s"] / theirs["download_sha256_s"], 2),
+        "s3_peak_rss_MB": round(s3_rss),
+    }
+
+
 def main() -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
     from shipyard.tiny import build_tiny_model
+
+    for key, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=5125, verbose=False)
+    server.start()
+    endpoint = "http://127.0.0.1:5125"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
 
     sizes = sys.argv[1:] or list(SIZES)
     results = {}
@@ -130,7 +212,7 @@ def main() -> None:
             scans: list[float] = []
             rsss: list[float] = []
             floor: list[float] = []
-            for i in range(3):
+            for i in range(REPEATS):
                 cache, copy = tmp / f"cache-{size}-{i}", tmp / f"copy-{size}-{i}"
                 wall, rss, out = timed([sys.executable, "-c", INTAKE, str(run), str(cache), str(warm)])
                 walls, scans, rsss = [*walls, wall], [*scans, float(out)], [*rsss, rss]
@@ -149,8 +231,10 @@ def main() -> None:
                 "cp_plus_openssl_sha256_s": round(floor_s, 2),
                 "scan_over_floor": round(scan_s / floor_s, 2),
             }
+            results[size] |= release(ckpt, Path(tempfile.mkdtemp(dir=tmp)), endpoint)
             print(json.dumps({size: results[size]}), flush=True)
             shutil.rmtree(run)
+    server.stop()
     print(json.dumps(results, indent=1))
 
 
