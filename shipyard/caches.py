@@ -1,13 +1,14 @@
 """The caches under the home, their sizes, and what `gc` evicts to keep each under its budget.
 
-Six caches grow as a run goes on: snapshots of checkpoints (`snapshots/`,
-files hard-linked to content-addressed blobs), post-trained `candidates/`,
+Seven caches grow as a run goes on: snapshots of checkpoints (`snapshots/`,
+files hard-linked to content-addressed blobs), sharded checkpoints converted
+to models (`converted/`), post-trained `candidates/`,
 `staging/` (hard links to candidates plus metadata), `champions/` pulled to
 gate against, `evals/` results and `gates/` reports. Each top-level entry of a
 cache is evicted whole, least recently used first (its directory's mtime; a
 reuse touches it), until the cache's bytes (each inode counted once) are
 within its budget. Never evicted: what an in-flight checkpoint needs (its
-snapshot, the candidates made from it and their staging), each line's newest
+snapshot or converted model, the candidates made from it and their staging), each line's newest
 champion, and anything used within `keep_recent_seconds` (another process may
 have it in hand); blobs no snapshot links to any more go with the last
 snapshot that did. `plan` is pure; `collect` measures, plans and (unless a dry
@@ -30,7 +31,7 @@ from pathlib import Path
 from shipyard.settings import CacheSettings
 
 LOCK = ".in-use"
-CACHES = ("snapshots", "candidates", "staging", "champions", "evals", "gates")
+CACHES = ("snapshots", "converted", "candidates", "staging", "champions", "evals", "gates")
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def _needed(home: Path, digests: set[str]) -> _Needed:
     keys = set()
     for lineage in (home / "candidates").glob("*/lineage.json"):
         try:
-            if json.loads(lineage.read_text()).get("checkpoint_digest") in digests:
+            if Path(str(json.loads(lineage.read_text()).get("checkpoint", ""))).name in digests:
                 keys.add(lineage.parent.name)
         except (OSError, ValueError, AttributeError):
             continue  # unreadable: not known to be needed
@@ -141,8 +142,10 @@ def entries(home: Path, cache: str, needed: _Needed, recent: float) -> list[Entr
             versions = sorted(_children(line), key=lambda p: _version(p.name))
             found += [_entry(cache, p, recent, {versions[-1].name}) for p in versions]
         return found
-    needed_here = needed.candidates if cache in ("candidates", "staging") else set()
-    return [_entry(cache, p, recent, needed_here, stale=p.name.startswith("tmp")) for p in _children(root)]
+    pins = {"candidates": needed.candidates, "staging": needed.candidates, "converted": needed.snapshots}.get(
+        cache, set()
+    )
+    return [_entry(cache, p, recent, pins, stale=p.name.startswith("tmp")) for p in _children(root)]
 
 
 def _entry(cache: str, path: Path, recent: float, needed: set[str], stale: bool = False) -> Entry:

@@ -109,8 +109,8 @@ def checkpoints_command(
         raise ConfigError("no source: give --source or set watch.source")
     run = open_source(source, settings.s3, settings.hub)
     state = load_state(settings.home / "watch", run.uri)
-    snapshots, pickles = settings.home / "snapshots", settings.watch.allow_pickle_weights
-    scanned = scan(run, snapshots, pickles, skip=state.decided.keys(), validate=validate)
+    pickles = settings.watch.allow_pickle_weights
+    scanned = scan(run, settings.home, pickles, skip=state.decided.keys(), validate=validate, convert=settings.convert)
     seen = view(scanned, state)
     if as_json:
         print_json([c.as_dict() for c in seen])

@@ -49,8 +49,10 @@ class Cursor:
             path = PurePosixPath(f)
             if path.name in (VERL_MARKER, DEEPSPEED_MARKER):
                 self.markers.add(f)
-            if (series_step := numbered(str(path.parent))) is not None:
-                found[str(path.parent)] = series_step
+            for parent in path.parents:  # the checkpoint directory may hold its files in subdirectories
+                if (series_step := numbered(str(parent))) is not None:
+                    found[str(parent)] = series_step
+                    break
         for directory, (series, step) in sorted(found.items(), key=lambda item: item[1][1]):
             self.seen[directory] = (series, step)
             newest = self.newest.get(series)

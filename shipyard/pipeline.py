@@ -150,6 +150,7 @@ def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, out: Path) -> 
         "step": checkpoint.step,
         "checkpoint_uri": checkpoint.uri,
         "metrics": checkpoint.metrics,
+        **({"converted_by": checkpoint.converted_by} if checkpoint.converted_by else {}),
     }
     (out / LINEAGE).write_text(json.dumps(lineage, indent=1, sort_keys=True) + "\n")
     for name in ("gate.json", "evals.json"):

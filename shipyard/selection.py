@@ -23,9 +23,9 @@ from pathlib import Path
 
 from shipyard.caches import Usage, collect
 from shipyard.errors import StateError
-from shipyard.settings import Settings, WatchSettings
+from shipyard.settings import ConvertSettings, Settings, WatchSettings
 from shipyard.sources import Source
-from shipyard.watch import Checkpoint, list_run
+from shipyard.watch import NONE, Checkpoint, list_run
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -78,7 +78,8 @@ def load_state(directory: Path, source_uri: str) -> WatchState:
 
 
 def in_flight_digests(directory: Path) -> set[str]:
-    """The snapshot digests of every checkpoint selected and not finished, across all watched sources."""
+    """Every checkpoint selected and not finished, across all watched sources, by its digest (the name of its
+    snapshot or converted directory)."""
     digests: set[str] = set()
     for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
         with path.open() as f:
@@ -87,7 +88,7 @@ def in_flight_digests(directory: Path) -> set[str]:
             uri = json.loads(first)["checkpoint"]["source_uri"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise StateError(f"{path}:1: not a JSON decision record") from None
-        digests |= {c.digest for c in load_state(directory, uri).decided.values() if c.state == IN_FLIGHT}
+        digests |= {Path(c.path).name for c in load_state(directory, uri).decided.values() if c.state == IN_FLIGHT}
     return digests - {""}
 
 
@@ -171,7 +172,12 @@ def _passed_over(state: WatchState, checkpoint: Checkpoint) -> None:
 
 
 def poll(
-    source: Source, home: Path, policy: WatchSettings, now: float, state: WatchState | None = None
+    source: Source,
+    home: Path,
+    policy: WatchSettings,
+    now: float,
+    state: WatchState | None = None,
+    convert: ConvertSettings = NONE,
 ) -> tuple[list[Checkpoint], WatchState]:
     """List what is new in `source`, decide, snapshot only what is taken, persist; the selected and the state.
 
@@ -181,9 +187,12 @@ def poll(
     state = state or load_state(home / "watch", source.uri)
     before = dict(state.decided)
     listing = list_run(source, skip=state.decided.keys())
-    cache = home / "snapshots"
     selected = decide(
-        listing.checkpoints(), state, policy, now, lambda c: listing.inspect(c, cache, policy.allow_pickle_weights)
+        listing.checkpoints(),
+        state,
+        policy,
+        now,
+        lambda c: listing.inspect(c, home, policy.allow_pickle_weights, convert),
     )
     changed = [c for uri, c in state.decided.items() if before.get(uri) is not c]  # decisions are new objects
     save_state(home / "watch", state, changed, now)

@@ -72,6 +72,21 @@ class WatchSettings(Section):
     allow_pickle_weights: bool = Field(False, description="Accept .bin/.pt weights, loaded with weights_only=True.")
 
 
+class ConvertSettings(Section):
+    """How sharded training checkpoints (DCP, veRL's FSDP rank shards, Megatron, ZeRO) become a Hugging Face model."""
+
+    base_model: Path | None = Field(
+        None, description="A model directory whose config.json and tokenizer serve checkpoints that carry none."
+    )
+    renames: list[tuple[str, str]] = Field(
+        default_factory=list, description="(regex, replacement) pairs applied to tensor names before matching."
+    )
+    command: str | None = Field(
+        None, description="Converter for formats Shipyard does not read (Megatron torch_dist, ZeRO): {src}, {out}."
+    )
+    max_shard_bytes: ByteSize = Field(ByteSize(5 * 10**9), description="Largest safetensors shard written.")
+
+
 class CacheSettings(Section):
     """How much disk each cache under the home may hold: every watch poll and `shipyard gc` evict, least
     recently used first, what no in-flight checkpoint needs (sizes like 200GB or 50GiB)."""
@@ -80,6 +95,7 @@ class CacheSettings(Section):
     candidates: ByteSize = Field(ByteSize(200 * 10**9), description="Post-trained candidates.")
     staging: ByteSize = Field(ByteSize(50 * 10**9), description="Candidates staged for publishing (mostly links).")
     champions: ByteSize = Field(ByteSize(100 * 10**9), description="Releases pulled to be gated against.")
+    converted: ByteSize = Field(ByteSize(200 * 10**9), description="Sharded checkpoints converted to models.")
     evals: ByteSize = Field(ByteSize(10**9), description="Per-model eval results.")
     gates: ByteSize = Field(ByteSize(10**9), description="Gate reports.")
     keep_recent_seconds: float = Field(
@@ -209,6 +225,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".shipyard"), description="Where Shipyard keeps its caches and state.")
     demo: DemoSettings = DemoSettings()
     watch: WatchSettings = WatchSettings()
+    convert: ConvertSettings = ConvertSettings()
     cache: CacheSettings = CacheSettings()
     s3: S3Settings = S3Settings()
     hub: HubSettings = HubSettings()

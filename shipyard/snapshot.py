@@ -12,9 +12,11 @@ are training state, not weights, and are not copied. Called by the watcher.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +25,8 @@ from shipyard.digests import file_digests, remember
 from shipyard.errors import CheckpointInFlux
 from shipyard.layouts import TRAINER_STATE_PICKLES
 from shipyard.sources import Source
+
+FETCHERS = 4  # files copied at once; each holds one 8 MiB buffer
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,11 @@ def directory_digest(path: Path) -> str:
     return checkpoint_digest(dict(zip(names, file_digests(paths), strict=True)))
 
 
-def model_files(listing: list[str], checkpoint: str) -> list[str]:
-    """The names, relative to `checkpoint`, of the files a snapshot keeps."""
+def model_files(listing: list[str], checkpoint: str, keep: tuple[str, ...] = ()) -> list[str]:
+    """The names, relative to `checkpoint`, of the files a snapshot keeps (those matching `keep`, if given)."""
     prefix = f"{checkpoint}/"
     names = [f.removeprefix(prefix) for f in listing if f.startswith(prefix)]
+    names = [n for n in names if not keep or any(fnmatch.fnmatchcase(n, pattern) for pattern in keep)]
     return sorted(n for n in names if PurePosixPath(n).name not in TRAINER_STATE_PICKLES)
 
 
@@ -61,14 +66,14 @@ def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path
     """
     blobs = cache / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
     before = {name: source.version(checkpoint, name) for name in names}
     with working(cache / "tmp") as staging:
         building = staging / "snapshot"
         for name in names:
-            part = building / name
-            part.parent.mkdir(parents=True, exist_ok=True)
-            files[name] = source.fetch(checkpoint, name, part)
+            (building / name).parent.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=min(FETCHERS, os.cpu_count() or 1)) as pool:  # files in parallel
+            fetched = pool.map(lambda name: source.fetch(checkpoint, name, building / name), names)
+            files = dict(zip(names, fetched, strict=True))
         after = {name: source.version(checkpoint, name) for name in names}
         if changed := sorted(name for name in names if before[name] != after[name]):
             gone = all(v is None for v in after.values())

@@ -71,7 +71,7 @@ def validate_checkpoint(
         raise InvalidCheckpoint(f"{root / pickles[0]}: pickle weights refused; convert to safetensors or allow them")
     _refuse_remote_code(root)
     check_chat_templates(root)
-    expected = _expected_tensors(root)
+    expected = expected_tensors(root)
     if shards:
         headers = dict(_safetensors_headers(root, shards))
         notes = _check_against_config(root, {k: (shape, dtype) for k, (shape, dtype, _) in headers.items()}, expected)
@@ -192,8 +192,9 @@ def _read_pickles(root: Path, files: list[str]) -> Iterator[tuple[str, torch.Ten
         yield from ((k, v) for k, v in state.items() if isinstance(v, torch.Tensor))
 
 
-def _expected_tensors(root: Path) -> dict[frozenset[str], tuple[tuple[int, ...], torch.dtype]]:
-    """Tensor shapes and dtype the config implies, grouped by tied names (any name of a group will do)."""
+def expected_tensors(root: Path) -> dict[frozenset[str], tuple[tuple[int, ...], torch.dtype, str]]:
+    """Tensor shapes and dtype the config implies, grouped by tied names (any name of a group will do), with the
+    name `save_pretrained` keeps for the group (the first registered)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
@@ -202,23 +203,23 @@ def _expected_tensors(root: Path) -> dict[frozenset[str], tuple[tuple[int, ...],
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError for bad configs
         raise InvalidCheckpoint(f"{root / 'config.json'}: cannot build the model it describes ({exc})") from None
-    groups: dict[int, tuple[set[str], torch.Tensor]] = {}
+    groups: dict[int, tuple[list[str], torch.Tensor]] = {}
     for name, tensor in model.state_dict(keep_vars=True).items():
-        groups.setdefault(id(tensor), (set(), tensor))[0].add(name)
+        groups.setdefault(id(tensor), ([], tensor))[0].append(name)
     dtype = getattr(config, "dtype", None) or torch.float32
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    return {frozenset(names): (tuple(t.shape), dtype) for names, t in groups.values()}
+    return {frozenset(names): (tuple(t.shape), dtype, names[0]) for names, t in groups.values()}
 
 
 def _check_against_config(
     root: Path,
     tensors: dict[str, tuple[tuple[int, ...], torch.dtype]],
-    expected: dict[frozenset[str], tuple[tuple[int, ...], torch.dtype]],
+    expected: dict[frozenset[str], tuple[tuple[int, ...], torch.dtype, str]],
 ) -> list[str]:
     """Refuse what loading would refuse (a missing tensor, another shape, float against integer); note the rest."""
     cast: list[str] = []
-    for names, (shape, dtype) in expected.items():
+    for names, (shape, dtype, _) in expected.items():
         present = sorted(names & tensors.keys())
         if not present:
             raise InvalidCheckpoint(f"{root}: tensor {min(names)} missing (config.json expects {list(shape)})")

@@ -22,11 +22,13 @@ from typing import Any
 
 from shipyard.errors import CheckpointError, CheckpointInFlux, ShipyardError
 from shipyard.layouts import TRAINER_STATE, Found, find_checkpoints
+from shipyard.settings import ConvertSettings
 from shipyard.snapshot import model_files, take_snapshot
 from shipyard.sources import Source
 from shipyard.trainer_state import metrics_at, read_trainer_state
 
 log = logging.getLogger(__name__)
+NONE = ConvertSettings()
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Checkpoint:
     path: str = ""  # the snapshot directory
     files: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    converted_by: str = ""  # the converter that made `path` from a sharded training checkpoint, if one did
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,9 +64,12 @@ class Listing:
         """Every checkpoint found, as listed: complete ones with their `trainer_state.json` metrics, nothing copied."""
         return [self._listed(f) for f in self.found.values()]
 
-    def inspect(self, checkpoint: Checkpoint, cache: Path, allow_pickle_weights: bool = False) -> Checkpoint:
-        """Snapshot a listed complete checkpoint into `cache` and validate the copy: its state and reason."""
-        return _inspect(self.source, self.files, self.found[checkpoint.uri], checkpoint, cache, allow_pickle_weights)
+    def inspect(
+        self, checkpoint: Checkpoint, home: Path, allow_pickle_weights: bool = False, convert: ConvertSettings = NONE
+    ) -> Checkpoint:
+        """Snapshot a listed complete checkpoint under `home`, convert it if sharded, validate: its state and reason."""
+        found = self.found[checkpoint.uri]
+        return _inspect(self.source, self.files, found, checkpoint, home, allow_pickle_weights, convert)
 
     def _listed(self, found: Found) -> Checkpoint:
         base = Checkpoint(
@@ -88,12 +94,14 @@ def list_run(source: Source, skip: Collection[str] = ()) -> Listing:
 
 def scan(
     source: Source,
-    cache: Path,
+    home: Path,
     allow_pickle_weights: bool = False,
     skip: Collection[str] = (),
     validate: bool = True,
+    convert: ConvertSettings = NONE,
 ) -> list[Checkpoint]:
-    """Every checkpoint of `source` not in `skip` (uris), by step; complete ones snapshotted and validated.
+    """Every checkpoint of `source` not in `skip` (uris), by step; complete ones snapshotted (under `home`),
+    converted if sharded, and validated.
 
     With `validate` off, nothing is copied: complete checkpoints come with the metrics of their
     `trainer_state.json` (read from the source) and no digest.
@@ -102,7 +110,7 @@ def scan(
     listed = listing.checkpoints()
     if not validate:
         return listed
-    return [listing.inspect(c, cache, allow_pickle_weights) if c.state == "complete" else c for c in listed]
+    return [listing.inspect(c, home, allow_pickle_weights, convert) if c.state == "complete" else c for c in listed]
 
 
 def checkpoint_uri(source: Source, found: Found) -> str:
@@ -114,14 +122,20 @@ def _run_id(source: Source) -> str:
 
 
 def _inspect(
-    source: Source, listing: list[str], found: Found, base: Checkpoint, cache: Path, allow_pickle_weights: bool
+    source: Source,
+    listing: list[str],
+    found: Found,
+    base: Checkpoint,
+    home: Path,
+    allow_pickle_weights: bool,
+    convert: ConvertSettings,
 ) -> Checkpoint:
     base = replace(base, state="", reason="", metrics={})
-    names = model_files(listing, found.path)
+    names = model_files(listing, found.path, found.keep)
     if undecodable := [n for n in names if not _utf8(n)]:
         return replace(base, state="invalid", reason=f"{base.uri}/{undecodable[0]!r}: file name is not valid UTF-8")
     try:
-        snap = take_snapshot(source, found.path, names, cache)
+        snap = take_snapshot(source, found.path, names, home / "snapshots")
     except CheckpointInFlux as exc:  # no verdict on the checkpoint: look again next poll, unless it is gone
         if exc.gone:
             return replace(base, state="gone", reason="rotated away by the trainer before it could be copied")
@@ -132,17 +146,51 @@ def _inspect(
         return replace(base, state="invalid", reason=f"{base.uri}: cannot be copied ({type(exc).__name__}: {exc})")
     from shipyard.validation import validate_checkpoint  # torch: paid only when a checkpoint is validated
 
+    model, converted_by = snap.path, ""
     try:
-        notes = validate_checkpoint(snap.path, allow_pickle_weights=allow_pickle_weights)
+        if found.format != "hf":
+            model, converted_by = _convert(found, snap.path, snap.digest, home, convert)
+        notes = validate_checkpoint(model, allow_pickle_weights=allow_pickle_weights)
         has_state = f"{found.path}/{TRAINER_STATE}" in listing
         metrics = metrics_at(read_trainer_state(snap.path / TRAINER_STATE), found.step) if has_state else {}
     except (CheckpointError, OSError, ValueError, RuntimeError) as exc:
-        # Name the checkpoint as the user knows it, not its snapshot in the cache.
+        # Name the checkpoint as the user knows it, not its copies in the cache.
         reason = str(exc) if isinstance(exc, CheckpointError) else f"cannot be validated ({type(exc).__name__}: {exc})"
-        return replace(base, state="invalid", reason=reason.replace(str(snap.path), base.uri), digest=snap.digest)
+        reason = reason.replace(str(model), base.uri).replace(str(snap.path), base.uri)
+        return replace(base, state="invalid", reason=reason, digest=snap.digest)
     for note in notes:
         log.info("%s: tolerated: %s", base.uri, note)
-    return replace(base, state="complete", digest=snap.digest, path=str(snap.path), files=snap.files, metrics=metrics)
+    files = snap.files if model == snap.path else {}
+    return replace(
+        base,
+        state="complete",
+        digest=snap.digest,
+        path=str(model),
+        files=files,
+        metrics=metrics,
+        converted_by=converted_by,
+    )
+
+
+def _convert(found: Found, snapshot: Path, digest: str, home: Path, settings: ConvertSettings) -> tuple[Path, str]:
+    """The model directory a sharded checkpoint converts to, under `home/converted/<digest>`, and by what."""
+    from shipyard.convert import convert
+
+    hf_files = [snapshot / found.hf_files] if found.hf_files else []
+    hf_files += [settings.base_model] if settings.base_model else []
+    done = convert(
+        found.format,
+        snapshot / found.weights,
+        hf_files,
+        home / "converted" / digest,
+        settings.renames,
+        settings.max_shard_bytes,
+        settings.command,
+        home / "converted" / "logs" / f"{digest}.log",
+    )
+    for note in done.notes:
+        log.info("%s: converted: %s", found.path, note)
+    return done.path, done.converter
 
 
 def _utf8(name: str) -> bool:

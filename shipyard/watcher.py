@@ -48,7 +48,7 @@ def watch_once(
     outcomes = [o for c in _in_flight(state) if (o := _finish(c, (settle or take)(c), state, settings, clock))]
     while True:
         before = dict(state.decided)
-        selected, state = poll(source, settings.home, settings.watch, clock(), state)
+        selected, state = poll(source, settings.home, settings.watch, clock(), state, settings.convert)
         _record_passed_over(before, state, source, settings)
         if not selected:
             keep_within_budgets(settings, clock())

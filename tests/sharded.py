@@ -1,0 +1,66 @@
+"""Sharded training checkpoints made by real distributed code: two gloo processes, FSDP2, a few optimizer steps.
+
+`train_sharded(model_dir, out)` wraps the tiny Llama in `model_dir` with
+`fully_shard` in two processes, takes three AdamW steps, then saves what the
+frameworks save: a torch DCP checkpoint of the model (`out/dcp/`, as NeMo-RL,
+prime-rl and torchtitan do), each rank's sharded state dict with `torch.save`
+(`out/verl/model_world_size_2_rank_<r>.pt`, as veRL's checkpoint manager
+does), and the full unsharded state dict (`out/full.safetensors`), the
+reference every conversion must equal bit for bit.
+"""
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, model_dir: str, out: str, port: int) -> None:
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+    from transformers import AutoModelForCausalLM
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(rank))
+        for _ in range(3):
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        root = Path(out)
+        sharded = model.state_dict()  # DTensors, one shard per rank
+        dcp.save(sharded, checkpoint_id=root / "dcp")
+        (root / "verl").mkdir(parents=True, exist_ok=True)
+        torch.save(sharded, root / "verl" / f"model_world_size_{WORLD}_rank_{rank}.pt")
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if rank == 0:
+            save_file({k: v.contiguous() for k, v in full.items()}, root / "full.safetensors")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def train_sharded(model_dir: Path, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_worker, args=(str(model_dir), str(out), _free_port()), nprocs=WORLD, join=True)
+    return out

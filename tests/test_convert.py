@@ -1,0 +1,148 @@
+"""Sharded training checkpoints made by real FSDP2 code become Hugging Face models equal to the unsharded one."""
+
+import os
+import pickle
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from shipyard.convert import convert
+from shipyard.errors import InvalidCheckpoint
+from shipyard.settings import ConvertSettings
+from shipyard.sources import open_source
+from shipyard.validation import validate_checkpoint
+from shipyard.watch import scan
+
+from .sharded import train_sharded
+
+
+@pytest.fixture(scope="module")
+def sharded(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_sharded(tiny_model_dir, tmp_path_factory.mktemp("sharded"))
+
+
+def assert_equals_unsharded(model_dir: Path, sharded: Path) -> None:
+    full = load_file(sharded / "full.safetensors")
+    got = load_file(model_dir / "model.safetensors")
+    assert set(got) == set(full) - {"lm_head.weight"}  # tied to the embeddings: stored once
+    assert all(torch.equal(full[name], got[name]) for name in got)
+    assert validate_checkpoint(model_dir) == []
+    ids = torch.arange(1, 17).unsqueeze(0)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir)
+    reference.load_state_dict(full, strict=False)
+    with torch.no_grad():
+        assert torch.equal(AutoModelForCausalLM.from_pretrained(model_dir)(ids).logits, reference(ids).logits)
+
+
+@pytest.mark.parametrize(("fmt", "weights"), [("dcp", "dcp"), ("fsdp-ranks", "verl")])
+def test_sharded_checkpoints_convert_bit_for_bit(
+    sharded: Path, tiny_model_dir: Path, tmp_path: Path, fmt: str, weights: str
+) -> None:
+    done = convert(fmt, sharded / weights, [tiny_model_dir], tmp_path / "model")
+    assert_equals_unsharded(done.path, sharded)
+    assert done.converter.startswith(f"shipyard ({fmt})")
+    again = convert(fmt, sharded / "missing", [tiny_model_dir], tmp_path / "model")  # cached: nothing read
+    assert again.path == done.path
+
+
+def test_shards_are_bounded_and_indexed(sharded: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    done = convert("dcp", sharded / "dcp", [tiny_model_dir], tmp_path / "model", max_shard_bytes=200_000)
+    shards = sorted(done.path.glob("model-*.safetensors"))
+    assert len(shards) > 2 and (done.path / "model.safetensors.index.json").is_file()
+    assert validate_checkpoint(done.path) == []
+    assert torch.equal(
+        AutoModelForCausalLM.from_pretrained(done.path).model.norm.weight,
+        load_file(sharded / "full.safetensors")["model.norm.weight"],
+    )
+
+
+def test_renamed_tensors_map_through_the_rename_table(sharded: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    full = load_file(sharded / "full.safetensors")
+    renamed = {f"_orig_mod.module.{k.replace('.layers.', '.blocks.')}": v for k, v in full.items()}
+    dcp.save(renamed, checkpoint_id=tmp_path / "dcp", no_dist=True)
+    with pytest.raises(InvalidCheckpoint, match=r"tensors config.json implies are not in the checkpoint"):
+        convert("dcp", tmp_path / "dcp", [tiny_model_dir], tmp_path / "refused")
+    done = convert("dcp", tmp_path / "dcp", [tiny_model_dir], tmp_path / "model", renames=[(r"\.blocks\.", ".layers.")])
+    assert_equals_unsharded(done.path, sharded)
+
+
+class Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_dcp_metadata_cannot_run_code_or_point_outside(sharded: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    hostile = tmp_path / "hostile"
+    shutil.copytree(sharded / "dcp", hostile)
+    (hostile / ".metadata").write_bytes(pickle.dumps(Payload(tmp_path / "ran")))
+    with pytest.raises(InvalidCheckpoint, match=r"\.metadata: not DCP metadata \(posix.system is not part"):
+        convert("dcp", hostile, [tiny_model_dir], tmp_path / "out")
+    assert not (tmp_path / "ran").exists()
+
+    from shipyard.convert import _read_metadata
+
+    metadata = _read_metadata(sharded / "dcp")
+    for info in metadata.storage_data.values():
+        info.relative_path = "../../etc/passwd"
+    (hostile / ".metadata").write_bytes(pickle.dumps(metadata))
+    with pytest.raises(InvalidCheckpoint, match=r"names data file '../../etc/passwd' outside the checkpoint"):
+        convert("dcp", hostile, [tiny_model_dir], tmp_path / "out")
+
+
+def test_a_config_the_weights_do_not_match_is_refused_before_reading(
+    sharded: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    config = (other / "config.json").read_text().replace('"intermediate_size": 256', '"intermediate_size": 4096')
+    (other / "config.json").write_text(config)
+    with pytest.raises(InvalidCheckpoint, match=r"has shape \[256, 128\], config.json implies \[4096, 128\]"):
+        convert("fsdp-ranks", sharded / "verl", [other], tmp_path / "out")
+
+
+def test_a_converter_command_runs_and_its_failure_is_the_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
+    copy = f"{sys.executable} -c 'import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], dirs_exist_ok=True)'"
+    done = convert("command", tiny_model_dir, [], tmp_path / "model", command=f"{copy} {{src}} {{out}}")
+    assert validate_checkpoint(done.path) == [] and done.converter.startswith("command: ")
+    failing = f"{sys.executable} -c 'import sys; print(\"no such checkpoint\"); sys.exit(3)'"
+    with pytest.raises(InvalidCheckpoint, match=r"converter exited 3: no such checkpoint \(log: .*fail.log\)"):
+        convert("command", tiny_model_dir, [], tmp_path / "out", command=failing, log=tmp_path / "fail.log")
+    with pytest.raises(InvalidCheckpoint, match=r"no converter for this format; set convert.command"):
+        convert("command", tiny_model_dir, [], tmp_path / "out")
+
+
+def test_the_watcher_takes_nemo_rl_and_verl_checkpoints_as_models(
+    sharded: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    nemo = run / "nemo" / "step_10" / "policy"
+    shutil.copytree(sharded / "dcp", nemo / "weights")
+    shutil.copytree(tiny_model_dir, nemo / "tokenizer", ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    shutil.copytree(sharded / "dcp", run / "nemo" / "tmp_step_20" / "policy" / "weights")  # not renamed yet
+    actor = run / "verl" / "global_step_30" / "actor"
+    shutil.copytree(sharded / "verl", actor)
+    shutil.copytree(tiny_model_dir, actor / "huggingface", ignore=shutil.ignore_patterns("*.safetensors"))
+    (actor / "optim_world_size_2_rank_0.pt").write_bytes(b"optimizer state: never copied")
+    (run / "verl" / "latest_checkpointed_iteration.txt").write_text("30")
+    seen = {c.step: c for c in scan(open_source(str(run)), tmp_path / "home", convert=ConvertSettings())}
+    assert seen[10].state == "invalid" and "set convert.base_model" in seen[10].reason  # NeMo-RL saves no config
+    assert seen[20].state == "incomplete" and "renames tmp_step" in seen[20].reason
+    assert seen[30].state == "complete" and seen[30].converted_by.startswith("shipyard (fsdp-ranks)")
+    assert_equals_unsharded(Path(seen[30].path), sharded)
+    snapshot = tmp_path / "home" / "snapshots" / "checkpoints" / seen[30].digest
+    assert not (snapshot / "optim_world_size_2_rank_0.pt").exists()
+
+    settings = ConvertSettings(base_model=tiny_model_dir)
+    [nemo_step] = scan(open_source(str(run)), tmp_path / "home", skip=[seen[20].uri, seen[30].uri], convert=settings)
+    assert nemo_step.state == "complete", nemo_step.reason
+    assert_equals_unsharded(Path(nemo_step.path), sharded)
