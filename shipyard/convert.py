@@ -42,6 +42,7 @@ import subprocess
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
@@ -131,10 +132,13 @@ def convert(
     with working(out.parent) as work:
         building = work / "model"
         building.mkdir()
+        notes: list[str] = []
         if fmt == "command":
             if not command:
                 raise InvalidCheckpoint(f"{weights}: no converter for this format; set convert.command")
-            converter, notes = _run_command(command, weights, building, log or work / "converter.log"), []
+            converter = _run_command(command, weights, building, log or work / "converter.log")
+        elif fmt == "lora":
+            converter = _merge_lora(weights, hf_files, building)
         else:
             for directory in reversed(hf_files):  # the first one holding a file wins
                 _copy_side_files(directory, building)
@@ -162,7 +166,9 @@ def write_model(
     expected = expected_tensors(out)
     specs = tensors.specs()
     chosen = match_names(specs, expected, renames, where)
-    shards = _plan_shards([(hf, src, specs[src]) for hf, src in chosen.items()], max_shard_bytes)
+    dtype = next(iter(expected.values()))[1]  # the config's
+    written = {src: Spec(specs[src].shape, _target(specs[src].dtype, dtype)) for src in chosen.values()}
+    shards = _plan_shards([(hf, src, written[src]) for hf, src in chosen.items()], max_shard_bytes)
     weight_map: dict[str, str] = {}
     for number, shard in enumerate(shards, 1):
         name = "model.safetensors" if len(shards) == 1 else f"model-{number:05d}-of-{len(shards):05d}.safetensors"
@@ -173,9 +179,14 @@ def write_model(
         (out / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
     wanted = {name for group in expected for name in group}
     ignored = sum(hf_name(source, renames, wanted) is None for source in specs)
-    return (
-        [f"{ignored} tensor(s) of the checkpoint are not the model's (optimizer state?), left out"] if ignored else []
-    )
+    cast = sum(specs[src].dtype != spec.dtype for src, spec in written.items())
+    notes = [f"{ignored} tensor(s) of the checkpoint are not the model's (optimizer state?), left out"] * bool(ignored)
+    return notes + [f"{cast} tensor(s) cast to {dtype}, the dtype config.json names"] * bool(cast)
+
+
+def _target(stored: torch.dtype, configured: torch.dtype) -> torch.dtype:
+    """Floats are written in the config's dtype (as veRL's merger writes bfloat16); anything else as stored."""
+    return configured if stored.is_floating_point and configured.is_floating_point else stored
 
 
 def match_names(
@@ -272,15 +283,44 @@ def _batches(shard: list[tuple[str, str, Spec]]) -> Iterator[list[tuple[str, str
 
 
 def _write_tensor(f: BinaryIO, tensor: torch.Tensor, spec: Spec) -> None:
-    if tuple(tensor.shape) != spec.shape or tensor.dtype != spec.dtype:
-        raise InvalidCheckpoint(f"a tensor read back as {tensor.dtype} {list(tensor.shape)}, its metadata said {spec}")
-    f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    if tuple(tensor.shape) != spec.shape:
+        raise InvalidCheckpoint(f"a tensor read back as {list(tensor.shape)}, its metadata said {list(spec.shape)}")
+    f.write(tensor.to(spec.dtype).contiguous().reshape(-1).view(torch.uint8).numpy().data)
 
 
 def _copy_side_files(hf_files: Path, out: Path) -> None:
     for name in HF_SIDE_FILES:
         if (hf_files / name).is_file() and not (hf_files / name).is_symlink():
             shutil.copyfile(hf_files / name, out / name)
+
+
+def is_adapter(directory: Path) -> bool:
+    """A PEFT adapter without full weights (a LoRA-only checkpoint)."""
+    has_weights = any(p.name.startswith("model") and p.suffix == ".safetensors" for p in directory.iterdir())
+    return (directory / "adapter_config.json").is_file() and not has_weights
+
+
+def _merge_lora(adapter: Path, hf_files: list[Path], out: Path) -> str:
+    """Merge a LoRA adapter into its base model: `convert.base_model`, else the local directory its config names."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    named = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    bases = [d for d in hf_files if d != adapter and (d / "config.json").is_file()]
+    bases += [Path(named)] if named and (Path(named) / "config.json").is_file() else []
+    if not bases:
+        raise InvalidCheckpoint(
+            f"{adapter}: a LoRA adapter of {named or 'an unnamed model'}, which is not a local model directory;"
+            " set convert.base_model"
+        )
+    base = bases[0]
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", trust_remote_code=False)
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    merged.save_pretrained(out)
+    for directory in (base, adapter):  # the adapter's own tokenizer files win
+        _copy_side_files(directory, out)
+    (out / "config.json").write_text(json.dumps(merged.config.to_dict(), indent=1))
+    return f"peft {version('peft')} merge_and_unload onto {base}"
 
 
 def _run_command(command: str, src: Path, out: Path, log: Path) -> str:

@@ -148,8 +148,11 @@ def _inspect(
 
     model, converted_by = snap.path, ""
     try:
-        if found.format != "hf":
-            model, converted_by = _convert(found, snap.path, snap.digest, home, convert)
+        from shipyard.convert import is_adapter
+
+        fmt = "lora" if found.format == "hf" and is_adapter(snap.path) else found.format
+        if fmt != "hf":
+            model, converted_by = _convert(found, fmt, snap.path, snap.digest, home, convert)
         notes = validate_checkpoint(model, allow_pickle_weights=allow_pickle_weights)
         has_state = f"{found.path}/{TRAINER_STATE}" in listing
         metrics = metrics_at(read_trainer_state(snap.path / TRAINER_STATE), found.step) if has_state else {}
@@ -172,14 +175,16 @@ def _inspect(
     )
 
 
-def _convert(found: Found, snapshot: Path, digest: str, home: Path, settings: ConvertSettings) -> tuple[Path, str]:
+def _convert(
+    found: Found, fmt: str, snapshot: Path, digest: str, home: Path, settings: ConvertSettings
+) -> tuple[Path, str]:
     """The model directory a sharded checkpoint converts to, under `home/converted/<digest>`, and by what."""
     from shipyard.convert import convert
 
     hf_files = [snapshot / found.hf_files] if found.hf_files else []
     hf_files += [settings.base_model] if settings.base_model else []
     done = convert(
-        found.format,
+        fmt,
         snapshot / found.weights,
         hf_files,
         home / "converted" / digest,

@@ -1,5 +1,6 @@
 """Sharded training checkpoints made by real FSDP2 code become Hugging Face models equal to the unsharded one."""
 
+import json
 import os
 import pickle
 import shutil
@@ -146,3 +147,44 @@ def test_the_watcher_takes_nemo_rl_and_verl_checkpoints_as_models(
     [nemo_step] = scan(open_source(str(run)), tmp_path / "home", skip=[seen[20].uri, seen[30].uri], convert=settings)
     assert nemo_step.state == "complete", nemo_step.reason
     assert_equals_unsharded(Path(nemo_step.path), sharded)
+
+
+def test_a_lora_only_checkpoint_is_merged_into_its_base_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)  # LoRA starts at zero; give it something to merge
+    ckpt = tmp_path / "run" / "checkpoint-5"
+    peft_model.save_pretrained(ckpt)
+    (ckpt / "trainer_state.json").write_text('{"log_history": []}')
+    merged = peft_model.merge_and_unload().state_dict()
+
+    [taken] = scan(open_source(str(tmp_path / "run")), tmp_path / "home")  # the base its config names, local
+    assert taken.state == "complete", taken.reason
+    assert taken.converted_by.startswith("peft ")
+    got = load_file(Path(taken.path) / "model.safetensors")
+    assert all(torch.equal(merged[name], got[name]) for name in got)
+
+    config = json.loads((ckpt / "adapter_config.json").read_text())
+    (ckpt / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": "org/elsewhere"}))
+    [refused] = scan(open_source(str(tmp_path / "run")), tmp_path / "home2")
+    assert refused.state == "invalid" and "org/elsewhere, which is not a local model" in refused.reason
+    settings = ConvertSettings(base_model=tiny_model_dir)
+    [again] = scan(open_source(str(tmp_path / "run")), tmp_path / "home3", convert=settings)
+    assert again.state == "complete", again.reason
+
+
+def test_floats_are_written_in_the_dtype_the_config_names(sharded: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    bf16 = tmp_path / "bf16"
+    shutil.copytree(tiny_model_dir, bf16, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((bf16 / "config.json").read_text())
+    (bf16 / "config.json").write_text(json.dumps(config | {"dtype": "bfloat16"}))
+    done = convert("fsdp-ranks", sharded / "verl", [bf16], tmp_path / "model")  # as veRL's merger writes it
+    full, got = load_file(sharded / "full.safetensors"), load_file(done.path / "model.safetensors")
+    assert all(got[name].dtype == torch.bfloat16 and torch.equal(got[name], full[name].bfloat16()) for name in got)
+    assert any("cast to torch.bfloat16" in note for note in done.notes)

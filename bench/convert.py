@@ -1,0 +1,122 @@
+"""Bench: converting torch DCP checkpoints of ~0.5B and ~1.5B parameters to safetensors, against the floor and a peer.
+
+Writes a Llama's bf16 weights as a DCP checkpoint with torch's own writer (four
+data files, as four writer threads make them; `.metadata` last), then, each in
+a fresh child process so peak RSS is its own:
+
+- ours: `shipyard.convert.convert("dcp", …)` (safe metadata, one batch of
+  tensors at a time, safetensors shards written as tensors arrive);
+- the peer: `torch.distributed.checkpoint.format_utils.dcp_to_torch_save`
+  then `safetensors.torch.save_file` of what it saved (the documented way);
+- the floors: reading the DCP files once (`cat > /dev/null`) and copying them
+  (`cp -r`, read and write once).
+
+Medians of 3, page cache warm. Run: `.venv/bin/python bench/convert.py [0.5 1.5]`
+(about 5 minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SIZES = {"0.5": (1536, 16, 4096, 12), "1.5": (2048, 24, 5632, 16)}  # hidden, layers, intermediate, heads
+OURS = """
+import sys, time
+from pathlib import Path
+from shipyard.convert import convert
+start = time.perf_counter()
+convert("dcp", Path(sys.argv[1]), [Path(sys.argv[2])], Path(sys.argv[3]))
+print(time.perf_counter() - start)
+"""
+PEER = """
+import sys, time
+import torch
+from safetensors.torch import save_file
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+start = time.perf_counter()
+dcp_to_torch_save(sys.argv[1], sys.argv[2] + ".pt")
+state = torch.load(sys.argv[2] + ".pt", weights_only=True)
+save_file({k: v.contiguous() for k, v in state.items()}, sys.argv[2] + ".safetensors")
+print(time.perf_counter() - start)
+"""
+
+
+def make_dcp(out: Path, size: str) -> tuple[int, Path]:
+    """A bf16 Llama as DCP under out/dcp, its config under out/hf; its parameter count."""
+    import torch.distributed.checkpoint as dcp
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    hidden, layers, intermediate, heads = SIZES[size]
+    config = LlamaConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        vocab_size=32000,
+        dtype="bfloat16",
+    )
+    config.save_pretrained(out / "hf")
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(s, generator=generator, dtype=torch.bfloat16) for k, s in shapes.items()}
+    writer = dcp.FileSystemWriter(str(out / "dcp"), thread_count=4)
+    dcp.save(state, storage_writer=writer, no_dist=True)
+    return sum(t.numel() for t in state.values()), out / "dcp"
+
+
+def timed(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and standard output of a child process."""
+    start = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, int(done.stderr.strip().splitlines()[-1]) / 1024, done.stdout
+
+
+def main() -> None:
+    results = {}
+    with tempfile.TemporaryDirectory(dir=Path.home()) as tmp_dir:
+        tmp = Path(tmp_dir)
+        for size in sys.argv[1:] or list(SIZES):
+            params, dcp_dir = make_dcp(tmp / size, size)
+            files = sorted(str(p) for p in dcp_dir.iterdir())
+            ours, ours_rss, peer, peer_rss, read, copy = [], [], [], [], [], []
+            for i in range(3):
+                _, rss, out = timed(
+                    [sys.executable, "-c", OURS, str(dcp_dir), str(tmp / size / "hf"), str(tmp / f"o{i}")]
+                )
+                ours, ours_rss = [*ours, float(out)], [*ours_rss, rss]
+                _, rss, out = timed([sys.executable, "-c", PEER, str(dcp_dir), str(tmp / f"p{i}")])
+                peer, peer_rss = [*peer, float(out)], [*peer_rss, rss]
+                read.append(timed(["sh", "-c", f"cat {' '.join(files)} > /dev/null"])[0])
+                copy.append(timed(["cp", "-r", str(dcp_dir), str(tmp / f"c{i}")])[0])
+                for name in (f"o{i}", f"c{i}"):
+                    shutil.rmtree(tmp / name)
+                for suffix in (".pt", ".safetensors"):
+                    (tmp / f"p{i}{suffix}").unlink()
+            results[size] = {
+                "parameters": params,
+                "bytes": sum(Path(f).stat().st_size for f in files),
+                "convert_s": round(statistics.median(ours), 2),
+                "convert_peak_rss_MB": round(statistics.median(ours_rss)),
+                "peer_s": round(statistics.median(peer), 2),
+                "peer_peak_rss_MB": round(statistics.median(peer_rss)),
+                "read_once_s": round(statistics.median(read), 2),
+                "cp_s": round(statistics.median(copy), 2),
+            }
+            print(json.dumps({size: results[size]}), flush=True)
+            shutil.rmtree(tmp / size)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
