@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from shipyard.cli_common import ConfigOption, JsonOption, StoreOption, clear_errors, print_json
+from shipyard.errors import ConfigError
 from shipyard.settings import ephemeral_prefect_defaults, load_settings, prefect_api_url
 
 
@@ -67,13 +68,18 @@ def serve_command(
 @clear_errors
 def demo_command(
     directory: Annotated[Path, typer.Option("--dir", help="Where the demo keeps everything.")] = Path("shipyard-demo"),
+    fmt: Annotated[
+        str, typer.Option("--format", help="hf, or dcp: the run saves torch DCP checkpoints, converted on intake.")
+    ] = "hf",
     as_json: JsonOption = False,
 ) -> None:
     """The embedded default end to end: an RL run on the CPU, watched, post-trained, gated, released and approved."""
     from shipyard import demo
 
+    if fmt not in ("hf", "dcp"):
+        raise ConfigError(f"--format {fmt!r}: expected hf or dcp")
     console = Console(quiet=as_json)
-    report = demo.run(directory, lambda line: console.print(line, highlight=False, soft_wrap=True))
+    report = demo.run(directory, lambda line: console.print(line, highlight=False, soft_wrap=True), fmt=fmt)
     summary = demo.summary(report)
     if as_json:
         print_json(summary)

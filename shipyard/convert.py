@@ -25,9 +25,10 @@ refused before anything is allocated. Config, generation config, tokenizer
 and chat template come from the checkpoint's Hugging Face files or
 `convert.base_model`. The written file is named by the source's digest, so a
 conversion is done once; a kill leaves only a temporary directory. Memory is
-bounded by one batch (`BATCH_BYTES`, or the largest tensor if larger): the
-safetensors header is known from the metadata before any tensor is read, so
-tensors are written as they arrive. Called by the watcher after a snapshot.
+bounded by two batches (`BATCH_BYTES` each, or the largest tensor if larger:
+one being written while the next is read): the safetensors header is known
+from the metadata before any tensor is read, so tensors are written as they
+arrive. Called by the watcher after a snapshot.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import shutil
 import subprocess
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path, PurePosixPath
@@ -52,7 +54,7 @@ from shipyard.caches import working
 from shipyard.errors import InvalidCheckpoint
 
 INDEX = "model.safetensors.index.json"
-BATCH_BYTES = 512 << 20
+BATCH_BYTES = 256 << 20  # two batches are in memory at once: one written, the next read
 WRAPPERS = re.compile(r"(?:^|(?<=\.))(?:_orig_mod|module|_fsdp_wrapped_module|_checkpoint_wrapped_module)\.")
 HF_SIDE_FILES = (
     "config.json",
@@ -261,10 +263,15 @@ def _write_shard(path: Path, shard: list[tuple[str, str, Spec]], tensors: Tensor
         offset += spec.nbytes
     body = json.dumps(header, separators=(",", ":")).encode()
     body += b" " * (-len(body) % 8)
-    with path.open("wb") as f:
+    batches = list(_batches(shard))
+    with path.open("wb") as f, ThreadPoolExecutor(max_workers=1) as reader:  # read the next batch while writing
         f.write(len(body).to_bytes(8, "little") + body)
-        for batch in _batches(shard):
-            loaded = tensors.load([source for _, source, _ in batch])
+        pending = reader.submit(tensors.load, [source for _, source, _ in batches[0]]) if batches else None
+        for i, batch in enumerate(batches):
+            assert pending is not None
+            loaded = pending.result()
+            if i + 1 < len(batches):
+                pending = reader.submit(tensors.load, [source for _, source, _ in batches[i + 1]])
             for _, source, spec in batch:
                 _write_tensor(f, loaded.pop(source), spec)
 

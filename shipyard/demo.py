@@ -52,6 +52,11 @@ CONFIG = {
     "approval": {"wait_seconds": 600},
     "dashboard": {"open_read": True},
 }
+DCP_CONFIG = {
+    "demo": {**CONFIG["demo"], "format": "dcp"},  # type: ignore[dict-item]
+    "watch": {**CONFIG["watch"], "source": "run/dcp"},  # type: ignore[dict-item]
+    "convert": {"base_model": "run/warm-start"},
+}
 POLICY = {
     "approvers": {DEMO_APPROVER: [f"keys/{DEMO_APPROVER}.key.pub"], YOU: [f"{KEY_FILE}.pub"]},
     "channels": {"stable": {"required": 1}},
@@ -67,8 +72,12 @@ class DemoReport:
     seconds: float = 0.0
 
 
-def prepare(directory: Path) -> Path:
-    """Create the demo directory with its config (kept if present) and point Prefect's home into it."""
+def prepare(directory: Path, fmt: str = "hf") -> Path:
+    """Create the demo directory with its config (kept if present) and point Prefect's home into it.
+
+    With `fmt` "dcp" the run also saves each checkpoint as torch DCP, and the watcher takes those: converted
+    to a model (config and tokenizer from the run's warm start) before anything else sees them.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "shipyard.yaml"
     if not config.exists():
@@ -80,6 +89,8 @@ def prepare(directory: Path) -> Path:
         trust = {"owners": owners, "key": KEY_FILE, "door_keys": {d: f"keys/{d}.key" for d in DOORS}}
         dashboard = {**CONFIG["dashboard"], "tokens": {YOU: digest}}  # type: ignore[dict-item]
         settings = {**CONFIG, "dashboard": dashboard, "trust": trust}
+        if fmt == "dcp":
+            settings |= DCP_CONFIG
         header = "# Written by `shipyard demo`; the CLI run in this directory reads it.\n"
         config.write_text(header + yaml.safe_dump(settings, sort_keys=False))
     os.environ.setdefault("PREFECT_HOME", str((directory / "prefect").resolve()))
@@ -107,11 +118,11 @@ def _protect(directory: Path) -> list[str]:
     return [fingerprint(owner)]
 
 
-def run(directory: Path, say: Callable[[str], None], poll_seconds: float = 3.0) -> DemoReport:
-    """Run the demo inside `directory` (the working directory while it runs)."""
+def run(directory: Path, say: Callable[[str], None], poll_seconds: float = 3.0, fmt: str = "hf") -> DemoReport:
+    """Run the demo inside `directory` (the working directory while it runs); `fmt` as for `prepare`."""
     started = time.monotonic()
     directory = directory.resolve()  # before the chdir below: a relative path means the caller's directory
-    prepare(directory)
+    prepare(directory, fmt)
     here = Path.cwd()
     os.chdir(directory)
     try:

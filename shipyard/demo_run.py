@@ -12,6 +12,7 @@ completion length in `trainer_state.json`. Called by `shipyard demo-run`.
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from shipyard.trainer_state import metrics_at, read_trainer_state
 
 CHECKPOINT_PREFIX = "checkpoint-"
 WARM_START_DIR = "warm-start"
+DCP_DIR = "dcp"
 WARM_START_CHECK_EVERY = 20
 
 
@@ -110,7 +112,8 @@ def _train(settings: DemoSettings, progress: bool) -> None:
             reward_funcs=[arithmetic.trl_exact_reward, arithmetic.trl_format_reward],  # type: ignore[list-item]
             args=args,
             train_dataset=_rl_dataset(settings),
-            callbacks=[HeldOutAccuracy(heldout, settings.save_every, bar)],
+            callbacks=[HeldOutAccuracy(heldout, settings.save_every, bar)]
+            + ([SaveAsDcp(settings.out / DCP_DIR)] if settings.format == "dcp" else []),
         )
         trainer.remove_callback(PrinterCallback)  # the bar shows progress; no dict per step on stdout
         trainer.train()
@@ -209,6 +212,21 @@ class HeldOutAccuracy(TrainerCallback):
         logs = kwargs.get("logs") or {}
         if self.bar is not None and "reward" in logs:
             self.bar.update(self.task, completed=state.global_step, reward=logs["reward"], accuracy=self.accuracy)
+
+
+class SaveAsDcp(TrainerCallback):
+    """After each save, the model's state dict again as a torch DCP checkpoint in `<out>/dcp/step-<n>/`: a
+    training-format checkpoint (torchtitan's layout), whose `.metadata` is written last."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def on_save(self, args: HFTrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        from torch.distributed.checkpoint.state_dict_saver import save
+
+        with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            save(kwargs["model"].state_dict(), checkpoint_id=self.directory / f"step-{state.global_step}", no_dist=True)
 
 
 def list_checkpoints(out: Path) -> list[CheckpointReport]:

@@ -14,7 +14,7 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError
@@ -58,6 +58,9 @@ class DemoSettings(Section):
     heldout_size: int = Field(200, ge=1, description="Held-out problems scored greedily at each save.")
     threads: int = Field(
         1, ge=1, description="CPU threads of the run, pinned: a seed gives the same run whatever the core count."
+    )
+    format: Literal["hf", "dcp"] = Field(
+        "hf", description="dcp: also save each checkpoint as torch DCP in <out>/dcp/step-<n>/, as torchtitan does."
     )
 
 

@@ -188,3 +188,27 @@ def test_floats_are_written_in_the_dtype_the_config_names(sharded: Path, tiny_mo
     full, got = load_file(sharded / "full.safetensors"), load_file(done.path / "model.safetensors")
     assert all(got[name].dtype == torch.bfloat16 and torch.equal(got[name], full[name].bfloat16()) for name in got)
     assert any("cast to torch.bfloat16" in note for note in done.notes)
+
+
+@pytest.mark.s3
+def test_a_nemo_rl_run_on_s3_is_converted_like_a_local_one(
+    sharded: Path, tiny_model_dir: Path, tmp_path: Path, s3_endpoint: str
+) -> None:
+    import uuid
+
+    import boto3
+
+    from shipyard.settings import S3Settings
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    bucket = f"runs-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    for step in (10, 20):
+        for path in sorted((sharded / "dcp").iterdir()):
+            client.upload_file(str(path), bucket, f"nemo/step_{step}/policy/weights/{path.name}")
+    client.put_object(Bucket=bucket, Key="nemo/step_10/policy/optimizer/.metadata", Body=b"never copied")
+    source = open_source(f"s3://{bucket}/nemo", S3Settings(endpoint_url=s3_endpoint))
+    seen = scan(source, tmp_path / "home", convert=ConvertSettings(base_model=tiny_model_dir))
+    assert [(c.step, c.state, c.layout) for c in seen] == [(10, "complete", "nemo-rl"), (20, "complete", "nemo-rl")]
+    assert_equals_unsharded(Path(seen[0].path), sharded)
+    assert seen[0].uri == f"s3://{bucket}/nemo/step_10"

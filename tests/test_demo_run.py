@@ -102,3 +102,17 @@ def test_the_warm_start_stops_once_it_reaches_its_target_or_at_its_cap(tmp_path:
     assert warm_start(model, tokenizer, reached) == WARM_START_CHECK_EVERY  # the first check
     unreachable = short(tmp_path / "b", warmup_target=1.0, warmup_steps=30)
     assert warm_start(model, tokenizer, unreachable) == 30
+
+
+@pytest.mark.slow
+def test_a_dcp_run_is_converted_to_the_model_it_saved(tmp_path: Path) -> None:
+    from shipyard.settings import ConvertSettings
+
+    out = tmp_path / "run"
+    run_demo(short(out, format="dcp"), progress=False)
+    settings = ConvertSettings(base_model=out / "warm-start")  # config and tokenizer, as the demo's --format dcp
+    seen = scan(open_source(str(out / "dcp")), tmp_path / "home", convert=settings)
+    assert [(c.step, c.state, c.layout) for c in seen] == [(s, "complete", "torchtitan") for s in (2, 4, 6)]
+    saved = load_file(out / "checkpoint-6" / "model.safetensors")
+    converted = load_file(Path(seen[-1].path) / "model.safetensors")
+    assert converted.keys() <= saved.keys() and all(converted[k].equal(saved[k]) for k in converted)
