@@ -170,7 +170,10 @@ def write_model(
     chosen = match_names(specs, expected, renames, where)
     dtype = next(iter(expected.values()))[1]  # the config's
     written = {src: Spec(specs[src].shape, _target(specs[src].dtype, dtype)) for src in chosen.values()}
-    shards = _plan_shards([(hf, src, written[src]) for hf, src in chosen.items()], max_shard_bytes)
+    # by name, as safetensors orders a file's tensors: a one-shard model is then byte for byte what
+    # save_pretrained writes from the same tensors (veRL's merger, for one)
+    ordered = sorted((hf, src, written[src]) for hf, src in chosen.items())
+    shards = _plan_shards(ordered, max_shard_bytes)
     weight_map: dict[str, str] = {}
     for number, shard in enumerate(shards, 1):
         name = "model.safetensors" if len(shards) == 1 else f"model-{number:05d}-of-{len(shards):05d}.safetensors"

@@ -4,11 +4,13 @@
 `fully_shard` in two processes, takes three AdamW steps, then saves what the
 frameworks save: a torch DCP checkpoint of the model (`out/dcp/`, as NeMo-RL,
 prime-rl and torchtitan do), each rank's sharded state dict with `torch.save`
-(`out/verl/model_world_size_2_rank_<r>.pt`, as veRL's checkpoint manager
-does), and the full unsharded state dict (`out/full.safetensors`), the
+(`out/verl/model_world_size_2_rank_<r>.pt` and `fsdp_config.json`, on a mesh
+named `fsdp`, as veRL's checkpoint manager does), and the full unsharded state dict
+(`out/full.safetensors`), the
 reference every conversion must equal bit for bit.
 """
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -30,6 +32,7 @@ def _worker(rank: int, model_dir: str, out: str, port: int) -> None:
     import torch.distributed.checkpoint as dcp
     from safetensors.torch import save_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from transformers import AutoModelForCausalLM
 
@@ -37,10 +40,11 @@ def _worker(rank: int, model_dir: str, out: str, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         torch.manual_seed(0)
+        mesh = init_device_mesh("cpu", (WORLD,), mesh_dim_names=("fsdp",))  # as veRL names its mesh
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         for layer in model.model.layers:
-            fully_shard(layer)
-        fully_shard(model)
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(rank))
         for _ in range(3):
@@ -52,6 +56,8 @@ def _worker(rank: int, model_dir: str, out: str, port: int) -> None:
         dcp.save(sharded, checkpoint_id=root / "dcp")
         (root / "verl").mkdir(parents=True, exist_ok=True)
         torch.save(sharded, root / "verl" / f"model_world_size_{WORLD}_rank_{rank}.pt")
+        if rank == 0:
+            (root / "verl" / "fsdp_config.json").write_text(json.dumps({"FSDP_version": 2, "world_size": WORLD}))
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
             save_file({k: v.contiguous() for k, v in full.items()}, root / "full.safetensors")

@@ -212,3 +212,33 @@ def test_a_nemo_rl_run_on_s3_is_converted_like_a_local_one(
     assert [(c.step, c.state, c.layout) for c in seen] == [(10, "complete", "nemo-rl"), (20, "complete", "nemo-rl")]
     assert_equals_unsharded(Path(seen[0].path), sharded)
     assert seen[0].uri == f"s3://{bucket}/nemo/step_10"
+
+
+# veRL's own merger needs these at import time (verl imports ray and tensordict at its top); installed without
+# their own dependencies into a directory of the test's, never into the project's environment.
+VERL = ["verl==0.9.1", "ray==2.60.0", "tensordict==0.15.3", "omegaconf==2.4.0", "antlr4-python3-runtime==4.13.2"]
+VERL += ["codetiming==1.4.0", "msgpack==1.2.4", "protobuf==7.36.2", "pyvers==0.2.3"]
+
+
+@pytest.mark.slow
+def test_verl_rank_shards_convert_byte_for_byte_as_verls_own_merger(
+    sharded: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    site = tmp_path / "verl-site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), *VERL]
+    subprocess.run(pip, check=True, capture_output=True, timeout=600)
+    local = tmp_path / "actor"
+    shutil.copytree(sharded / "verl", local)
+    shutil.copytree(tiny_model_dir, local / "huggingface", ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((local / "huggingface" / "config.json").read_text())
+    (local / "huggingface" / "config.json").write_text(json.dumps(config | {"dtype": "bfloat16"}))
+    merger = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp"]
+    merger += ["--local_dir", str(local), "--target_dir", str(tmp_path / "verl")]
+    done = subprocess.run(
+        merger, env=os.environ | {"PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = convert("fsdp-ranks", local, [local / "huggingface"], tmp_path / "ours")
+    assert (ours.path / "model.safetensors").read_bytes() == (tmp_path / "verl" / "model.safetensors").read_bytes()
