@@ -160,7 +160,7 @@ def _watch_while_training(settings: Settings, report: DemoReport, say: Callable[
             return
         from flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
 
-        out.mkdir(parents=True, exist_ok=True)
+        _watched(settings).mkdir(parents=True, exist_ok=True)  # the run's directory, or its dcp/ with --format dcp
         heartbeat.doing("starting the local Prefect API")
         watch_run(config="shipyard.yaml")  # the local Prefect API starts before training takes the cores
         heartbeat.doing("")
@@ -198,7 +198,7 @@ def _watch(
     seen: set[str] | None = None
     while True:
         finished = trainer is None or trainer.poll() is not None
-        listing = set(os.listdir(settings.demo.out)) if settings.demo.out.is_dir() else set()
+        listing = set(os.listdir(_watched(settings))) if _watched(settings).is_dir() else set()
         if listing != seen or finished:
             seen = listing
             watch_run(config="shipyard.yaml")
@@ -206,6 +206,10 @@ def _watch(
         if finished:
             return
         time.sleep(every)
+
+
+def _watched(settings: Settings) -> Path:
+    return Path(settings.watch.source or settings.demo.out)
 
 
 def _approve_first(settings: Settings, version: int, report: DemoReport, say: Callable[[str], None]) -> None:

@@ -25,7 +25,7 @@ from shipyard.caches import Usage, collect
 from shipyard.errors import StateError
 from shipyard.settings import ConvertSettings, Settings, WatchSettings
 from shipyard.sources import Source
-from shipyard.watch import NONE, Checkpoint, list_run
+from shipyard.watch import DEFAULT_CONVERT, Checkpoint, list_run
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -177,7 +177,7 @@ def poll(
     policy: WatchSettings,
     now: float,
     state: WatchState | None = None,
-    convert: ConvertSettings = NONE,
+    convert: ConvertSettings = DEFAULT_CONVERT,
 ) -> tuple[list[Checkpoint], WatchState]:
     """List what is new in `source`, decide, snapshot only what is taken, persist; the selected and the state.
 

@@ -28,7 +28,7 @@ from shipyard.sources import Source
 from shipyard.trainer_state import metrics_at, read_trainer_state
 
 log = logging.getLogger(__name__)
-NONE = ConvertSettings()
+DEFAULT_CONVERT = ConvertSettings()
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,11 @@ class Listing:
         return [self._listed(f) for f in self.found.values()]
 
     def inspect(
-        self, checkpoint: Checkpoint, home: Path, allow_pickle_weights: bool = False, convert: ConvertSettings = NONE
+        self,
+        checkpoint: Checkpoint,
+        home: Path,
+        allow_pickle_weights: bool = False,
+        convert: ConvertSettings = DEFAULT_CONVERT,
     ) -> Checkpoint:
         """Snapshot a listed complete checkpoint under `home`, convert it if sharded, validate: its state and reason."""
         found = self.found[checkpoint.uri]
@@ -98,7 +102,7 @@ def scan(
     allow_pickle_weights: bool = False,
     skip: Collection[str] = (),
     validate: bool = True,
-    convert: ConvertSettings = NONE,
+    convert: ConvertSettings = DEFAULT_CONVERT,
 ) -> list[Checkpoint]:
     """Every checkpoint of `source` not in `skip` (uris), by step; complete ones snapshotted (under `home`),
     converted if sharded, and validated.
