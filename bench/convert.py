@@ -23,15 +23,14 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from scale import llama, timed  # bench/ is on sys.path: the script's own directory
 
-SIZES = {"0.5": (1536, 16, 4096, 12), "1.5": (2048, 24, 5632, 16)}  # hidden, layers, intermediate, heads
+SIZES = ("0.5", "1.5")  # of bench/scale.py's Llamas
 OURS = """
 import sys, time
 from pathlib import Path
@@ -58,21 +57,9 @@ print(time.perf_counter() - start)
 def make_dcp(out: Path, size: str) -> tuple[int, Path]:
     """A bf16 Llama as DCP under out/dcp, its config under out/hf; its parameter count."""
     import torch.distributed.checkpoint as dcp
-    from transformers import AutoModelForCausalLM, LlamaConfig
 
-    hidden, layers, intermediate, heads = SIZES[size]
-    config = LlamaConfig(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        intermediate_size=intermediate,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        vocab_size=32000,
-        dtype="bfloat16",
-    )
+    config, shapes = llama(size)
     config.save_pretrained(out / "hf")
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
     generator = torch.Generator().manual_seed(0)
     state = {k: torch.randn(s, generator=generator, dtype=torch.bfloat16) for k, s in shapes.items()}
     writer = dcp.FileSystemWriter(str(out / "dcp"), thread_count=4)
@@ -80,18 +67,11 @@ def make_dcp(out: Path, size: str) -> tuple[int, Path]:
     return sum(t.numel() for t in state.values()), out / "dcp"
 
 
-def timed(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and standard output of a child process."""
-    start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, int(done.stderr.strip().splitlines()[-1]) / 1024, done.stdout
-
-
 def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp_dir:
         tmp = Path(tmp_dir)
-        for size in sys.argv[1:] or list(SIZES):
+        for size in sys.argv[1:] or SIZES:
             params, dcp_dir = make_dcp(tmp / size, size)
             files = sorted(str(p) for p in dcp_dir.iterdir())
             ours, ours_rss, peer, peer_rss, read, copy, dd = [], [], [], [], [], [], []

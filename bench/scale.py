@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,8 +89,8 @@ print(json.dumps({"upload_s": uploaded, "download_sha256_s": time.perf_counter()
 """
 
 
-def make_checkpoint(out: Path, size: str, tokenizer_from: Path) -> int:
-    """A sharded bf16 Llama checkpoint under out/checkpoint-1; its parameter count."""
+def llama(size: str) -> tuple[Any, dict[str, tuple[int, ...]]]:
+    """A bf16 Llama config of about `size` billion parameters, and its tensors' shapes."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     hidden, layers, intermediate, heads = SIZES[size]
@@ -104,6 +105,12 @@ def make_checkpoint(out: Path, size: str, tokenizer_from: Path) -> int:
     )
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
+    return config, shapes
+
+
+def make_checkpoint(out: Path, size: str, tokenizer_from: Path) -> int:
+    """A sharded bf16 Llama checkpoint under out/checkpoint-1; its parameter count."""
+    config, shapes = llama(size)
     ckpt = out / "checkpoint-1"
     ckpt.mkdir(parents=True)
     config.save_pretrained(ckpt)
