@@ -142,9 +142,8 @@ def entries(home: Path, cache: str, needed: _Needed, recent: float) -> list[Entr
             versions = sorted(_children(line), key=lambda p: _version(p.name))
             found += [_entry(cache, p, recent, {versions[-1].name}) for p in versions]
         return found
-    pins = {"candidates": needed.candidates, "staging": needed.candidates, "converted": needed.snapshots}.get(
-        cache, set()
-    )
+    by_cache = {"candidates": needed.candidates, "staging": needed.candidates, "converted": needed.snapshots}
+    pins = by_cache.get(cache, set())
     return [_entry(cache, p, recent, pins, stale=p.name.startswith("tmp")) for p in _children(root)]
 
 
