@@ -86,9 +86,10 @@ def in_flight_digests(directory: Path) -> set[str]:
             first = f.readline()
         try:
             uri = json.loads(first)["checkpoint"]["source_uri"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise StateError(f"{path}:1: not a JSON decision record") from None
-        digests |= {Path(c.path).name for c in load_state(directory, uri).decided.values() if c.state == IN_FLIGHT}
+            decided = load_state(directory, uri).decided.values()
+        except (json.JSONDecodeError, KeyError, TypeError, StateError):
+            continue  # a torn first record decided nothing; a corrupt log stops its own watcher with the reason
+        digests |= {Path(c.path).name for c in decided if c.state == IN_FLIGHT}
     return digests - {""}
 
 

@@ -91,3 +91,9 @@ def test_gc_dry_run_names_what_would_go_and_deletes_nothing(tiny_model_dir: Path
     [snapshots] = [u for u in json.loads(result.stdout) if u["cache"] == "snapshots"]
     assert snapshots["evicted"] == [paths[10]] and snapshots["over_budget"]  # 20 and 30 are still in flight
     assert all(Path(p).is_dir() for p in paths.values())
+
+
+def test_a_torn_decision_log_does_not_stop_gc(tmp_path: Path) -> None:
+    (tmp_path / "watch").mkdir()
+    (tmp_path / "watch" / "0123456789abcdef.jsonl").write_text('{"schema_version": 1, "at": 1, "checkp')
+    assert in_flight_digests(tmp_path / "watch") == set()
