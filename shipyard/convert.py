@@ -12,8 +12,11 @@ config implies:
   with `torch.load(weights_only=True, mmap=True)`, each DTensor put back
   together along its placements (shards concatenated in rank order,
   replicas taken from rank 0).
-- anything else (Megatron `torch_dist`, DeepSpeed ZeRO): the command in
-  `convert.command`, with `{src}` and `{out}` filled in, run as a subprocess
+- DeepSpeed ZeRO: DeepSpeed's own `zero_to_fp32`, where deepspeed is
+  installed, in a child process whose every `torch.load` is forced to
+  `weights_only` (`shipyard.zero`);
+- anything else (Megatron `torch_dist`), or ZeRO when `convert.command` is
+  set: that command, with `{src}` and `{out}` filled in, run as a subprocess
   with its log kept; its output is then checked like any other.
 
 Names are mapped to the config's: wrapper prefixes (`_orig_mod.`,
@@ -40,6 +43,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -135,17 +139,20 @@ def convert(
         building = work / "model"
         building.mkdir()
         notes: list[str] = []
-        if fmt == "command":
+        if fmt == "zero" and not command:  # DeepSpeed's own merge, unless a converter is configured
+            _side_files(hf_files, building, weights)
+            zero = [sys.executable, "-m", "shipyard.zero", "{src}", "{out}", str(max_shard_bytes), json.dumps(renames)]
+            _run_command(shlex.join(zero), weights, building, log or work / "converter.log")
+            converter = (building / ".converter").read_text()
+            (building / ".converter").unlink()
+        elif fmt in ("command", "zero"):
             if not command:
                 raise InvalidCheckpoint(f"{weights}: no converter for this format; set convert.command")
             converter = _run_command(command, weights, building, log or work / "converter.log")
         elif fmt == "lora":
             converter = _merge_lora(weights, hf_files, building)
         else:
-            for directory in reversed(hf_files):  # the first one holding a file wins
-                _copy_side_files(directory, building)
-            if not (building / "config.json").is_file():
-                raise InvalidCheckpoint(f"{weights}: no config.json beside the weights; set convert.base_model")
+            _side_files(hf_files, building, weights)
             tensors: Tensors = DcpTensors(weights) if fmt == "dcp" else RankShards(weights)
             notes = write_model(tensors, building, renames, max_shard_bytes, weights)
             converter = f"shipyard ({fmt}) on torch {torch.__version__}"
@@ -298,6 +305,14 @@ def _write_tensor(f: BinaryIO, tensor: torch.Tensor, spec: Spec) -> None:
     f.write(tensor.to(spec.dtype).contiguous().reshape(-1).view(torch.uint8).numpy().data)
 
 
+def _side_files(hf_files: list[Path], out: Path, weights: Path) -> None:
+    """Config, tokenizer and chat template from the first of `hf_files` that holds each; config.json required."""
+    for directory in reversed(hf_files):  # the first one holding a file wins
+        _copy_side_files(directory, out)
+    if not (out / "config.json").is_file():
+        raise InvalidCheckpoint(f"{weights}: no config.json beside the weights; set convert.base_model")
+
+
 def _copy_side_files(hf_files: Path, out: Path) -> None:
     for name in HF_SIDE_FILES:
         if (hf_files / name).is_file() and not (hf_files / name).is_symlink():
@@ -346,6 +361,19 @@ def _run_command(command: str, src: Path, out: Path, log: Path) -> str:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise InvalidCheckpoint(f"{src}: converter exited {done.returncode}: {' | '.join(tail)} (log: {log})")
     return f"command: {command}"
+
+
+class StateDict:
+    """Tensors already in memory (a merge another library made)."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        self.state = state
+
+    def specs(self) -> dict[str, Spec]:
+        return {k: Spec(tuple(t.shape), t.dtype) for k, t in self.state.items() if isinstance(t, torch.Tensor)}
+
+    def load(self, names: list[str]) -> dict[str, torch.Tensor]:
+        return {name: self.state[name] for name in names}
 
 
 # --- torch DCP -------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ S3 prefix, Hub repo) shares the same rules:
 | veRL FSDP | `global_step_<n>/actor/` | the same | `model_world_size_<W>_rank_<R>.pt` |
 | veRL Megatron | `global_step_<n>/actor/` | the same | `dist_ckpt/` (converter command) |
 | OpenRLHF, HF weights | `global_step<n>_hf/` | DeepSpeed `latest` names m ≥ n, tokenizer written | HF |
-| OpenRLHF / DeepSpeed ZeRO | `global_step<n>/` | DeepSpeed `latest` names m ≥ n | ZeRO shards (converter command) |
+| OpenRLHF / DeepSpeed ZeRO | `global_step<n>/` | DeepSpeed `latest` names m ≥ n | ZeRO shards (`zero_to_fp32`) |
 | NeMo-RL | `step_<n>/` (`tmp_step_<n>/` while written) | the rename | `policy/weights/` DCP, or Megatron |
 | prime-rl | `broadcasts/step_<n>/` | a `STABLE` marker | HF |
 | prime-rl, DCP only | `step_<n>/trainer/` | DCP's `.metadata` (written last) | DCP |
@@ -65,7 +65,7 @@ class Found:
     layout: str
     complete: bool
     reason: str  # why it is incomplete; empty when complete
-    format: str = "hf"  # hf | dcp | fsdp-ranks | command (see shipyard.convert)
+    format: str = "hf"  # hf | dcp | fsdp-ranks | zero | command (see shipyard.convert)
     weights: str = ""  # where the weights lie, relative to `path`
     hf_files: str = ""  # where config.json and the tokenizer lie, relative to `path`, if the checkpoint has them
     keep: tuple[str, ...] = ()  # patterns (relative to `path`) of the files a snapshot copies; empty: all
@@ -99,7 +99,7 @@ def find_checkpoints(files: Iterable[str], read_text: Callable[[str], str]) -> l
             found[d] = _openrlhf(d, int(match[1]), deepspeed_done, listed, dirs)
         elif (match := DEEPSPEED.match(d)) and any(n.endswith("_model_states.pt") for n in inside):
             zero = _by_marker(d, int(match[1]), "deepspeed", deepspeed_done, DEEPSPEED_MARKER)
-            found[d] = replace(zero, format="command")
+            found[d] = replace(zero, format="zero")
         elif match := PRIME_BROADCAST.match(d):
             complete = f"{d}/{STABLE_MARKER}" in listed
             found[d] = Found(d, int(match[1]), "prime-rl", complete, "" if complete else "no STABLE marker yet")

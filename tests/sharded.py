@@ -70,3 +70,44 @@ def train_sharded(model_dir: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     mp.spawn(_worker, args=(str(model_dir), str(out), _free_port()), nprocs=WORLD, join=True)
     return out
+
+
+def _zero_worker(rank: int, model_dir: str, out: str, port: int) -> None:
+    import deepspeed  # from the test's own directory (PYTHONPATH), never the project's environment
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(WORLD_SIZE=str(WORLD), DS_ACCELERATOR="cpu")
+    deepspeed.init_distributed(dist_backend="gloo")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    config = {
+        "train_micro_batch_size_per_gpu": 1,
+        "zero_optimization": {"stage": 2},
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "torch_adam": True}},
+    }
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+    ids = torch.randint(0, model.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(rank))
+    for _ in range(3):
+        engine.backward(engine(input_ids=ids, labels=ids).loss)
+        engine.step()
+    engine.save_checkpoint(out, tag="global_step3")  # DeepSpeed writes `latest` after the shards
+    if rank == 0:
+        full = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}  # tied weights: copies
+        save_file(full, Path(out) / "full.safetensors")
+
+
+def zero_main(model_dir: str, out: str) -> None:
+    mp.spawn(_zero_worker, args=(model_dir, out, _free_port()), nprocs=WORLD, join=True)
+
+
+def train_zero(model_dir: Path, out: Path, site: Path) -> Path:
+    """A DeepSpeed ZeRO-2 checkpoint (`out/global_step3/`, `out/latest`) made by two gloo processes, with deepspeed
+    imported from `site`; `out/full.safetensors` is the engine's model after the last step."""
+    import subprocess
+    import sys
+
+    code = f"from tests.sharded import zero_main; zero_main({str(model_dir)!r}, {str(out)!r})"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).parent.parent)])}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
+    return out

@@ -242,3 +242,38 @@ def test_verl_rank_shards_convert_byte_for_byte_as_verls_own_merger(
     assert done.returncode == 0, done.stderr[-2000:]
     ours = convert("fsdp-ranks", local, [local / "huggingface"], tmp_path / "ours")
     assert (ours.path / "model.safetensors").read_bytes() == (tmp_path / "verl" / "model.safetensors").read_bytes()
+
+
+# DeepSpeed from its sdist, built without its ops, and what it imports, into the test's own directory.
+DEEPSPEED = ["deepspeed==0.19.8", "hjson==3.1.0", "py-cpuinfo==9.0.0", "ninja==1.13.2", "einops", "msgpack==1.2.4"]
+
+
+@pytest.mark.slow
+def test_zero_checkpoints_merge_through_deepspeed_without_running_its_pickles(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from .sharded import train_zero
+
+    site = tmp_path / "ds-site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site)]
+    subprocess.run(
+        [*pip, *DEEPSPEED], check=True, capture_output=True, timeout=600, env=os.environ | {"DS_BUILD_OPS": "0"}
+    )
+    out = train_zero(tiny_model_dir, tmp_path / "zero", site)
+    with pytest.raises(InvalidCheckpoint, match=r"need deepspeed installed"):
+        convert("zero", out / "global_step3", [tiny_model_dir], tmp_path / "without")
+    monkeypatch.setenv("PYTHONPATH", str(site))  # where deepspeed is installed: the converter's child finds it
+    done = convert("zero", out / "global_step3", [tiny_model_dir], tmp_path / "model")
+    assert done.converter.startswith("deepspeed 0.19.8 zero_to_fp32")
+    full, got = load_file(out / "full.safetensors"), load_file(done.path / "model.safetensors")
+    assert set(got) == set(full) - {"lm_head.weight"} and all(torch.equal(full[k], got[k]) for k in got)
+    assert validate_checkpoint(done.path) == []
+
+    hostile = tmp_path / "hostile" / "global_step3"
+    shutil.copytree(out / "global_step3", hostile)
+    torch.save({"module": Payload(tmp_path / "ran")}, hostile / "mp_rank_00_model_states.pt")
+    with pytest.raises(InvalidCheckpoint, match=r"converter exited 1"):
+        convert("zero", hostile, [tiny_model_dir], tmp_path / "refused")
+    assert not (tmp_path / "ran").exists()

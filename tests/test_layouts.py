@@ -57,7 +57,7 @@ def test_slime_megatron_iterations_and_deepspeed_zero_need_their_markers() -> No
     markers = {"save/latest_checkpointed_iteration.txt": "10", "_actor/latest": "global_step7"}
     seen = found(files, markers)
     assert seen["save/iter_0000010"].complete and not seen["save/iter_0000020"].complete
-    assert seen["_actor/global_step5"].format == "command" and seen["_actor/global_step5"].complete
+    assert seen["_actor/global_step5"].format == "zero" and seen["_actor/global_step5"].complete
     assert "_actor/global_step7" not in seen and seen["global_step7_hf"].complete  # HF weights preferred
 
 
