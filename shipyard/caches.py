@@ -144,7 +144,8 @@ def entries(home: Path, cache: str, needed: _Needed, recent: float) -> list[Entr
         return found
     by_cache = {"candidates": needed.candidates, "staging": needed.candidates, "converted": needed.snapshots}
     pins = by_cache.get(cache, set())
-    return [_entry(cache, p, recent, pins, stale=p.name.startswith("tmp")) for p in _children(root)]
+    leftover = ("tmp", ".")  # temporary work, or a conversion a kill left to be resumed
+    return [_entry(cache, p, recent, pins, stale=p.name.startswith(leftover)) for p in _children(root)]
 
 
 def _entry(cache: str, path: Path, recent: float, needed: set[str], stale: bool = False) -> Entry:
@@ -156,7 +157,7 @@ def _entry(cache: str, path: Path, recent: float, needed: set[str], stale: bool 
     pinned = "in use by an in-flight checkpoint" if path.name in needed else ""
     if used > recent:
         pinned = pinned or "used recently"
-    if stale and _locked(path):
+    if _locked(path):
         pinned = pinned or "being written"
     return Entry(cache, path, 0.0 if stale and not pinned else used, _inodes(path), pinned)
 
@@ -209,6 +210,19 @@ def working(parent: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(dir=parent) as work, (Path(work) / LOCK).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield Path(work)
+
+
+@contextmanager
+def resumable(directory: Path) -> Iterator[Path]:
+    """`directory`, made if absent and locked while in use (another process wanting it waits); what a kill leaves
+    in it is there for the next user to resume from; removed once the work in it ends, done or failed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield directory
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _locked(path: Path) -> bool:

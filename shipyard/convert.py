@@ -27,7 +27,8 @@ the config implies but the checkpoint lacks, or one of another shape, is
 refused before anything is allocated. Config, generation config, tokenizer
 and chat template come from the checkpoint's Hugging Face files or
 `convert.base_model`. The written file is named by the source's digest, so a
-conversion is done once; a kill leaves only a temporary directory. Memory is
+conversion is done once; after a kill the next attempt keeps the shards
+already finished (each appears by rename) and writes the rest. Memory is
 bounded by two batches (`BATCH_BYTES` each, or the largest tensor if larger:
 one being written while the next is read): the safetensors header is known
 from the metadata before any tensor is read, so tensors are written as they
@@ -54,7 +55,7 @@ from typing import Any, BinaryIO, Protocol
 
 import torch
 
-from shipyard.caches import working
+from shipyard.caches import resumable
 from shipyard.errors import InvalidCheckpoint
 
 INDEX = "model.safetensors.index.json"
@@ -135,9 +136,14 @@ def convert(
     if stamp.is_file():
         done = json.loads(stamp.read_text())
         return Converted(out, done["converter"], done["notes"])
-    with working(out.parent) as work:
+    with resumable(out.parent / f".{out.name}.partial") as work:  # what a kill left there is resumed
+        if stamp.is_file():  # converted by another process while this one waited
+            done = json.loads(stamp.read_text())
+            return Converted(out, done["converter"], done["notes"])
         building = work / "model"
-        building.mkdir()
+        if fmt not in ("dcp", "fsdp-ranks"):  # only shipyard's own writer resumes shard by shard
+            shutil.rmtree(building, ignore_errors=True)
+        building.mkdir(exist_ok=True)
         notes: list[str] = []
         if fmt == "zero" and not command:  # DeepSpeed's own merge, unless a converter is configured
             _side_files(hf_files, building, weights)
@@ -181,10 +187,16 @@ def write_model(
     # save_pretrained writes from the same tensors (veRL's merger, for one)
     ordered = sorted((hf, src, written[src]) for hf, src in chosen.items())
     shards = _plan_shards(ordered, max_shard_bytes)
+    names = [
+        "model.safetensors" if len(shards) == 1 else f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+        for n in range(1, len(shards) + 1)
+    ]
+    for stale in (set(out.glob("model*.safetensors")) - {out / name for name in names}) | set(out.glob("*.part")):
+        stale.unlink()  # left by a kill, or by a conversion planned otherwise (another shard size)
     weight_map: dict[str, str] = {}
-    for number, shard in enumerate(shards, 1):
-        name = "model.safetensors" if len(shards) == 1 else f"model-{number:05d}-of-{len(shards):05d}.safetensors"
-        _write_shard(out / name, shard, tensors)
+    for name, shard in zip(names, shards, strict=True):
+        if not (out / name).is_file():  # a shard appears whole, by rename: one there was finished before a kill
+            _write_shard(out / name, shard, tensors)
         weight_map |= dict.fromkeys((hf for hf, _, _ in shard), name)
     if len(shards) > 1:
         total = sum(spec.nbytes for _, _, spec in (t for shard in shards for t in shard))
@@ -274,7 +286,8 @@ def _write_shard(path: Path, shard: list[tuple[str, str, Spec]], tensors: Tensor
     body = json.dumps(header, separators=(",", ":")).encode()
     body += b" " * (-len(body) % 8)
     batches = list(_batches(shard))
-    with path.open("wb") as f, ThreadPoolExecutor(max_workers=1) as reader:  # read the next batch while writing
+    part = path.with_name(f"{path.name}.part")
+    with part.open("wb") as f, ThreadPoolExecutor(max_workers=1) as reader:  # read the next batch while writing
         f.write(len(body).to_bytes(8, "little") + body)
         pending = reader.submit(tensors.load, [source for _, source, _ in batches[0]]) if batches else None
         for i, batch in enumerate(batches):
@@ -284,6 +297,7 @@ def _write_shard(path: Path, shard: list[tuple[str, str, Spec]], tensors: Tensor
                 pending = reader.submit(tensors.load, [source for _, source, _ in batches[i + 1]])
             for _, source, spec in batch:
                 _write_tensor(f, loaded.pop(source), spec)
+    part.rename(path)
 
 
 def _batches(shard: list[tuple[str, str, Spec]]) -> Iterator[list[tuple[str, str, Spec]]]:

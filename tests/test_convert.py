@@ -277,3 +277,47 @@ def test_zero_checkpoints_merge_through_deepspeed_without_running_its_pickles(
     with pytest.raises(InvalidCheckpoint, match=r"converter exited 1"):
         convert("zero", hostile, [tiny_model_dir], tmp_path / "refused")
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_conversion_killed_midway_resumes_from_the_shards_it_finished(
+    sharded: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    import shipyard.convert
+
+    args = f"'dcp', Path({str(sharded / 'dcp')!r}), [Path({str(tiny_model_dir)!r})], Path({str(tmp_path / 'model')!r})"
+    killed = f"""
+import os
+from pathlib import Path
+import shipyard.convert as c
+calls = []
+load = c.DcpTensors.load
+def dying(self, names):
+    calls.append(names)
+    if len(calls) == 3:
+        os._exit(9)  # killed while reading the third shard's tensors
+    return load(self, names)
+c.DcpTensors.load = dying
+c.convert({args}, max_shard_bytes=200_000)
+"""
+    assert subprocess.run([sys.executable, "-c", killed], capture_output=True, timeout=300).returncode == 9
+    partial = tmp_path / ".model.partial" / "model"
+    assert len(list(partial.glob("model-*-of-*.safetensors"))) == 2 and not (tmp_path / "model").exists()
+
+    reads: list[list[str]] = []
+    load = shipyard.convert.DcpTensors.load
+
+    def counting(self: shipyard.convert.DcpTensors, names: list[str]) -> dict[str, torch.Tensor]:
+        reads.append(names)
+        return load(self, names)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shipyard.convert.DcpTensors, "load", counting)
+        done = convert("dcp", sharded / "dcp", [tiny_model_dir], tmp_path / "model", max_shard_bytes=200_000)
+    shards = sorted(done.path.glob("model-*.safetensors"))
+    assert len(reads) == len(shards) - 2  # the two finished shards were not read again
+    assert not (tmp_path / ".model.partial").exists()
+    model = AutoModelForCausalLM.from_pretrained(done.path)
+    full = load_file(sharded / "full.safetensors")
+    assert all(torch.equal(t, full[name]) for name, t in model.state_dict().items())
