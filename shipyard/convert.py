@@ -57,6 +57,7 @@ import torch
 
 from shipyard.caches import resumable
 from shipyard.errors import InvalidCheckpoint
+from shipyard.zero import CONVERTER
 
 INDEX = "model.safetensors.index.json"
 BATCH_BYTES = 256 << 20  # two batches are in memory at once: one written, the next read
@@ -149,8 +150,8 @@ def convert(
             _side_files(hf_files, building, weights)
             zero = [sys.executable, "-m", "shipyard.zero", "{src}", "{out}", str(max_shard_bytes), json.dumps(renames)]
             _run_command(shlex.join(zero), weights, building, log or work / "converter.log")
-            converter = (building / ".converter").read_text()
-            (building / ".converter").unlink()
+            converter = (building / CONVERTER).read_text()
+            (building / CONVERTER).unlink()
         elif fmt in ("command", "zero"):
             if not command:
                 raise InvalidCheckpoint(f"{weights}: no converter for this format; set convert.command")
