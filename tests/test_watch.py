@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -156,17 +157,20 @@ def test_openrlhf_checkpoints_wait_for_their_tokenizer_and_without_latest_for_a_
 
 
 class TrainerAtWork(LocalSource):
-    """A run directory the trainer touches while the watcher copies it: after the first file, `act` runs once."""
+    """A run directory the trainer touches while the watcher copies it: after the first file, `act` runs once
+    (files are fetched by several threads at once: the first to finish runs it)."""
 
     def __init__(self, root: Path, act: Any) -> None:
         super().__init__(root)
         self.act: Any = act
+        self.lock = threading.Lock()
 
     def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
         digest = super().fetch(checkpoint, name, dest)
-        act, self.act = self.act, None
-        if act is not None:
-            act()
+        with self.lock:
+            act, self.act = self.act, None
+            if act is not None:
+                act()
         return digest
 
 
