@@ -44,10 +44,6 @@ class Entry:
     inodes: dict[int, int] = field(default_factory=dict)  # inode -> bytes
     pinned: str = ""  # why it is kept whatever the budget ("" if it may go)
 
-    @property
-    def size(self) -> int:
-        return sum(self.inodes.values())
-
 
 @dataclass(frozen=True)
 class Usage:
