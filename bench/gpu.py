@@ -1,0 +1,116 @@
+"""Bench (GPU): Shipyard's preference stage against TRL's `DPOTrainer` called directly, at ~0.5B and ~1.5B.
+
+The same comparison as `bench/posttrain.py`, on a CUDA device and at real
+sizes: Llama-shaped models of ~0.47B and ~1.42B parameters (random weights,
+bf16 on disk, the demo's character tokenizer), the default recipe's
+preference stage (40 steps, batch 16, the demo's preference pairs). Each run
+is a fresh process, Shipyard and the peer alternating; the time is from
+building the trainer to the end of training, memory is the peak CUDA
+allocation. The peer passes the same hyper-parameters, bf16 and gradient
+checkpointing (what Shipyard picks on a GPU) and precomputed reference
+log-probs. Run on a GPU machine: `python bench/gpu.py [OUT_DIR]` (about
+five minutes on an H100); each size's result is also written to OUT_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SIZES = {
+    "0.5B": {"hidden_size": 1024, "num_layers": 28, "num_heads": 16, "intermediate_size": 4096},
+    "1.5B": {"hidden_size": 1536, "num_layers": 28, "num_heads": 12, "intermediate_size": 8960},
+}
+ROUNDS = 2
+
+
+def one(kind: str, model_dir: Path) -> dict[str, float]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.dpo_config import DPOConfig
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    from shipyard.posttrain import train_stage
+    from shipyard.posttrain_data import load_stage_data
+    from shipyard.quiet import quiet_libraries
+    from shipyard.recipe import DEFAULT_RECIPE, load_recipe
+
+    quiet_libraries()
+    stage = load_recipe(DEFAULT_RECIPE).stages[0]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    data = load_stage_data(DEFAULT_RECIPE, stage, tokenizer)
+    with tempfile.TemporaryDirectory() as work:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        if kind == "shipyard":
+            train_stage(model, tokenizer, stage, data, Path(work))
+        else:
+            args = DPOConfig(
+                output_dir=work,
+                per_device_train_batch_size=stage.batch_size,
+                learning_rate=stage.learning_rate,
+                max_steps=stage.max_steps or -1,
+                max_length=stage.max_length,
+                beta=stage.beta,
+                seed=stage.seed,
+                bf16=True,
+                gradient_checkpointing=True,
+                precompute_ref_log_probs=True,
+                report_to="none",
+                save_strategy="no",
+                disable_tqdm=True,
+            )
+            DPOTrainer(model=model, args=args, train_dataset=data.dataset, processing_class=tokenizer).train()
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_cuda_gb": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def build(out: Path, shape: dict[str, int]) -> Path:
+    from shipyard.tiny import TinyModelSpec, build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, TinyModelSpec(**shape)).to(torch.bfloat16)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] in ("shipyard", "trl"):
+        print(json.dumps(one(sys.argv[1], Path(sys.argv[2]))))
+        return
+    out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+    results: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    for size, shape in SIZES.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = build(Path(tmp) / "model", shape)
+            runs: dict[str, list[dict[str, float]]] = {"shipyard": [], "trl": []}
+            for _ in range(ROUNDS):
+                for kind in runs:
+                    done = subprocess.run(
+                        [sys.executable, __file__, kind, str(model_dir)], capture_output=True, text=True
+                    )
+                    if done.returncode:
+                        sys.exit(f"{kind} at {size} failed:\n{done.stderr[-4000:]}")
+                    runs[kind].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        row = {
+            kind: {key: statistics.median(r[key] for r in rs) for key in ("seconds", "peak_cuda_gb")}
+            for kind, rs in runs.items()
+        }
+        row["ratio"] = {key: row["shipyard"][key] / row["trl"][key] for key in ("seconds", "peak_cuda_gb")}
+        results[size] = row
+        print(json.dumps({size: row}), flush=True)
+        if out_dir:
+            (out_dir / "gpu.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
