@@ -20,7 +20,7 @@ from evals.policy import Policy
 from evals.report import markdown
 from evals.runner import SuiteResult, evaluate
 from evals.suite import load_suite
-from shipyard.errors import ConfigError
+from shipyard.model_dir import require_model_dir
 from shipyard.publish import model_digest
 from shipyard.snapshot import directory_digest
 from shipyard.trainer_state import read_trainer_state
@@ -35,8 +35,8 @@ def run_gate(
     report_dir: Path | None = None,
 ) -> tuple[Decision, Path]:
     for model in (candidate, champion):
-        if model is not None and not (model / "config.json").is_file():
-            raise ConfigError(f"{model}: not a model directory (no config.json)")
+        if model is not None:
+            require_model_dir(model)
     suites = [load_suite(s) for s in policy.suites]
     ours = evaluate(candidate, suites, home)
     theirs = evaluate(champion, suites, home) if champion else None

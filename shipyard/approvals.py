@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shipyard import publish, signing
-from shipyard.errors import ConfigError, TrustError
+from shipyard.errors import ConfigError, Conflict, NotFound, TrustError
 from shipyard.ledger import Event, Ledger, Release, State
 from shipyard.policy import Policy, decision, decision_problem, promotion_problem
 from shipyard.stores import Store
@@ -60,7 +60,7 @@ def _policy(state: State) -> Policy:
 def _release(state: State, line: str, version: int) -> Release:
     release = state.releases.get((line, version))
     if release is None:
-        raise ConfigError(f"line '{line}' has no version {version} (latest {state.latest(line)})")
+        raise NotFound(f"line '{line}' has no version {version} (latest {state.latest(line)})", line=line)
     return release
 
 
@@ -150,8 +150,12 @@ def rollback(store: Store, line: str, channel: str, signer: Signer | None, note:
         history = state.channels.get((line, channel), [])
         current = history[-1] if history else None
         earlier = [v for v in history if v != current]
-        if current is None or not earlier:
-            raise ConfigError(f"{store.uri}: channel '{channel}' of line '{line}' has nothing to roll back to")
+        if current is None:
+            known = sorted(c for (name, c) in state.channels if name == line)
+            shown = ", ".join(known) or "none"
+            raise NotFound(f"{store.uri}: line '{line}' has no channel '{channel}' (channels: {shown})")
+        if not earlier:
+            raise Conflict(f"{store.uri}: {line}'s channel '{channel}' has held only v{current}: nothing to go back to")
         fields = {"line": line, "channel": channel, "from_version": current, "to_version": earlier[-1], "note": note}
         if state.policy is None or channel not in state.policy.channels:
             return "rolled_back", fields | ({"by": signer.who} if signer else {})

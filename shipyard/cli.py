@@ -1,12 +1,13 @@
 """The `shipyard` command line. Each command is a thin shell over a library function.
 
 Commands that report state take `--json` and then print only JSON on stdout.
-Errors from the `ShipyardError` tree are printed as one clear message and
-exit with status 2; anything else is a bug and keeps its traceback.
+Every error ends a command with one line on stderr and exit status 2
+(`cli_common.clear_errors`); `shipyard --debug …` keeps the traceback.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,13 +17,31 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from shipyard import cli_flows, cli_releases, cli_trust
-from shipyard.cli_common import ConfigOption, JsonOption, clear_errors, err, format_metric, print_json
-from shipyard.errors import ConfigError, ShipyardError
+from shipyard.cli_common import ConfigOption, Debug, JsonOption, clear_errors, format_metric, print_json
+from shipyard.errors import ConfigError
+from shipyard.model_dir import require_model_dir
 from shipyard.settings import load_settings
 
 app = typer.Typer(
     help="Shipyard: gated, versioned releases from the checkpoints of long RL runs.", no_args_is_help=True
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"shipyard {version('shipyard')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Keep the traceback of an error.")] = False,
+) -> None:
+    """Shipyard: gated, versioned releases from the checkpoints of long RL runs."""
+    Debug.on = Debug.on or debug
 
 
 @app.command("config")
@@ -195,9 +214,7 @@ def eval_command(
     from evals.suite import load_suite
 
     settings = load_settings(config)
-    if not (model / "config.json").is_file():
-        raise ConfigError(f"{model}: not a model directory (no config.json)")
-    results = evaluate(model, [load_suite(s) for s in suite], settings.home)
+    results = evaluate(require_model_dir(model), [load_suite(s) for s in suite], settings.home)
     if as_json:
         print_json([r.as_dict() for r in results])
         return
@@ -213,6 +230,7 @@ def eval_command(
 
 
 @app.command("gate")
+@clear_errors
 def gate_command(
     candidate: Annotated[Path, typer.Option(help="The candidate model directory.")],
     champion: Annotated[
@@ -230,13 +248,9 @@ def gate_command(
     from evals.policy import DEFAULT_POLICY, load_policy
     from evals.run_gate import run_gate
 
-    try:
-        settings = load_settings(config)
-        rules = load_policy(policy or DEFAULT_POLICY)
-        decision, out = run_gate(candidate, champion, rules, settings.home, trainer_state, report)
-    except ShipyardError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    settings = load_settings(config)
+    rules = load_policy(policy or DEFAULT_POLICY)
+    decision, out = run_gate(candidate, champion, rules, settings.home, trainer_state, report)
     if as_json:
         print_json(decision.as_dict())
     else:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
+import click
 import typer
 from rich.console import Console
 
@@ -25,18 +28,44 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+class Debug:
+    """`shipyard --debug …` (or SHIPYARD_DEBUG=1): errors keep their traceback."""
+
+    on = bool(os.environ.get("SHIPYARD_DEBUG"))
+
+
 def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Print a `ShipyardError` as one message and exit 2, instead of a traceback."""
+    """Any error ends the command with one line on stderr and exit status 2 (`--json`: also as JSON on stdout).
+
+    A `ShipyardError` says what is wrong; anything else names its type, as a bug or an environment problem.
+    Exit status 1 stays free for a command's own "no" (a gate that ran and failed, a ledger with problems).
+    """
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except ShipyardError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:
+            fail(exc, bool(kwargs.get("as_json")))
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def fail(exc: BaseException, as_json: bool) -> None:
+    if Debug.on:
+        traceback.print_exception(exc)
+    if isinstance(exc, ShipyardError):
+        shown = exc.as_dict()
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    else:
+        shown = {"error": "internal", "type": type(exc).__name__, "message": str(exc)}
+        hint = "" if Debug.on else "; shipyard --debug … shows the traceback"
+        err.print(f"[bold red]error ({type(exc).__name__}):[/] {exc}{hint}", highlight=False, soft_wrap=True)
+    if as_json:
+        print_json(shown)
 
 
 def print_json(data: Any) -> None:
@@ -49,5 +78,8 @@ def format_metric(metrics: dict[str, Any], key: str) -> str:
 
 StoreOption = Annotated[
     str | None, typer.Option("--store", help="Release store: path or s3://bucket/prefix (default: release.store).")
+]
+RefArgument = Annotated[
+    str, typer.Argument(help="The release: a version (3 or v3) or a channel (stable, candidate).", show_default=False)
 ]
 LineOption = Annotated[str | None, typer.Option("--line", help="Release line (default: release.line).")]

@@ -107,6 +107,7 @@ def dashboard_command(
     uvicorn.run(create_app(settings, release_store(settings)), host=address[0], port=address[1], log_level="warning")
 
 
+@clear_errors
 def dashboard_token_command(
     who: Annotated[str, typer.Option("--as", help="The approver the token is for.")],
 ) -> None:

@@ -14,25 +14,42 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shipyard.cli_common import ConfigOption, JsonOption, LineOption, StoreOption, clear_errors, print_json
+from shipyard.cli_common import ConfigOption, JsonOption, LineOption, RefArgument, StoreOption, clear_errors, print_json
 from shipyard.settings import load_settings, release_store_uri
 
 
-def open_releases(config: Path | None, store: str | None, line: str | None) -> tuple[Any, str]:
-    releases, name, _ = open_checked(config, store, line)
+def open_releases(
+    config: Path | None, store: str | None, line: str | None, new: bool = False, of_line: bool = True
+) -> tuple[Any, str]:
+    releases, name, _ = open_checked(config, store, line, new, of_line)
     return releases, name
 
 
-def open_checked(config: Path | None, store: str | None, line: str | None) -> tuple[Any, str, Any]:
-    """The release store, the line, and the ledger's state, read once and refused unless the root is pinned."""
+def open_checked(
+    config: Path | None, store: str | None, line: str | None, new: bool = False, of_line: bool = True
+) -> tuple[Any, str, Any]:
+    """The release store, the line, and the ledger's state, read once and refused unless the root is pinned.
+
+    Unless `new` (publishing, setting a policy), the store must hold a ledger and, for a command about a line
+    (`of_line`), the line must have releases: a typo is an error, not an empty table.
+    """
+    from shipyard.ledger import Ledger
+    from shipyard.policy import check_root
+    from shipyard.publish import require_line, require_store
     from shipyard.stores import open_store
-    from shipyard.trust import checked_state
 
     settings = load_settings(config)
     releases = open_store(
         release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
     )
-    return releases, line or settings.release.line, checked_state(releases, settings)
+    state = Ledger(releases).refresh()
+    if not new:
+        require_store(state, releases.uri)
+    check_root(state.root, settings.trust.owners, releases.uri)
+    name = line or settings.release.line
+    if not new and of_line:
+        require_line(state, name, releases.uri)
+    return releases, name, state
 
 
 def _release_row(release: Any, state: Any) -> dict[str, Any]:
@@ -62,7 +79,7 @@ def publish_command(
 
     if ungated and not reason.strip():
         raise ConfigError("--ungated needs --reason TEXT: why this release skips the gate")
-    releases, name = open_releases(config, store, line)
+    releases, name = open_releases(config, store, line, new=True)
     published = publish(model, name, releases, progress=not as_json, ungated=reason if ungated else None)
     if as_json:
         print_json({"created": published.created, "line": name, "version": published.release.version})
@@ -73,7 +90,7 @@ def publish_command(
 
 @clear_errors
 def pull_command(
-    ref: Annotated[str, typer.Argument(help="A version (3 or v3) or a channel (stable, candidate).")],
+    ref: RefArgument,
     out: Annotated[Path, typer.Option(help="Directory to write the release into.")],
     store: StoreOption = None,
     line: LineOption = None,
@@ -122,7 +139,7 @@ def releases_list_command(
 @releases_app.command("show")
 @clear_errors
 def releases_show_command(
-    ref: Annotated[str, typer.Argument(help="A version (3 or v3) or a channel.")],
+    ref: RefArgument,
     store: StoreOption = None,
     line: LineOption = None,
     config: ConfigOption = None,
@@ -175,7 +192,7 @@ def releases_diff_command(
 
 @clear_errors
 def promote_command(
-    version: Annotated[str, typer.Argument(help="The version to promote (3 or v3).")],
+    ref: RefArgument,
     channel: Annotated[str, typer.Option(help="The channel to move.")] = "stable",
     store: StoreOption = None,
     line: LineOption = None,
@@ -188,10 +205,11 @@ def promote_command(
     """
     from shipyard.approvals import promote_approved
     from shipyard.notify import announce_latest
+    from shipyard.publish import resolve
 
-    releases, name = open_releases(config, store, line)
+    releases, name, state = open_checked(config, store, line)
     settings = load_settings(config)
-    version_number = promote_approved(releases, name, int(version.removeprefix("v")), channel)
+    version_number = promote_approved(releases, name, resolve(state, name, ref).version, channel)
     announce_latest(settings.notify, releases)
     channel_moved(name, channel, version_number, as_json)
 

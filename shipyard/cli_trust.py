@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from shipyard.cli_common import ConfigOption, JsonOption, LineOption, StoreOption, clear_errors, err, print_json
+from shipyard.cli_common import (
+    ConfigOption,
+    JsonOption,
+    LineOption,
+    RefArgument,
+    StoreOption,
+    clear_errors,
+    err,
+    print_json,
+)
 from shipyard.cli_releases import channel_moved, open_checked, open_releases
 from shipyard.settings import Settings, load_settings, release_store_uri
 
@@ -63,7 +72,7 @@ def policy_set_command(
         keygen(key[0], "shipyard-owner")
     owners = [public_line(load_private(k).public_key()) for k in key]
     policy = load_policy(policy_file, owners=owners)
-    releases, _ = open_releases(config, store, None)
+    releases, _ = open_releases(config, store, None, new=True)
     event = set_policy(releases, policy, key)
     shown = {"store": releases.uri, "policy_version": event.data["policy"]["version"], "seq": event.seq}
     shown |= {"owners": policy.owner_fingerprints()}
@@ -81,7 +90,7 @@ def policy_show_command(store: StoreOption = None, config: ConfigOption = None, 
     from shipyard.ledger import Ledger
     from shipyard.signing import fingerprint
 
-    releases, _ = open_releases(config, store, None)
+    releases, _ = open_releases(config, store, None, of_line=False)
     state = Ledger(releases).refresh()
     if state.policy is None:
         shown: dict[str, Any] = {"store": releases.uri, "policy": None}
@@ -108,15 +117,16 @@ def policy_show_command(store: StoreOption = None, config: ConfigOption = None, 
 
 
 def _decide(
-    config: Path | None, store: str | None, line: str | None, version: str, key: Path | None, who: str | None
+    config: Path | None, store: str | None, line: str | None, ref: str, key: Path | None, who: str | None
 ) -> tuple[Settings, Store, str, int, Signer]:
     """What a decision needs: settings, the checked store, the line, the version, and the signer; shows the verdict."""
     from shipyard.evidence import evidence
+    from shipyard.publish import resolve
     from shipyard.trust import cli_signer
 
     releases, name, state = open_checked(config, store, line)
     settings = load_settings(config)
-    number = int(version.removeprefix("v")) if version.removeprefix("v").isdigit() else -1
+    number = resolve(state, name, ref).version
     signer = cli_signer(settings, state, key, who)
     verdict = next((ln for ln in evidence(releases, name, number).splitlines() if ln.startswith("- gate:")), "")
     err.print(f"{name} v{number} {verdict.removeprefix('- ')}", highlight=False)
@@ -125,7 +135,7 @@ def _decide(
 
 @clear_errors
 def approve_command(
-    version: Annotated[str, typer.Argument(help="The release to approve (3 or v3).")],
+    ref: RefArgument,
     key: KeyOption = None,
     who: AsOption = None,
     note: Annotated[str, typer.Option(help="Why, for the record.")] = "",
@@ -140,7 +150,7 @@ def approve_command(
     """
     from shipyard.doors import decide
 
-    settings, releases, name, number, signer = _decide(config, store, line, version, key, who)
+    settings, releases, name, number, signer = _decide(config, store, line, ref, key, who)
     events = decide(settings, releases, name, number, "approve", signer, note)
     promoted = any(e.type == "promoted" for e in events)
     if as_json:
@@ -152,7 +162,7 @@ def approve_command(
 
 @clear_errors
 def reject_command(
-    version: Annotated[str, typer.Argument(help="The release to reject (3 or v3).")],
+    ref: RefArgument,
     note: Annotated[str, typer.Option(help="Why (required).")] = "",
     key: KeyOption = None,
     who: AsOption = None,
@@ -164,7 +174,7 @@ def reject_command(
     """Reject a release, signed, with a note saying why; by default a rejection is a veto."""
     from shipyard.doors import decide
 
-    settings, releases, name, number, signer = _decide(config, store, line, version, key, who)
+    settings, releases, name, number, signer = _decide(config, store, line, ref, key, who)
     decide(settings, releases, name, number, "reject", signer, note)
     if as_json:
         print_json({"line": name, "version": number, "rejected_by": signer.who})
@@ -206,7 +216,7 @@ def ledger_head_command(store: StoreOption = None, config: ConfigOption = None) 
     from shipyard.ledger import Ledger
     from shipyard.trust import head
 
-    releases, _ = open_releases(config, store, None)
+    releases, _ = open_releases(config, store, None, of_line=False)
     print(head(Ledger(releases).refresh()))
 
 
@@ -225,7 +235,8 @@ def ledger_verify_command(
 
     Exit 1 on any problem: each names the event (by seq) or the blob.
     """
-    from shipyard.ledger import Ledger
+    from shipyard.errors import NotFound
+    from shipyard.ledger import EVENTS, PACKS, Ledger
     from shipyard.publish import verify
     from shipyard.stores import open_store
     from shipyard.trust import anchor_problems, check_remembered
@@ -234,6 +245,8 @@ def ledger_verify_command(
     releases = open_store(
         release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
     )
+    if not any(next(iter(releases.keys(prefix)), None) for prefix in (EVENTS, PACKS)):  # unfolded: verify reports
+        raise NotFound(f"{releases.uri}: no release store here (no ledger); check --store or release.store")
     problems = verify(releases, deep, settings.trust.owners)
     if anchor or settings.trust.anchor:
         problems += anchor_problems(releases, anchor or settings.trust.anchor or "")

@@ -1,47 +1,109 @@
-"""The one exception tree of Shipyard. Every error Shipyard raises on purpose is here.
+"""The one exception tree of Shipyard, grouped by what the caller can do about an error.
 
     ShipyardError                 anything Shipyard raises on purpose
-    ├── ConfigError               a settings file, environment variable or argument is wrong
-    ├── CheckpointError           a checkpoint cannot be used: names the file and the reason
-    │   ├── InvalidCheckpoint     complete but broken or unsafe (bad header, NaN, pickle, escape)
-    │   └── CheckpointInFlux      changed or vanished while being copied: no verdict, the next poll looks again
-    ├── SourceError               a checkpoint source cannot be listed or read
-    ├── StateError                Shipyard's own state on disk is corrupt (names file and line)
-    ├── StoreError                a release store cannot be read or written
-    ├── LedgerError               the release ledger is inconsistent (broken chain, missing blob)
-    ├── TrustError                refused: not allowed by the store's signed policy, or the store is not the pinned one
-    └── DemoRunError              the demo RL run cannot start or continue
+    ├── NotFound                  name something that exists (a store, line, release, channel, file)     404
+    ├── NotAllowed                get the right key or approver; the store's signed policy decides        403
+    │   └── TrustError            refused by the signed policy, or the store is not the pinned one
+    ├── Conflict                  the thing is already there or changed meanwhile; look, then retry       409
+    │   └── DemoRunError          the demo RL run cannot start or continue (its directory is taken)
+    ├── BadInput                  fix the argument, setting or file named in the message                  400
+    │   ├── ConfigError           a settings file, environment variable or argument is wrong
+    │   └── CheckpointError       a checkpoint cannot be used: names the file and the reason
+    │       ├── InvalidCheckpoint     complete but broken or unsafe (bad header, NaN, pickle, escape)
+    │       └── CheckpointInFlux      changed or vanished while being copied: the next poll looks again
+    ├── Unavailable               a service or store did not answer or failed; check it, then retry       503
+    │   ├── SourceError           a checkpoint source cannot be listed or read
+    │   ├── StoreError            a release store cannot be read or written
+    │   └── OrchestrationError    Prefect's API cannot be started or reached, or a flow run failed
+    └── Corrupt                   stored state is damaged; repair or restore it                          500
+        ├── StateError            Shipyard's own state on disk is corrupt (names file and line)
+        └── LedgerError           the release ledger is inconsistent (broken chain, missing blob)
 
-Messages say what was expected, what was found, and which file, key or object.
-Later stages add their branches here, not in modules of their own.
+Messages say what was expected, what was found, and which file, key or object; `context` carries the same
+as data (for `--json` and the dashboard). Later stages add their branches here, not in modules of their own.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 __all__ = [
+    "BadInput",
     "CheckpointError",
     "CheckpointInFlux",
     "ConfigError",
+    "Conflict",
+    "Corrupt",
     "DemoRunError",
     "InvalidCheckpoint",
     "LedgerError",
+    "NotAllowed",
+    "NotFound",
+    "OrchestrationError",
     "ShipyardError",
     "SourceError",
     "StateError",
     "StoreError",
     "TrustError",
+    "Unavailable",
 ]
 
 
 class ShipyardError(Exception):
-    """Base of every error Shipyard raises on purpose."""
+    """Base of every error Shipyard raises on purpose; `context` names the objects involved."""
+
+    kind: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.context = context
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": self.kind, "type": type(self).__name__, "message": str(self), **self.context}
 
 
-class ConfigError(ShipyardError):
+class NotFound(ShipyardError):
+    """What was named does not exist: a store, a line, a release, a channel, a file."""
+
+    kind = "not_found"
+    http_status = 404
+
+
+class NotAllowed(ShipyardError):
+    """Refused: the caller may not do this."""
+
+    kind = "not_allowed"
+    http_status = 403
+
+
+class TrustError(NotAllowed):
+    """Refused: the signed policy does not allow it, a signature is missing, or the store's root is not pinned."""
+
+
+class Conflict(ShipyardError):
+    """The thing is already there, already decided, or changed while this ran."""
+
+    kind = "conflict"
+    http_status = 409
+
+
+class DemoRunError(Conflict):
+    """The demo RL run cannot start or continue (for example, its output directory is taken)."""
+
+
+class BadInput(ShipyardError):
+    """An argument, setting or file has a wrong value; the message names it."""
+
+    kind = "bad_input"
+    http_status = 400
+
+
+class ConfigError(BadInput):
     """A settings file, environment variable or argument has a wrong key or value."""
 
 
-class CheckpointError(ShipyardError):
+class CheckpointError(BadInput):
     """A checkpoint is incomplete or invalid; the message names the file and the reason."""
 
 
@@ -57,25 +119,34 @@ class CheckpointInFlux(CheckpointError):
         self.gone = gone
 
 
-class SourceError(ShipyardError):
+class Unavailable(ShipyardError):
+    """A source, store or service did not answer or failed; worth retrying once it is fixed."""
+
+    kind = "unavailable"
+    http_status = 503
+
+
+class SourceError(Unavailable):
     """A checkpoint source (local directory, S3 prefix, Hub repo) cannot be listed or read."""
 
 
-class StateError(ShipyardError):
-    """Shipyard's own state on disk (for example a watcher's decision log) is corrupt."""
-
-
-class StoreError(ShipyardError):
+class StoreError(Unavailable):
     """A release store (local directory, S3 prefix) cannot be read or written."""
 
 
-class LedgerError(ShipyardError):
+class OrchestrationError(Unavailable):
+    """Prefect's API cannot be started or reached, or a flow run it holds failed."""
+
+
+class Corrupt(ShipyardError):
+    """Stored state is damaged: repair or restore it."""
+
+    kind = "corrupt"
+
+
+class StateError(Corrupt):
+    """Shipyard's own state on disk (for example a watcher's decision log) is corrupt."""
+
+
+class LedgerError(Corrupt):
     """The release ledger is inconsistent: a broken hash chain, a tampered event, a missing blob."""
-
-
-class TrustError(ShipyardError):
-    """Refused: the signed policy does not allow it, a signature is missing, or the store's root is not pinned."""
-
-
-class DemoRunError(ShipyardError):
-    """The demo RL run cannot start or continue (for example, its output directory is taken)."""

@@ -43,6 +43,7 @@ from shipyard.caches import touch, working
 from shipyard.digests import file_digests
 from shipyard.errors import ConfigError
 from shipyard.hardware import device
+from shipyard.model_dir import require_model_dir
 from shipyard.posttrain_data import StageData, load_stage_data
 from shipyard.progress import progress_bar
 from shipyard.quiet import quiet_libraries
@@ -68,8 +69,7 @@ def posttrain(
     """Post-train `checkpoint` with the recipe in `recipe_file`; reuse the cached candidate when inputs match."""
     quiet_libraries()
     recipe = load_recipe(recipe_file)
-    if not (checkpoint / "config.json").is_file():
-        raise ConfigError(f"{checkpoint}: not a model directory (no config.json)")
+    require_model_dir(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     data = [load_stage_data(recipe_file, stage, tokenizer) for stage in recipe.stages]
     inputs = _inputs(checkpoint, recipe, data)

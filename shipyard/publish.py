@@ -16,6 +16,7 @@ release flow.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -27,9 +28,10 @@ from typing import Any
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
 from shipyard.digests import file_digests, hash_file
-from shipyard.errors import ConfigError, LedgerError, StoreError, TrustError
+from shipyard.errors import ConfigError, LedgerError, NotFound, StoreError, TrustError
 from shipyard.layouts import TRAINER_STATE_PICKLES
 from shipyard.ledger import Event, Ledger, Release, State
+from shipyard.model_dir import require_model_dir
 from shipyard.policy import check_root
 from shipyard.progress import progress_bar
 from shipyard.snapshot import checkpoint_digest
@@ -91,8 +93,7 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False, un
     The candidate must carry a passed gate decision naming its digest, unless `ungated` says why it does not
     (recorded in the release; the signed policy may keep such releases off protected channels).
     """
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"{model_dir}: not a model directory (no config.json)")
+    require_model_dir(model_dir)
     if ungated is not None and not ungated.strip():
         raise ConfigError("an ungated release needs a reason (--reason)")
     paths = release_files(model_dir)
@@ -152,7 +153,7 @@ def promote(store: Store, line: str, version: int, channel: str = STABLE, **note
 
     def build(state: State) -> tuple[str, dict[str, Any]] | None:
         if (line, version) not in state.releases:
-            raise ConfigError(f"{store.uri}: line '{line}' has no version {version} (latest {state.latest(line)})")
+            raise NotFound(f"{store.uri}: line '{line}' has no version {version} (latest {state.latest(line)})")
         if state.channel(line, channel) == version:
             return None
         return "promoted", {"line": line, "channel": channel, "version": version, **note}
@@ -166,10 +167,25 @@ def resolve(state: State, line: str, ref: str) -> Release:
     version = int(ref.removeprefix("v")) if ref.removeprefix("v").isdigit() else state.channel(line, ref)
     if version is None or (line, version) not in state.releases:
         channels = sorted({c for (name, c) in state.channels if name == line})
-        raise ConfigError(
-            f"line '{line}' has no release or channel '{ref}' (channels: {', '.join(channels) or 'none'})"
-        )
+        raise NotFound(f"line '{line}' has no release or channel '{ref}' (channels: {', '.join(channels) or 'none'})")
     return state.releases[(line, version)]
+
+
+def require_store(state: State, uri: str) -> None:
+    """Refuse a store that holds no ledger: a mistyped path or bucket reads as one."""
+    if state.events == 0:
+        raise NotFound(f"{uri}: no release store here (no ledger); check --store or release.store", store=uri)
+
+
+def require_line(state: State, line: str, uri: str) -> None:
+    """Refuse a line with no releases, naming the lines there are."""
+    if state.latest(line):
+        return
+    lines = sorted({name for name, _ in state.releases})
+    hint = f"; did you mean '{close[0]}'?" if (close := difflib.get_close_matches(line, lines, n=1)) else ""
+    raise NotFound(
+        f"{uri}: line '{line}' has no releases{hint} (lines: {', '.join(lines) or 'none yet'})", store=uri, line=line
+    )
 
 
 def manifest(store: Store, release: Release) -> dict[str, Any]:

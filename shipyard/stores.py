@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from shipyard.errors import StoreError
+from shipyard.errors import ConfigError, StoreError
 
 FICLONE = 0x40049409  # linux/fs.h
 Progress = Callable[[int], None]  # called with a number of bytes just transferred
@@ -340,6 +340,7 @@ def open_store(uri: str, endpoint_url: str | None = None, lock_days: int | None 
     """The store at `uri`: a local path, `file://…` or `s3://bucket/prefix` (ledger objects locked `lock_days`)."""
     if uri.startswith("s3://"):
         return S3Store(uri, endpoint_url, lock_days)
-    if "://" in uri and not uri.startswith("file://"):
-        raise StoreError(f"{uri}: unsupported store; expected a local path, file:// or s3://bucket/prefix")
+    scheme = uri.partition(":")[0]
+    if ":" in uri and scheme.isalnum() and not uri.startswith("file://"):  # s3:/x, S3://x, gs://x: not a path
+        raise ConfigError(f"{uri}: unsupported store; expected a local path, file:// or s3://bucket/prefix")
     return LocalStore(Path(uri.removeprefix("file://")))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from shipyard.approvals import rollback
 from shipyard.cli import app
-from shipyard.errors import ConfigError
+from shipyard.errors import NotFound
 from shipyard.ledger import Ledger
 from shipyard.publish import blob_key, diff, manifest, promote, publish, pull, verify
 from shipyard.stores import LocalStore, Progress, S3Store
@@ -70,7 +70,7 @@ def test_pull_verifies_and_loads(model: Path, tmp_path: Path) -> None:
     AutoModelForCausalLM.from_pretrained(tmp_path / "pulled")
     blob = tmp_path / "store" / blob_key(release.data["manifest"])
     assert blob.is_file()
-    with pytest.raises(ConfigError, match="no release or channel 'stable'"):
+    with pytest.raises(NotFound, match="no release or channel 'stable'"):
         pull(store, "main", "stable", tmp_path / "nothing")
 
 
@@ -99,7 +99,7 @@ def test_promotion_and_rollback_copy_no_weights(model: Path, tiny_model_dir: Pat
     state = Ledger(store).refresh()
     assert state.channels[("main", "stable")] == [1, 2, 1]
     assert sorted((tmp_path / "store" / "blobs").rglob("*")) == blobs
-    with pytest.raises(ConfigError, match="has no version 7"):
+    with pytest.raises(NotFound, match="has no version 7"):
         promote(store, "main", 7)
 
 

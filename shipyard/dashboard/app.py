@@ -12,7 +12,7 @@ signed in, and the store's policy must let this door attest for them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipyard.card import model_card
 from shipyard.dashboard import views
 from shipyard.dashboard.auth import COOKIE, Auth
 from shipyard.dashboard.plots import line_chart
 from shipyard.doors import decide
-from shipyard.errors import ConfigError, ShipyardError, TrustError
+from shipyard.errors import ShipyardError
 from shipyard.evidence import evidence
 from shipyard.publish import manifest, resolve
 from shipyard.settings import Settings
@@ -77,9 +78,13 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    @app.exception_handler(TrustError)
-    async def refused(_: Request, exc: TrustError) -> Response:
-        return HTMLResponse(f"<h1>Refused</h1><p>{escape(str(exc))}</p>", status_code=403)
+    @app.exception_handler(ShipyardError)
+    async def shipyard_error(_: Request, exc: ShipyardError) -> Response:
+        return error_page(exc.http_status, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return error_page(exc.status_code, str(exc.detail), exc.headers)
 
     @app.get("/style.css")
     def stylesheet() -> Response:
@@ -136,10 +141,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     @app.get("/releases/{version}", response_class=HTMLResponse)
     def release(request: Request, version: int) -> HTMLResponse:
         state, _ = views.read(store, settings.trust.owners)
-        try:
-            found = resolve(state, line, str(version))
-        except ShipyardError as exc:
-            raise HTTPException(404, str(exc)) from None
+        found = resolve(state, line, str(version))
         body = manifest(store, found)
         previous = state.releases.get((line, version - 1))
         lineage = body.get("lineage") or {}
@@ -198,14 +200,23 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         if decision not in ("approve", "reject"):
             raise HTTPException(404, f"no decision '{decision}': approve or reject")
         who, fields = await signed_in(request)
-        try:
-            decide(settings, store, line, version, decision, door_signer(settings, DOOR, who), fields.get("note", ""))
-        except ConfigError as exc:  # a TrustError goes to its own handler: 403
-            raise HTTPException(400, str(exc)) from None
+        decide(settings, store, line, version, decision, door_signer(settings, DOOR, who), fields.get("note", ""))
         done = "approved" if decision == "approve" else "rejected"
         return RedirectResponse(f"/?flash={done}", status_code=303)
 
     return app
+
+
+TITLES = {400: "Bad request", 403: "Refused", 404: "Not found", 409: "Conflict", 503: "Unavailable"}
+
+
+def error_page(status: int, message: str, headers: Mapping[str, str] | None = None) -> HTMLResponse:
+    """An error as a small HTML page with its status: 400, 403, 404, 409 from the error tree's groups."""
+    title = TITLES.get(status, "Error")
+    body = (
+        f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{escape(message)}</p><p><a href='/'>releases</a></p>"
+    )
+    return HTMLResponse(body, status_code=status, headers=headers)
 
 
 def _waiting_run(line: str, version: int) -> str | None:
