@@ -251,8 +251,49 @@ class Settings(BaseSettings):
         config_file = init_settings.init_kwargs.get("config_file")  # type: ignore[attr-defined]
         sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
         if config_file is not None:
-            sources += (YamlConfigSettingsSource(settings_cls, yaml_file=config_file),)
+            sources += (RelativeYaml(settings_cls, yaml_file=config_file),)
         return sources
+
+
+# Settings that name files: a relative value in a config file is relative to that file, not to where a command
+# runs (`shipyard -c /etc/shipyard/lab.yaml` reads the same files from anywhere). URIs (s3://, hf://) stay.
+PATH_KEYS = (
+    "home",
+    "demo.out",
+    "watch.source",
+    "convert.base_model",
+    "release.store",
+    "pipeline.recipe",
+    "pipeline.policy",
+    "trust.key",
+    "trust.door_keys.*",
+)
+
+
+class RelativeYaml(YamlConfigSettingsSource):
+    """The YAML source with each of `PATH_KEYS` resolved against the file's directory."""
+
+    def __init__(self, settings_cls: type[BaseSettings], yaml_file: Path) -> None:
+        self.base = Path(yaml_file).resolve().parent
+        super().__init__(settings_cls, yaml_file=yaml_file)
+
+    def _read_files(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        data: dict[str, Any] = super()._read_files(*args, **kwargs)
+        for key in PATH_KEYS:
+            *parents, name = key.split(".")
+            section: Any = data
+            for part in parents:
+                section = section.get(part) if isinstance(section, dict) else None
+            if isinstance(section, dict):
+                for each in list(section) if name == "*" else [name] if name in section else []:
+                    section[each] = _relative_to(self.base, section[each])
+        return data
+
+
+def _relative_to(base: Path, value: Any) -> Any:
+    if not isinstance(value, str) or not value or "://" in value or value.startswith("~"):
+        return value
+    return str(base / value)
 
 
 def ephemeral_prefect_defaults() -> None:

@@ -77,3 +77,22 @@ def test_file_that_is_not_a_mapping_is_named(tmp_path: Path, text: str) -> None:
 def test_example_config_in_the_repo_loads() -> None:
     settings = load_settings(REPO / "shipyard.example.yaml")
     assert settings.demo.save_every == 10
+
+
+def test_paths_in_a_config_file_are_relative_to_the_file_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "etc" / "lab.yaml"
+    config.parent.mkdir()
+    lines = ["home: state", "release: {store: releases}", "watch: {source: s3://bucket/run}"]
+    lines += ["pipeline: {recipe: recipes/r.yaml}", "trust: {key: /abs/me.key, door_keys: {dashboard: keys/d.key}}"]
+    config.write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(config.relative_to(tmp_path))
+    etc = config.parent
+    assert settings.home == etc / "state" and settings.release.store == str(etc / "releases")
+    assert settings.pipeline.recipe == etc / "recipes" / "r.yaml"
+    assert settings.trust.door_keys["dashboard"] == etc / "keys" / "d.key"
+    assert settings.watch.source == "s3://bucket/run" and settings.trust.key == Path("/abs/me.key")
+    monkeypatch.setenv("SHIPYARD_RELEASE__STORE", "from-env")  # the environment is the caller's: its cwd
+    assert load_settings(config).release.store == "from-env"
