@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from shipyard.cursor import Cursor, Window
 from shipyard.digests import hash_file
-from shipyard.errors import CheckpointInFlux, InvalidCheckpoint, SourceError
+from shipyard.errors import CheckpointInFlux, ConfigError, InvalidCheckpoint, NotFound, SourceError
 from shipyard.layouts import TRAINER_STATE
 from shipyard.settings import HubSettings, S3Settings
 from shipyard.stores import split_s3_uri
@@ -71,8 +71,10 @@ class LocalSource:
         self.uri = root.resolve().as_uri()
 
     def list_files(self, prune: Collection[str] = ()) -> list[str]:
+        if not self.root.exists():
+            raise NotFound(f"{self.root}: not a directory (it does not exist)", source=str(self.root))
         if not self.root.is_dir():
-            raise SourceError(f"{self.root}: not a directory")
+            raise ConfigError(f"{self.root}: not a directory", source=str(self.root))
         pruned = set(prune)
         files = []
         top = len(str(self.root).rstrip(os.sep)) + 1
@@ -124,7 +126,7 @@ class S3Source:
 
         parsed = split_s3_uri(uri)
         if parsed is None:
-            raise SourceError(f"{uri}: expected s3://bucket/prefix")
+            raise ConfigError(f"{uri}: expected s3://bucket/prefix")
         self.uri, self.bucket, self.prefix = parsed
         self.full_listing_every = full_listing_every
         self.cursor: Cursor | None = None
@@ -203,7 +205,7 @@ class HubSource:
 
         repo, _, revision = uri.removeprefix("hf://").partition("@")
         if repo.count("/") != 1:
-            raise SourceError(f"{uri}: expected hf://org/name[@revision]")
+            raise ConfigError(f"{uri}: expected hf://org/name[@revision]")
         self.uri = f"hf://{repo}" + (f"@{revision}" if revision else "")
         self.repo = repo
         self.revision = revision or "main"
@@ -287,9 +289,7 @@ def open_source(uri: str, s3: S3Settings | None = None, hub: HubSettings | None 
         return S3Source(uri, s3.endpoint_url, s3.full_listing_every)
     if uri.startswith("hf://"):
         return HubSource(uri, (hub or HubSettings()).endpoint)
-    if "://" in uri:
-        scheme = uri.split("://", 1)[0]
-        raise SourceError(
-            f"{uri}: unsupported source scheme '{scheme}'; expected a local path, file://, s3:// or hf://"
-        )
+    scheme = uri.partition(":")[0]
+    if ":" in uri and scheme.isalnum():  # gs://x, s3:/x, HF://x: not a path
+        raise ConfigError(f"{uri}: unsupported source '{scheme}:'; expected a local path, file://, s3:// or hf://")
     return LocalSource(Path(uri))

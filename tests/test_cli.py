@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -62,3 +65,17 @@ def test_checkpoints_lists_without_copying_unless_asked(tmp_path: Path, tiny_mod
     validated = runner.invoke(app, ["checkpoints", "--source", str(run), "--validate", "--json"], env=env)
     [entry] = json.loads(validated.stdout)
     assert entry["state"] == "complete" and len(entry["digest"]) == 64 and (home / "snapshots").is_dir()
+
+
+def test_watch_checks_its_source_before_prefect_starts(tmp_path: Path) -> None:
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""}
+    for source, says in [
+        (str(tmp_path / "nope"), "nope: not a directory (it does not exist)"),
+        ("gs://bucket/run", "unsupported source 'gs:'"),
+        ("s3:/bucket/run", "unsupported source 's3:'"),
+    ]:
+        command = [sys.executable, "-m", "shipyard.cli", "watch", "--once", "--source", source]
+        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "prefect").exists()  # no ephemeral API was started, no database made
