@@ -271,6 +271,27 @@ def gate_command(
     raise typer.Exit(0 if decision.passed else 1)
 
 
+@app.command("doctor")
+@clear_errors
+def doctor_command(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Check this machine and these settings: versions, the torch device, Prefect's API, the release store, chromium.
+
+    Exit 1 when a check fails; warnings are what Shipyard works without.
+    """
+    from shipyard.doctor import FAIL, diagnose
+
+    checks = diagnose(load_settings(config))
+    if as_json:
+        print_json([c.as_dict() for c in checks])
+    else:
+        table = Table("check", "status", "detail")
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
+        Console().print(table)
+    raise typer.Exit(1 if any(c.status == FAIL for c in checks) else 0)
+
+
 app.command("publish")(cli_releases.publish_command)
 app.command("pull")(cli_releases.pull_command)
 app.command("promote")(cli_releases.promote_command)

@@ -79,3 +79,15 @@ def test_watch_checks_its_source_before_prefect_starts(tmp_path: Path) -> None:
         assert done.returncode == 2 and says in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "prefect").exists()  # no ephemeral API was started, no database made
+
+
+def test_doctor_reports_versions_device_prefect_and_store(tmp_path: Path) -> None:
+    fine = runner.invoke(app, ["doctor", "--json"])
+    checks = {c["name"]: c for c in json.loads(fine.stdout)}
+    assert {"python", "shipyard", "torch", "lm_eval", "prefect", "device", "prefect api", "chromium"} <= set(checks)
+    assert checks["release store"]["status"] == "warn"  # the test's home: no ledger yet
+    assert fine.exit_code == 0, fine.output
+    (tmp_path / "s.yaml").write_text("release: {store: 'gs://nowhere'}\n")
+    broken = runner.invoke(app, ["doctor", "--config", str(tmp_path / "s.yaml"), "--json"])
+    store = next(c for c in json.loads(broken.stdout) if c["name"] == "release store")
+    assert broken.exit_code == 1 and store["status"] == "fail" and "unsupported store" in store["detail"]
