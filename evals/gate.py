@@ -101,8 +101,8 @@ def decide(
             tests[task] = _paired(pairs, metric, policy)
             flips += _flips(task, metric, pairs)
             sizes.append(_size(task, pairs, metric, tests[task], policy))
-        levels = holm({task: t.p_value for task, t in tests.items()}, policy.alpha)
-        checks += [_regression(task, test, levels[task], policy) for task, test in tests.items()]
+        corrected = holm({task: t.p_value for task, t in tests.items()}, policy.alpha)
+        checks += [_regression(task, test, *corrected[task], policy) for task, test in tests.items()]
     else:
         champion_scores = None
     checks += _safety(scores, champion_scores, policy)
@@ -166,13 +166,9 @@ def _floor(task: str, metric: str, least: float, scores: dict[str, dict[str, flo
     return Check(f"floor: {task}", "floor", value >= least, value, f"{metric} ≥ {least}")
 
 
-def _regression(task: str, test: PairedTest, level: float, policy: Policy) -> Check:
-    regressed = test.p_value <= level
-    detail = f"{test.regressed} right→wrong, {test.improved} wrong→right"
-    if level > 0:
-        threshold = f"one-sided p > {level:.4g} (Holm); drop to catch {policy.regression.delta}"
-    else:
-        threshold = "not significant: a smaller p-value already was not (Holm)"
+def _regression(task: str, test: PairedTest, regressed: bool, adjusted: float, policy: Policy) -> Check:
+    detail = f"{test.regressed} right→wrong, {test.improved} wrong→right; Holm-adjusted p {adjusted:.4g}"
+    threshold = f"one-sided p, Holm-adjusted, > {policy.alpha:.4g}; drop to catch {policy.regression.delta}"
     return Check(
         f"no regression: {task}",
         "regression",

@@ -32,12 +32,14 @@ class PairedTest:
 
 
 def mcnemar(candidate: Sequence[float], champion: Sequence[float], alpha: float) -> PairedTest:
-    """Exact one-sided McNemar test on paired binary outcomes (1 = right)."""
+    """Exact one-sided McNemar test on paired binary outcomes (1 = right): scipy's exact binomial test."""
+    from scipy.stats import binomtest
+
     b = sum(1 for x, y in zip(candidate, champion, strict=True) if y > x)
     c = sum(1 for x, y in zip(candidate, champion, strict=True) if x > y)
     n = len(candidate)
     discordant = b + c
-    p_value = sum(math.comb(discordant, k) for k in range(b, discordant + 1)) / 2**discordant if discordant else 1.0
+    p_value = float(binomtest(b, discordant, 0.5, alternative="greater").pvalue) if discordant else 1.0
     estimate = (c - b) / n
     half = NormalDist().inv_cdf(1 - alpha) * math.sqrt(max(discordant / n - estimate**2, 0.0) / n)
     return PairedTest(estimate, p_value, (estimate - half, estimate + half), b, c)
@@ -46,28 +48,42 @@ def mcnemar(candidate: Sequence[float], champion: Sequence[float], alpha: float)
 def paired_bootstrap(
     candidate: Sequence[float], champion: Sequence[float], alpha: float, iters: int = 2000, seed: int = 0
 ) -> PairedTest:
-    """One-sided paired bootstrap test of the mean difference (H0: no regression)."""
+    """One-sided paired bootstrap test of the mean difference (H0: no regression), by `scipy.stats.bootstrap`."""
+    from scipy.stats import bootstrap
+
     diffs = np.asarray(candidate, dtype=float) - np.asarray(champion, dtype=float)
-    n = len(diffs)
     mean = float(diffs.mean())
-    rng = np.random.default_rng(seed)
-    means = np.sort(diffs[rng.integers(0, n, size=(iters, n))].mean(axis=1))
+    result = bootstrap(
+        (diffs,),
+        np.mean,
+        n_resamples=iters,
+        confidence_level=1 - 2 * alpha,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    means = result.bootstrap_distribution
     # Under H0 the differences are centred at 0: how often is a centred resample as low as what we saw?
     p_value = float((1 + np.count_nonzero(means - mean <= mean)) / (iters + 1))
-    lo, hi = float(means[int(alpha * (iters - 1))]), float(means[int((1 - alpha) * (iters - 1))])
-    return PairedTest(mean, p_value, (lo, hi), int((diffs < 0).sum()), int((diffs > 0).sum()))
+    low, high = result.confidence_interval
+    return PairedTest(mean, p_value, (float(low), float(high)), int((diffs < 0).sum()), int((diffs > 0).sum()))
 
 
-def holm(p_values: dict[str, float], alpha: float) -> dict[str, float]:
-    """Holm's step-down thresholds: each test's p-value is compared with the returned level."""
-    levels: dict[str, float] = {}
-    stopped = False
-    for rank, (name, p) in enumerate(sorted(p_values.items(), key=lambda item: item[1])):
-        level = alpha / (len(p_values) - rank)
-        # Once one test is not rejected, no later one is: its level drops to 0.
-        levels[name] = 0.0 if stopped else level
-        stopped = stopped or p > level
-    return levels
+def holm(p_values: dict[str, float], alpha: float) -> dict[str, tuple[bool, float]]:
+    """Holm's step-down correction (statsmodels): per test, whether it is rejected and its adjusted p-value."""
+    from statsmodels.stats.multitest import multipletests
+
+    if not p_values:
+        return {}
+    names = list(p_values)
+    rejected, adjusted, _, _ = multipletests([p_values[n] for n in names], alpha=alpha, method="holm")
+    return {name: (bool(r), float(a)) for name, r, a in zip(names, rejected, adjusted, strict=True)}
+
+
+def _items_at_unit_drop(spread: float, alpha: float, power: float) -> float:
+    """Paired items to catch a drop of 1 with a one-sided z-test (statsmodels' closed form)."""
+    from statsmodels.stats.power import normal_sample_size_one_tail
+
+    return float(normal_sample_size_one_tail(1.0, power, alpha, std_null=math.sqrt(spread)))
 
 
 def detectable_effect(n: int, spread: float, alpha: float, power: float) -> float:
@@ -76,8 +92,7 @@ def detectable_effect(n: int, spread: float, alpha: float, power: float) -> floa
     `spread` is the variance of one item's difference: the discordant share for
     a binary metric (McNemar), the variance of the differences otherwise.
     """
-    z = NormalDist().inv_cdf(1 - alpha) + NormalDist().inv_cdf(power)
-    return z * math.sqrt(spread / n) if n else math.inf
+    return math.sqrt(_items_at_unit_drop(spread, alpha, power) / n) if n else math.inf
 
 
 def items_needed(delta: float, spread: float, alpha: float, power: float) -> int:
@@ -86,5 +101,4 @@ def items_needed(delta: float, spread: float, alpha: float, power: float) -> int
     The normal approximation plus a continuity correction of 1/delta items,
     which the exact test's and the bootstrap's discreteness cost.
     """
-    z = NormalDist().inv_cdf(1 - alpha) + NormalDist().inv_cdf(power)
-    return math.ceil(z**2 * spread / delta**2 + 1 / delta)
+    return math.ceil(_items_at_unit_drop(spread, alpha, power) / delta**2 + 1 / delta)

@@ -1,8 +1,9 @@
 """Dashboard logins: per-approver tokens kept as sha256 hashes, signed session cookies, CSRF tokens.
 
-A session cookie is `<name>|<expiry>|<session id>|<hmac>`; the CSRF token of
-a session is an HMAC of the cookie, so a form posted from another site (which
-cannot read the cookie) cannot carry it. Both are keyed by `dashboard.secret`
+A session cookie is `[name, expiry, session id]` signed by itsdangerous; the
+CSRF token of a session is itsdangerous' signature of the cookie under another
+salt, so a form posted from another site (which cannot read the cookie) cannot
+carry it. Both are keyed by `dashboard.secret`
 (random per process when unset: logins then end with the process). Signing
 out revokes the session id (kept under `<home>/dashboard/revoked`, so a
 restart does not bring it back). Failed logins are throttled per name and
@@ -11,12 +12,13 @@ per client address.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from itsdangerous import BadSignature, Signer, URLSafeSerializer
 
 from shipyard.doors import hash_token
 from shipyard.settings import DashboardSettings
@@ -36,7 +38,9 @@ class Auth:
     def __init__(self, settings: DashboardSettings, approvers: Callable[[], set[str]], home: Path) -> None:
         self.settings = settings
         self.approvers = approvers  # who this door may attest for now, read from the store's policy
-        self.key = (settings.secret.get_secret_value() if settings.secret else secrets.token_hex(32)).encode()
+        key = settings.secret.get_secret_value() if settings.secret else secrets.token_hex(32)
+        self.cookies = URLSafeSerializer(key, salt="shipyard-session")
+        self.csrf_signer = Signer(key, salt="shipyard-csrf")
         self.revoked_file = home / "dashboard" / "revoked"
         self.revoked = set(self.revoked_file.read_text().split()) if self.revoked_file.is_file() else set()
         self.failures: dict[str, list[float]] = {}
@@ -58,31 +62,36 @@ class Auth:
 
     def session(self, name: str, now: float | None = None) -> str:
         expiry = int((now or time.time()) + self.settings.session_hours * 3600)
-        body = f"{name}|{expiry}|{secrets.token_hex(16)}"
-        return f"{body}|{self._sign(body)}"
+        return self.cookies.dumps([name, expiry, secrets.token_hex(16)])
+
+    def _opened(self, cookie: str | None) -> tuple[str, int, str] | None:
+        """The cookie's (name, expiry, session id) if this dashboard signed it."""
+        try:
+            name, expiry, session_id = self.cookies.loads(cookie or "")
+        except (BadSignature, ValueError, TypeError):
+            return None
+        typed = isinstance(name, str) and isinstance(expiry, int) and isinstance(session_id, str)
+        return (name, expiry, session_id) if typed else None
 
     def who(self, cookie: str | None, now: float | None = None) -> str | None:
         """The approver a session cookie belongs to: genuine, unexpired, not revoked, and still an approver."""
-        if not cookie or cookie.count("|") != 3:
+        opened = self._opened(cookie)
+        if opened is None:
             return None
-        name, expiry, session_id, signature = cookie.split("|")
-        genuine = hmac.compare_digest(signature, self._sign(f"{name}|{expiry}|{session_id}"))
-        fresh = expiry.isdigit() and int(expiry) > (now or time.time())
-        live = genuine and fresh and session_id not in self.revoked
+        name, expiry, session_id = opened
+        live = expiry > (now or time.time()) and session_id not in self.revoked
         return name if live and name in self.approvers() else None
 
     def revoke(self, cookie: str) -> None:
-        session_id = cookie.split("|")[2]
-        self.revoked.add(session_id)
+        if (opened := self._opened(cookie)) is None:
+            return
+        self.revoked.add(opened[2])
         self.revoked_file.parent.mkdir(parents=True, exist_ok=True)
         with self.revoked_file.open("a") as f:
-            f.write(session_id + "\n")
+            f.write(opened[2] + "\n")
 
     def csrf(self, cookie: str) -> str:
-        return self._sign(f"csrf|{cookie}")
+        return self.csrf_signer.get_signature(cookie).decode()
 
     def check_csrf(self, cookie: str | None, token: str) -> bool:
         return bool(cookie) and hmac.compare_digest(self.csrf(cookie or ""), token)
-
-    def _sign(self, body: str) -> str:
-        return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
