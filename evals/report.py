@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
+from tabulate import tabulate
+
 from evals.gate import Decision
 
 FLIPS_SHOWN = 10  # per task and direction; the JSON holds them all
@@ -17,40 +22,46 @@ def markdown(decision: Decision, candidate: str, champion: str | None) -> str:
         "",
         "## Checks",
         "",
-        "| check | verdict | statistic | threshold | p-value | interval | detail |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    checks = []
     for c in decision.checks:
         interval = f"[{c.interval[0]:+.3f}, {c.interval[1]:+.3f}]" if c.interval else ""
         p = f"{c.p_value:.4g}" if c.p_value is not None else ""
         stat = f"{c.statistic:.3f}" if c.statistic is not None else ""
         verdict = "pass" if c.passed else "**FAIL**"
-        lines.append(f"| {c.name} | {verdict} | {stat} | {c.threshold} | {p} | {interval} | {c.detail} |")
+        checks.append([escape(c.name), verdict, stat, escape(c.threshold), p, interval, escape(c.detail)])
+    lines += table(["check", "verdict", "statistic", "threshold", "p-value", "interval", "detail"], checks)
     if decision.sizes:
-        lines += [
-            "",
-            "## Suite sizes",
-            "",
-            "| task | items | detectable drop | items needed | enough? |",
-            "| --- | --- | --- | --- | --- |",
-        ]
+        lines += ["", "## Suite sizes", ""]
+        sizes = []
         for s in decision.sizes:
             enough = "yes" if s.sufficient else "**no: too small to gate on this drop**"
-            lines.append(f"| {s.task} | {s.items} | {s.detectable_effect:.3f} | {s.items_needed} | {enough} |")
+            sizes.append([escape(s.task), str(s.items), f"{s.detectable_effect:.3f}", str(s.items_needed), enough])
+        lines += table(["task", "items", "detectable drop", "items needed", "enough?"], sizes)
     if decision.flips:
         lines += ["", "## Items that flipped", ""]
         for task in dict.fromkeys(f.task for f in decision.flips):
             for direction in ("right→wrong", "wrong→right"):
                 flips = [f for f in decision.flips if f.task == task and f.direction == direction]
                 if flips:
-                    lines += [
-                        f"### {task}: {len(flips)} {direction}",
-                        "",
-                        "| doc | prompt | candidate | champion |",
-                        "| --- | --- | --- | --- |",
-                    ]
-                    lines += [
-                        f"| {f.doc_id} | `{f.prompt}` | `{f.candidate}` | `{f.champion}` |" for f in flips[:FLIPS_SHOWN]
-                    ]
-                    lines.append("")
+                    lines += [f"### {escape(task)}: {len(flips)} {direction}", ""]
+                    rows = [[str(f.doc_id), code(f.prompt), code(f.candidate), code(f.champion)] for f in flips]
+                    lines += [*table(["doc", "prompt", "candidate", "champion"], rows[:FLIPS_SHOWN]), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def table(headers: list[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A GitHub-flavoured markdown table (tabulate) of cells already escaped."""
+    return str(tabulate(rows, headers, tablefmt="github", disable_numparse=True)).splitlines()
+
+
+def escape(text: str) -> str:
+    """Text for one table cell: one line, its pipes escaped (a pipe would end the cell)."""
+    return " ".join(text.splitlines()).replace("|", "\\|")
+
+
+def code(text: str) -> str:
+    """Model text as an inline code span in a table cell: one line, pipes escaped, a fence longer than any inside."""
+    one_line = escape(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", one_line)), default=0) + 1)
+    return f"{fence} {one_line} {fence}"

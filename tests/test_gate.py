@@ -167,3 +167,21 @@ def test_gate_command_passes_a_model_against_itself_and_fails_a_damaged_one(
 
     missing = runner.invoke(app, ["gate", "--candidate", str(tmp_path / "nope"), "--policy", str(policy)])
     assert missing.exit_code == 2 and "not a model directory" in missing.output
+
+
+def test_the_report_keeps_model_text_inside_its_table_cells() -> None:
+    from markdown_it import MarkdownIt
+
+    from evals.gate import Check, Decision, Flip
+    from evals.report import markdown
+
+    hostile = "a | b\n# heading\n``` code `x` <script>alert(1)</script>"
+    flips = [Flip("t|1", 3, "right→wrong", hostile, hostile, "ok")]
+    decision = Decision(
+        False, [Check("no regression: t|1", "regression", False, -0.1, "p > 0.05", detail=hostile)], flips
+    )
+    html = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown(decision, "cand", "champ"))
+    rows = html.split("<tr>")[1:]
+    assert all(row.count("<td>") in (0, 4, 7) for row in rows)  # every row has its table's cells, no more
+    assert "<script>" not in html and "<h1>heading" not in html
+    assert html.count("&lt;script&gt;") == 3  # in the check's detail and both answers: shown, never run

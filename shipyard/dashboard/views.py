@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import humanize
+
 from shipyard.ledger import Event, Ledger, State
 from shipyard.policy import check_root
 from shipyard.publish import manifest
@@ -22,11 +24,7 @@ def read(store: Store, pins: list[str]) -> tuple[State, list[Event]]:
 
 
 def age(at: float, now: float | None = None) -> str:
-    seconds = max(0, int((now or time.time()) - at))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
+    return str(humanize.naturaldelta(max(0.0, (now or time.time()) - at)))
 
 
 def channels(state: State, events: list[Event], line: str) -> list[dict[str, Any]]:
