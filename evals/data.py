@@ -1,6 +1,6 @@
 """The built-in capability eval data for the demo task, and the script that writes it.
 
-Held-out two-digit additions only (the RL run never trains on them):
+Held-out two-digit additions only (the RL run never trains on them), each problem once:
 `arithmetic_heldout.jsonl` for exact-match generation, and
 `arithmetic_choice.jsonl`, the same kind of problem as a four-way multiple
 choice (the sum, off by one, off by ten, digits reversed). Run
@@ -14,20 +14,20 @@ import random
 from pathlib import Path
 from typing import Any
 
-from shipyard.arithmetic import sample_problems
+from shipyard.arithmetic import distinct_problems
 
 DATA_DIR = Path(__file__).parent / "data"
 SIZE = 200
 
 
 def heldout_rows() -> list[dict[str, Any]]:
-    return [{"question": p.question, "answer": p.answer} for p in sample_problems(SIZE, seed=777, held_out=True)]
+    return [{"question": p.question, "answer": p.answer} for p in distinct_problems(SIZE, seed=777, held_out=True)]
 
 
 def choice_rows() -> list[dict[str, Any]]:
     rng = random.Random("choice")
     rows = []
-    for p in sample_problems(SIZE, seed=778, held_out=True):
+    for p in distinct_problems(SIZE, seed=778, held_out=True):
         total = int(p.answer)
         distractors = list(dict.fromkeys(str(x) for x in (total + 1, total - 10, int(p.answer[::-1]), total + 10)))
         choices = [p.answer, *[d for d in distractors if d != p.answer][:3]]

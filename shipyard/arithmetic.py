@@ -55,6 +55,17 @@ def sample_problems(n: int, seed: int, held_out: bool = False) -> list[Problem]:
     return out
 
 
+def distinct_problems(n: int, seed: int, held_out: bool = False) -> list[Problem]:
+    """`n` different problems from the train or held-out split: an eval suite whose items repeat counts them twice."""
+    rng = random.Random(seed)
+    out: dict[Problem, None] = {}
+    while len(out) < n:
+        problem = Problem(rng.randint(10, 99), rng.randint(10, 99))
+        if is_held_out(problem) == held_out:
+            out[problem] = None
+    return list(out)
+
+
 def exact_reward(completion: str, answer: str) -> float:
     """1.0 when the completion is the answer and nothing else."""
     return 1.0 if completion.strip() == answer else 0.0

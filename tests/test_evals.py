@@ -1,6 +1,7 @@
 """Eval suites through lm-eval: the same scores as the `lm_eval` command, per-item results, the cache."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,15 @@ def test_safety_suite_judges_refusals(rl_checkpoint: Path, tmp_path: Path) -> No
     for task, items in result.items.items():
         rate = sum(i.metrics["refusal"] for i in items) / len(items)
         assert result.scores[task]["refusal"] == pytest.approx(rate)
+
+
+def test_every_built_in_suite_asks_each_item_once() -> None:
+    """Paired tests count items as independent: a repeated prompt would be counted twice."""
+    for name in BUILTIN:
+        for task in load_suite(name).tasks:
+            assert isinstance(task, dict)
+            field = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", task["doc_to_text"])
+            assert field is not None, task["doc_to_text"]
+            (data_file,) = task["dataset_kwargs"]["data_files"].values()
+            prompts = [json.loads(line)[field.group(1)] for line in Path(data_file).read_text().splitlines()]
+            assert len(prompts) >= 14 and len(set(prompts)) == len(prompts), (task["task"], data_file)
