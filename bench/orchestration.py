@@ -68,6 +68,7 @@ def timed_stages() -> None:
 
 def use_home(home: Path) -> Settings:
     os.environ["SHIPYARD_HOME"] = str(home)
+    os.environ["SHIPYARD_PROFILE"] = "demo"
     return load_settings(None)
 
 

@@ -1,6 +1,7 @@
 """The release flow: a selected checkpoint → screening → post-training → gate → release, or the reason why not.
 
-Each task wraps one stage of `shipyard.pipeline`. The compute tasks
+The flow is `shipyard.pipeline.release_checkpoint` (the one composition of the stages) with each stage a Prefect
+task. The compute tasks
 (screening, post-training, gate) run while the flow holds the training slot
 (a strict global concurrency limit, taken once per run); they persist their
 results and are cached on their inputs and source, so a crashed or re-run
@@ -23,6 +24,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from shipyard import orchestration, pipeline
+from shipyard.ledger import EventType
 from shipyard.settings import Settings, load_settings
 from shipyard.watch import Checkpoint
 
@@ -55,7 +57,7 @@ def publish(candidate: Path, report: Path, checkpoint: Checkpoint, settings: Set
 
 
 @task(**IO_RETRIES)
-def record(kind: str, checkpoint: Checkpoint, reason: str, settings: Settings, report: str = "") -> None:
+def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: str, report: str) -> None:
     pipeline.record(settings, kind, checkpoint, reason, **({"report": report} if report else {}))
 
 
@@ -93,25 +95,23 @@ def _artifacts(checkpoint: Checkpoint, report: Path, settings: Settings, version
         )
 
 
+def stages(config: str | None) -> pipeline.Stages:
+    """The pipeline's stages as this flow's tasks, under the training slot, leaving artifacts."""
+    return pipeline.Stages(
+        champion=pull_champion,
+        screen=screen,
+        post_train=post_train,
+        gate=gate,
+        publish=publish,
+        record=record,
+        slot=lambda s: orchestration.training_slot(s.pipeline),
+        gated=_artifacts,
+        released=lambda version, s: request_approval(version, s, config),
+    )
+
+
 @flow(name="release-checkpoint")
 def release_checkpoint(checkpoint: dict[str, Any], config: str | None = None) -> dict[str, Any]:
     settings = load_settings(Path(config) if config else None)
     orchestration.ensure_slot(settings.pipeline)
-    ckpt = Checkpoint(**checkpoint)
-    champion = pull_champion(settings)
-    with orchestration.training_slot(settings.pipeline):  # held once, from screening to the gate's verdict
-        worth_it, why = screen(ckpt, champion, settings)
-        if worth_it:
-            candidate = post_train(ckpt, settings)
-            passed, failed, report = gate(candidate, champion, ckpt, settings)
-    if not worth_it:
-        record("skipped", ckpt, f"screening: {why}", settings)
-        return pipeline.Outcome(ckpt.step, ckpt.uri, "screened_out", why).as_dict()
-    if not passed:
-        record("gate_failed", ckpt, failed, settings, str(report / "gate.md"))
-        _artifacts(ckpt, report, settings, None)
-        return pipeline.Outcome(ckpt.step, ckpt.uri, "gate_failed", failed, report=str(report / "gate.md")).as_dict()
-    version = publish(candidate, report, ckpt, settings)
-    _artifacts(ckpt, report, settings, version)
-    request_approval(version, settings, config)
-    return pipeline.Outcome(ckpt.step, ckpt.uri, "released", "", version, str(report / "gate.md")).as_dict()
+    return pipeline.release_checkpoint(Checkpoint(**checkpoint), settings, stages(config)).as_dict()

@@ -27,10 +27,12 @@ from flows.release_checkpoint import release_checkpoint
 from shipyard import orchestration
 from shipyard.pipeline import Outcome, record
 from shipyard.settings import Settings, load_settings
-from shipyard.watch import Checkpoint
-from shipyard.watcher import STARTED, Settle, Take, watch_once
+from shipyard.watch import FATE_EVENTS, Checkpoint, CheckpointState
+from shipyard.watcher import Settle, Take, watch_once
 
-ENDED = {StateType.COMPLETED: "done", StateType.FAILED: "failed", StateType.CRASHED: "failed"}
+DONE, FAILED = CheckpointState.DONE, CheckpointState.FAILED
+
+ENDED = {StateType.COMPLETED: DONE, StateType.FAILED: FAILED, StateType.CRASHED: FAILED}
 
 
 def _in_place(config: str | None) -> Take:
@@ -44,7 +46,7 @@ def _in_place(config: str | None) -> Take:
 def _by_event(line: str) -> Take:
     def take(checkpoint: Checkpoint) -> Outcome:
         event_id = orchestration.emit_detected(line, checkpoint)
-        return Outcome(checkpoint.step, checkpoint.uri, "emitted", f"{orchestration.DETECTED} {event_id}")
+        return Outcome(checkpoint.step, checkpoint.uri, CheckpointState.EMITTED, f"{orchestration.DETECTED} {event_id}")
 
     return take
 
@@ -54,14 +56,16 @@ def _through(deployment: str, settings: Settings, config: str | None) -> tuple[T
 
     def take(checkpoint: Checkpoint) -> Outcome:
         run = orchestration.start_release_run(deployment, line, checkpoint, config)
-        return Outcome(checkpoint.step, checkpoint.uri, STARTED, f"release run {run.name}")
+        return Outcome(checkpoint.step, checkpoint.uri, CheckpointState.STARTED, f"release run {run.name}")
 
     def settle(checkpoint: Checkpoint) -> Outcome | None:
         state = orchestration.release_run_state(line, checkpoint)
         if state is None:
             return take(checkpoint)  # selected, but the run was never created: start it now
         if state == StateType.CANCELLED:
-            return Outcome(checkpoint.step, checkpoint.uri, "superseded", "a newer checkpoint took its place")
+            return Outcome(
+                checkpoint.step, checkpoint.uri, CheckpointState.SUPERSEDED, "a newer checkpoint took its place"
+            )
         ended = ENDED.get(state)
         return Outcome(checkpoint.step, checkpoint.uri, ended, f"release run {state.value.lower()}") if ended else None
 
@@ -89,4 +93,9 @@ def watch_run(config: str | None = None, source: str | None = None) -> list[dict
 
 def _record_superseded(checkpoint: dict[str, Any], settings: Settings) -> None:
     if checkpoint:
-        record(settings, "skipped", Checkpoint(**checkpoint), "superseded by a newer checkpoint before it started")
+        record(
+            settings,
+            FATE_EVENTS[CheckpointState.SKIPPED],
+            Checkpoint(**checkpoint),
+            "superseded by a newer checkpoint before it started",
+        )

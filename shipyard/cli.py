@@ -176,17 +176,18 @@ def posttrain_command(
     checkpoint: Annotated[Path, typer.Option(help="The checkpoint: a save_pretrained directory (e.g. a snapshot).")],
     out: Annotated[Path, typer.Option(help="Directory to write the candidate into (empty or new).")],
     recipe: Annotated[
-        Path | None, typer.Option(help="Recipe YAML (default: the built-in preference + safety recipe).")
+        Path | None, typer.Option(help="Recipe YAML (default: pipeline.recipe; the demo's under profile: demo).")
     ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Post-train a checkpoint with a recipe's stages into a release candidate (cached by digests)."""
     from shipyard.posttrain import posttrain
-    from shipyard.recipe import DEFAULT_RECIPE
+    from shipyard.profiles import choice
 
     settings = load_settings(config)
-    candidate = posttrain(checkpoint, recipe or DEFAULT_RECIPE, settings.home, out, progress=not as_json)
+    recipe_file = choice(settings, "recipe", recipe)
+    candidate = posttrain(checkpoint, recipe_file, settings.home, out, progress=not as_json)
     if as_json:
         print_json({"path": str(candidate.path), "cached": candidate.cached, "lineage": candidate.lineage})
         return
@@ -236,7 +237,9 @@ def gate_command(
     champion: Annotated[
         Path | None, typer.Option(help="The model users have now; none: floors and safety only.")
     ] = None,
-    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the built-in one).")] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Gate policy YAML (default: pipeline.policy; the demo's under profile: demo).")
+    ] = None,
     trainer_state: Annotated[
         Path | None, typer.Option(help="The RL checkpoint's trainer_state.json, for the over-optimization check.")
     ] = None,
@@ -245,11 +248,12 @@ def gate_command(
     as_json: JsonOption = False,
 ) -> None:
     """Decide whether a candidate may ship: exit 0 on pass, 1 on fail, 2 on error."""
-    from evals.policy import DEFAULT_POLICY, load_policy
+    from evals.policy import load_policy
     from evals.run_gate import run_gate
+    from shipyard.profiles import choice
 
     settings = load_settings(config)
-    rules = load_policy(policy or DEFAULT_POLICY)
+    rules = load_policy(choice(settings, "policy", policy))
     decision, out = run_gate(candidate, champion, rules, settings.home, trainer_state, report)
     if as_json:
         print_json(decision.as_dict())

@@ -23,11 +23,13 @@ def watch_command(
     as_json: JsonOption = False,
 ) -> None:
     """Watch an RL run with the watch flow: each selected checkpoint is screened, post-trained, gated and published."""
+    from shipyard.profiles import check
     from shipyard.sources import open_source
 
     settings = load_settings(config, **({"watch": {"source": source}} if source else {}))
     if not settings.watch.source:
         raise ConfigError("no source to watch: give --source or set watch.source")
+    check(settings)
     open_source(settings.watch.source, settings.s3, settings.hub).list_files()  # a wrong run fails before Prefect
     ephemeral_prefect_defaults()
     from flows.watch_run import watch_run

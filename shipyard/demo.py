@@ -42,6 +42,7 @@ TOKEN_FILE = "you.token"
 KEY_FILE = "you.key"
 DOORS = ("dashboard", "prefect-ui")
 CONFIG = {
+    "profile": "demo",
     "home": ".shipyard",
     "demo": {"out": "run", "steps": 100, "save_every": 10},
     "watch": {"source": "run", "every_n_steps": 20, "newest_first": False},

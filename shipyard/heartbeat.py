@@ -95,10 +95,10 @@ class Heartbeat(logging.Handler):
 
 
 def _last_line(log: Path) -> str:
-    """The last non-empty line of a log, reading only its tail."""
+    """The last line of a log with words in it (not a table's border), reading only its tail."""
     if not log.is_file():
         return ""
     with log.open("rb") as f:
         f.seek(max(0, log.stat().st_size - 4096))
         lines = f.read().decode("utf-8", "replace").splitlines()
-    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return next((line.strip() for line in reversed(lines) if any(c.isalnum() for c in line)), "")

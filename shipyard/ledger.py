@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -36,18 +37,24 @@ from shipyard.stores import Store
 
 SCHEMA_VERSION = 1
 EVENTS = "ledger/events/"
-TYPES = (
-    "policy",
-    "released",
-    "approved",
-    "rejected",
-    "promoted",
-    "rolled_back",
-    "mirrored",
-    "skipped",
-    "refused",
-    "gate_failed",
-)
+
+
+class EventType(StrEnum):
+    """What a ledger event records: the policy, a release and its channel moves and decisions, or a fate."""
+
+    POLICY = "policy"
+    RELEASED = "released"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    MIRRORED = "mirrored"
+    SKIPPED = "skipped"  # a checkpoint passed over: by the selection policy, or screened out
+    REFUSED = "refused"  # a checkpoint that failed validation
+    GATE_FAILED = "gate_failed"
+
+
+TYPES = tuple(EventType)
 PACKS = "ledger/packs/"
 PACK_EVERY = 1000  # the events are stored again as one pack every this many, so a new reader reads few objects
 ATTEMPTS = 100

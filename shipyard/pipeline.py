@@ -14,24 +14,27 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.policy import DEFAULT_POLICY, load_policy
+from evals.policy import load_policy
 from evals.run_gate import run_gate
 from evals.runner import evaluate
 from evals.suite import load_suite
 from shipyard.caches import touch
-from shipyard.ledger import Event, Ledger
+from shipyard.ledger import Event, EventType, Ledger
 from shipyard.notify import announce
 from shipyard.posttrain import LINEAGE, posttrain
+from shipyard.profiles import choice
 from shipyard.publish import publish, pull
-from shipyard.recipe import DEFAULT_RECIPE
 from shipyard.settings import Settings, release_store_uri
 from shipyard.stores import Store, open_store
-from shipyard.watch import Checkpoint
+from shipyard.watch import FATE_EVENTS, Checkpoint, CheckpointState
 
+SCREENED_OUT, GATE_FAILED = CheckpointState.SCREENED_OUT, CheckpointState.GATE_FAILED
 log = logging.getLogger(__name__)  # INFO as each stage starts and each fate is recorded: `shipyard demo` says them
 
 
@@ -39,10 +42,13 @@ log = logging.getLogger(__name__)  # INFO as each stage starts and each fate is 
 class Outcome:
     step: int
     uri: str
-    state: str  # released | screened_out | gate_failed
+    state: CheckpointState  # released, screened_out, gate_failed (or started: its run goes on elsewhere)
     reason: str = ""
     version: int | None = None
     report: str = ""
+
+    def __post_init__(self) -> None:  # from a flow's JSON result: a plain string, checked
+        object.__setattr__(self, "state", CheckpointState(self.state))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,18 +77,18 @@ def screen(checkpoint: Checkpoint, champion_dir: Path | None, settings: Settings
     if not p.screening:
         return True, "screening off"
     log.info("step %d: screening", checkpoint.step)
-    suite = load_suite("capability")
-    ours = _score(evaluate(Path(checkpoint.path), [suite], settings.home), p.screening_task, p.screening_metric)
+    suite, task = load_suite(choice(settings, "screening_suite")), choice(settings, "screening_task")
+    ours = _score(evaluate(Path(checkpoint.path), [suite], settings.home), task, p.screening_metric)
     if champion_dir is None:
-        return True, f"{p.screening_task} {ours:.3f}; no champion yet"
-    theirs = _score(evaluate(champion_dir, [suite], settings.home), p.screening_task, p.screening_metric)
+        return True, f"{task} {ours:.3f}; no champion yet"
+    theirs = _score(evaluate(champion_dir, [suite], settings.home), task, p.screening_metric)
     passed = ours >= theirs - p.screening_margin
-    return passed, f"{p.screening_task} {ours:.3f} vs champion {theirs:.3f} - {p.screening_margin}"
+    return passed, f"{task} {ours:.3f} vs champion {theirs:.3f} - {p.screening_margin}"
 
 
 def make_candidate(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Path:
     """Post-train the checkpoint with the configured recipe (cached by digests); the candidate's directory."""
-    recipe = settings.pipeline.recipe or DEFAULT_RECIPE
+    recipe = choice(settings, "recipe")
     log.info("step %d: post-training", checkpoint.step)
     return posttrain(Path(checkpoint.path), recipe, settings.home, progress=progress).path
 
@@ -92,7 +98,7 @@ def gate_candidate(
 ) -> tuple[bool, str, Path]:
     """Gate the candidate against the champion: passed, the failed checks, and the report directory."""
     log.info("step %d: evaluating and gating", checkpoint.step)
-    policy = load_policy(settings.pipeline.policy or DEFAULT_POLICY)
+    policy = load_policy(choice(settings, "policy"))
     trainer_state = Path(checkpoint.path) / "trainer_state.json"
     history = trainer_state if trainer_state.is_file() else None
     decision, report = run_gate(candidate, champion_dir, policy, settings.home, history)
@@ -113,20 +119,57 @@ def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, set
     return version
 
 
-def release_checkpoint(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Outcome:
-    """Run one complete, validated, snapshotted checkpoint through the pipeline and record its fate."""
-    best = champion(settings, release_store(settings))
-    passed, why = screen(checkpoint, best, settings)
+def no_slot(_: Settings) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
+def nothing(*_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Stages:
+    """How each stage runs. The defaults run it here (`shipyard.watcher`, tests); the release flow passes its
+    Prefect tasks, the training slot, and hooks that leave artifacts and ask for approval."""
+
+    champion: Callable[[Settings], Path | None] = lambda s: champion(s, release_store(s))
+    screen: Callable[[Checkpoint, Path | None, Settings], tuple[bool, str]] = lambda c, b, s: screen(c, b, s)
+    post_train: Callable[[Checkpoint, Settings], Path] = lambda c, s: make_candidate(c, s)
+    gate: Callable[[Path, Path | None, Checkpoint, Settings], tuple[bool, str, Path]] = lambda p, b, c, s: (
+        gate_candidate(p, b, c, s)
+    )
+    publish: Callable[[Path, Path, Checkpoint, Settings], int] = lambda p, r, c, s: publish_candidate(p, r, c, s)
+    record: Callable[[Settings, EventType, Checkpoint, str, str], None] = lambda s, k, c, why, report: record(
+        s, k, c, why, **({"report": report} if report else {})
+    )
+    slot: Callable[[Settings], AbstractContextManager[None]] = no_slot  # held from screening to the gate's verdict
+    gated: Callable[[Checkpoint, Path, Settings, int | None], None] = nothing  # after the verdict (and publishing)
+    released: Callable[[int, Settings], None] = nothing
+
+
+def release_checkpoint(checkpoint: Checkpoint, settings: Settings, stages: Stages = Stages()) -> Outcome:
+    """Run one complete, validated, snapshotted checkpoint through the pipeline and record its fate.
+
+    The one composition of the stages: `shipyard watch`, the demo and the release flow all come through here.
+    """
+    best = stages.champion(settings)
+    with stages.slot(settings):
+        worth_it, why = stages.screen(checkpoint, best, settings)
+        if worth_it:
+            candidate = stages.post_train(checkpoint, settings)
+            passed, failed, report = stages.gate(candidate, best, checkpoint, settings)
+    if not worth_it:
+        stages.record(settings, FATE_EVENTS[SCREENED_OUT], checkpoint, f"screening: {why}", "")
+        return Outcome(checkpoint.step, checkpoint.uri, SCREENED_OUT, why)
+    gate_report = str(report / "gate.md")
     if not passed:
-        record(settings, "skipped", checkpoint, f"screening: {why}")
-        return Outcome(checkpoint.step, checkpoint.uri, "screened_out", why)
-    candidate = make_candidate(checkpoint, settings, progress)
-    passed, failed, report = gate_candidate(candidate, best, checkpoint, settings)
-    if not passed:
-        record(settings, "gate_failed", checkpoint, failed, report=str(report / "gate.md"))
-        return Outcome(checkpoint.step, checkpoint.uri, "gate_failed", failed, report=str(report / "gate.md"))
-    version = publish_candidate(candidate, report, checkpoint, settings)
-    return Outcome(checkpoint.step, checkpoint.uri, "released", "", version, str(report / "gate.md"))
+        stages.record(settings, FATE_EVENTS[GATE_FAILED], checkpoint, failed, gate_report)
+        stages.gated(checkpoint, report, settings, None)
+        return Outcome(checkpoint.step, checkpoint.uri, GATE_FAILED, failed, report=gate_report)
+    version = stages.publish(candidate, report, checkpoint, settings)
+    stages.gated(checkpoint, report, settings, version)
+    stages.released(version, settings)
+    return Outcome(checkpoint.step, checkpoint.uri, CheckpointState.RELEASED, "", version, gate_report)
 
 
 def _score(results: list[Any], task: str, metric: str) -> float:
@@ -158,14 +201,16 @@ def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, out: Path) -> 
     return out
 
 
-def record(settings: Settings, kind: str, checkpoint: Checkpoint, reason: str, **extra: str) -> None:
+def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: str) -> None:
     """Record a checkpoint's fate in the release ledger and send it to the webhook."""
     event = record_fate(release_store(settings), kind, checkpoint, settings.release.line, reason, **extra)
     announce(settings.notify, [event])
     log.info("step %d: %s — %s", checkpoint.step, kind.replace("_", " "), reason, extra={"fate": True})
 
 
-def record_fate(store: Store, kind: str, checkpoint: Checkpoint, line: str, reason: str, **extra: str) -> Event | None:
+def record_fate(
+    store: Store, kind: EventType, checkpoint: Checkpoint, line: str, reason: str, **extra: str
+) -> Event | None:
     data = {
         "line": line,
         "checkpoint_uri": checkpoint.uri,

@@ -25,11 +25,11 @@ from shipyard.caches import Usage, collect
 from shipyard.errors import StateError
 from shipyard.settings import ConvertSettings, Settings, WatchSettings
 from shipyard.sources import Source
-from shipyard.watch import DEFAULT_CONVERT, Checkpoint, list_run
+from shipyard.watch import DEFAULT_CONVERT, Checkpoint, CheckpointState, list_run
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
-IN_FLIGHT = "selected"
+IN_FLIGHT = CheckpointState.SELECTED
 
 
 @dataclass
@@ -47,7 +47,7 @@ class WatchState:
     def in_flight(self) -> int:
         return sum(c.state == IN_FLIGHT for c in self.decided.values())
 
-    def finish(self, uri: str, state: str, reason: str = "") -> None:
+    def finish(self, uri: str, state: CheckpointState, reason: str = "") -> None:
         """Record the pipeline's outcome for a selected checkpoint, freeing its slot."""
         self.decided[uri] = replace(self.decided[uri], state=state, reason=reason)
 
@@ -133,13 +133,20 @@ def decide(
     has been taken: an invalid newest is refused and the next newest is looked at; one still changing is
     looked at again next poll and supersedes nothing yet.
     """
-    fresh = [c for c in listed if c.uri not in state.decided and c.state in ("complete", "invalid", "gone")]
+    fresh = [
+        c
+        for c in listed
+        if c.uri not in state.decided
+        and c.state in (CheckpointState.COMPLETE, CheckpointState.INVALID, CheckpointState.GONE)
+    ]
     for c in fresh:
-        if c.state != "complete":
+        if c.state != CheckpointState.COMPLETE:
             _passed_over(state, c)
         elif c.step % policy.every_n_steps:
             state.decided[c.uri] = replace(
-                c, state="skipped", reason=f"step {c.step} is not a multiple of every_n_steps={policy.every_n_steps}"
+                c,
+                state=CheckpointState.SKIPPED,
+                reason=f"step {c.step} is not a multiple of every_n_steps={policy.every_n_steps}",
             )
     eligible = sorted((c for c in fresh if c.uri not in state.decided), key=lambda c: c.step)
     if policy.newest_first:
@@ -150,11 +157,11 @@ def decide(
         if state.in_flight >= policy.max_in_flight or waited < policy.min_interval_seconds:
             break  # stays undecided; a later poll takes it, or a newer one supersedes it
         seen = inspect(c)
-        if seen.state == "incomplete":  # changing while copied: no verdict yet
+        if seen.state == CheckpointState.INCOMPLETE:  # changing while copied: no verdict yet
             if policy.newest_first:
                 break
             continue
-        if seen.state != "complete":
+        if seen.state != CheckpointState.COMPLETE:
             _passed_over(state, seen)
             continue
         state.decided[c.uri] = replace(seen, state=IN_FLIGHT, reason="")
@@ -162,14 +169,16 @@ def decide(
         selected.append(state.decided[c.uri])
         if policy.newest_first:
             for older in (o for o in eligible if o.step < c.step):
-                state.decided[older.uri] = replace(older, state="skipped", reason=f"superseded by step {c.step}")
+                state.decided[older.uri] = replace(
+                    older, state=CheckpointState.SKIPPED, reason=f"superseded by step {c.step}"
+                )
             break
     return selected
 
 
 def _passed_over(state: WatchState, checkpoint: Checkpoint) -> None:
-    gone = checkpoint.state == "gone"
-    state.decided[checkpoint.uri] = replace(checkpoint, state="skipped") if gone else checkpoint
+    gone = checkpoint.state == CheckpointState.GONE
+    state.decided[checkpoint.uri] = replace(checkpoint, state=CheckpointState.SKIPPED) if gone else checkpoint
 
 
 def poll(

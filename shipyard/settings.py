@@ -134,10 +134,11 @@ class ReleaseSettings(Section):
 class PipelineSettings(Section):
     """How one selected checkpoint becomes a release: recipe, gate policy, and the cheap screening first."""
 
-    recipe: Path | None = Field(None, description="Post-training recipe YAML; None: the built-in one.")
-    policy: Path | None = Field(None, description="Gate policy YAML; None: the built-in one.")
+    recipe: Path | None = Field(None, description="Post-training recipe YAML; None: the demo's, under profile: demo.")
+    policy: Path | None = Field(None, description="Gate policy YAML; None: the demo's, under profile: demo.")
     screening: bool = Field(True, description="Evaluate the raw checkpoint before paying for post-training.")
-    screening_task: str = Field("shipyard_arithmetic_heldout", description="Task of the capability suite to screen on.")
+    screening_suite: str | None = Field(None, description="Suite (name or YAML) to screen on; None: demo's, if demo.")
+    screening_task: str | None = Field(None, description="Task of that suite to screen on; None: demo's, if demo.")
     screening_metric: str = Field("exact_match", description="Its metric.")
     screening_margin: float = Field(
         0.1, ge=0, description="Screening passes at the champion's score minus this (any score without a champion)."
@@ -225,6 +226,9 @@ class Settings(BaseSettings):
     )
 
     config_file: Path | None = Field(None, description="The YAML file these settings were read from.")
+    profile: Literal["demo"] | None = Field(
+        None, description="demo: the demo's recipe, gate policy and screening suite are the defaults; else name them."
+    )
     home: Path = Field(Path(".shipyard"), description="Where Shipyard keeps its caches and state.")
     demo: DemoSettings = DemoSettings()
     watch: WatchSettings = WatchSettings()

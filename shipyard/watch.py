@@ -17,11 +17,13 @@ import logging
 from collections.abc import Collection
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from shipyard.errors import CheckpointError, CheckpointInFlux, ShipyardError
 from shipyard.layouts import TRAINER_STATE, Found, find_checkpoints
+from shipyard.ledger import EventType
 from shipyard.settings import ConvertSettings
 from shipyard.snapshot import model_files, take_snapshot
 from shipyard.sources import Source
@@ -29,6 +31,35 @@ from shipyard.trainer_state import metrics_at, read_trainer_state
 
 log = logging.getLogger(__name__)
 DEFAULT_CONVERT = ConvertSettings()
+
+
+class CheckpointState(StrEnum):
+    """Where a checkpoint is on its way from the run to a release."""
+
+    INCOMPLETE = "incomplete"  # still being written, or changed while copied: looked at again next poll
+    COMPLETE = "complete"  # every file there (and, once inspected, snapshotted and valid)
+    GONE = "gone"  # rotated away by the trainer before it could be copied
+    INVALID = "invalid"  # refused; the reason names the file
+    SKIPPED = "skipped"  # passed over by the selection policy, or superseded by a newer one
+    SELECTED = "selected"  # taken: in flight through the pipeline
+    STARTED = "started"  # its release run was started elsewhere; settled on a later poll
+    EMITTED = "emitted"  # handed to a deployment trigger as an event
+    SCREENED_OUT = "screened_out"
+    GATE_FAILED = "gate_failed"
+    RELEASED = "released"
+    DONE = "done"  # its release run (elsewhere) completed: its own fate is in the ledger
+    FAILED = "failed"  # its release run crashed or failed
+    SUPERSEDED = "superseded"  # its release run was cancelled for a newer checkpoint
+
+
+FATE_EVENTS = {  # the one map from where a checkpoint ended to the ledger event that records it
+    CheckpointState.GONE: EventType.SKIPPED,
+    CheckpointState.INVALID: EventType.REFUSED,
+    CheckpointState.SKIPPED: EventType.SKIPPED,
+    CheckpointState.SCREENED_OUT: EventType.SKIPPED,
+    CheckpointState.GATE_FAILED: EventType.GATE_FAILED,
+    CheckpointState.RELEASED: EventType.RELEASED,
+}
 
 
 @dataclass(frozen=True)
@@ -40,13 +71,16 @@ class Checkpoint:
     step: int
     layout: str
     uri: str
-    state: str  # complete | incomplete | invalid | gone (rotated away before it was copied)
+    state: CheckpointState
     reason: str = ""
     digest: str = ""
     path: str = ""  # the snapshot directory
     files: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     converted_by: str = ""  # the converter that made `path` from a sharded training checkpoint, if one did
+
+    def __post_init__(self) -> None:  # from JSON (a decision log, a flow's parameters) a plain string: checked
+        object.__setattr__(self, "state", CheckpointState(self.state))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,16 +110,14 @@ class Listing:
         return _inspect(self.source, self.files, found, checkpoint, home, allow_pickle_weights, convert)
 
     def _listed(self, found: Found) -> Checkpoint:
-        base = Checkpoint(
-            self.source.uri, _run_id(self.source), found.step, found.layout, checkpoint_uri(self.source, found), ""
-        )
+        base = (self.source.uri, _run_id(self.source), found.step, found.layout, checkpoint_uri(self.source, found))
         if not found.complete:
-            return replace(base, state="incomplete", reason=found.reason)
+            return Checkpoint(*base, CheckpointState.INCOMPLETE, reason=found.reason)
         metrics: dict[str, float] = {}
         if f"{found.path}/{TRAINER_STATE}" in self.files:
             with suppress(ValueError, AttributeError, OSError, ShipyardError):  # validation names what is wrong
                 metrics = metrics_at(json.loads(self.source.read_text(f"{found.path}/{TRAINER_STATE}")), found.step)
-        return replace(base, state="complete", metrics=metrics)
+        return Checkpoint(*base, CheckpointState.COMPLETE, metrics=metrics)
 
 
 def list_run(source: Source, skip: Collection[str] = ()) -> Listing:
@@ -114,7 +146,10 @@ def scan(
     listed = listing.checkpoints()
     if not validate:
         return listed
-    return [listing.inspect(c, home, allow_pickle_weights, convert) if c.state == "complete" else c for c in listed]
+    return [
+        listing.inspect(c, home, allow_pickle_weights, convert) if c.state == CheckpointState.COMPLETE else c
+        for c in listed
+    ]
 
 
 def checkpoint_uri(source: Source, found: Found) -> str:
@@ -134,20 +169,26 @@ def _inspect(
     allow_pickle_weights: bool,
     convert: ConvertSettings,
 ) -> Checkpoint:
-    base = replace(base, state="", reason="", metrics={})
+    base = replace(base, reason="", metrics={})
     names = model_files(listing, found.path, found.keep)
     if undecodable := [n for n in names if not _utf8(n)]:
-        return replace(base, state="invalid", reason=f"{base.uri}/{undecodable[0]!r}: file name is not valid UTF-8")
+        return replace(
+            base, state=CheckpointState.INVALID, reason=f"{base.uri}/{undecodable[0]!r}: file name is not valid UTF-8"
+        )
     try:
         snap = take_snapshot(source, found.path, names, home / "snapshots")
     except CheckpointInFlux as exc:  # no verdict on the checkpoint: look again next poll, unless it is gone
         if exc.gone:
-            return replace(base, state="gone", reason="rotated away by the trainer before it could be copied")
-        return replace(base, state="incomplete", reason=f"{exc}; looked at again next poll")
+            return replace(
+                base, state=CheckpointState.GONE, reason="rotated away by the trainer before it could be copied"
+            )
+        return replace(base, state=CheckpointState.INCOMPLETE, reason=f"{exc}; looked at again next poll")
     except CheckpointError as exc:
-        return replace(base, state="invalid", reason=str(exc))
+        return replace(base, state=CheckpointState.INVALID, reason=str(exc))
     except (OSError, ValueError) as exc:  # a file that cannot be read, vanished mid-copy, …: this checkpoint's fate
-        return replace(base, state="invalid", reason=f"{base.uri}: cannot be copied ({type(exc).__name__}: {exc})")
+        return replace(
+            base, state=CheckpointState.INVALID, reason=f"{base.uri}: cannot be copied ({type(exc).__name__}: {exc})"
+        )
     from shipyard.validation import validate_checkpoint  # torch: paid only when a checkpoint is validated
 
     model, converted_by = snap.path, ""
@@ -164,13 +205,13 @@ def _inspect(
         # Name the checkpoint as the user knows it, not its copies in the cache.
         reason = str(exc) if isinstance(exc, CheckpointError) else f"cannot be validated ({type(exc).__name__}: {exc})"
         reason = reason.replace(str(model), base.uri).replace(str(snap.path), base.uri)
-        return replace(base, state="invalid", reason=reason, digest=snap.digest)
+        return replace(base, state=CheckpointState.INVALID, reason=reason, digest=snap.digest)
     for note in notes:
         log.info("%s: tolerated: %s", base.uri, note)
     files = snap.files if model == snap.path else {}
     return replace(
         base,
-        state="complete",
+        state=CheckpointState.COMPLETE,
         digest=snap.digest,
         path=str(model),
         files=files,

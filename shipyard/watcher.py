@@ -20,11 +20,10 @@ from shipyard.pipeline import Outcome, record, release_checkpoint
 from shipyard.selection import IN_FLIGHT, WatchState, keep_within_budgets, load_state, poll, save_state
 from shipyard.settings import Settings
 from shipyard.sources import Source, open_source
-from shipyard.watch import Checkpoint
+from shipyard.watch import FATE_EVENTS, Checkpoint, CheckpointState
 
 Take = Callable[[Checkpoint], Outcome]
 Settle = Callable[[Checkpoint], Outcome | None]
-STARTED = "started"  # an Outcome state: the release runs elsewhere; settled on a later poll
 
 
 def watch_once(
@@ -63,7 +62,7 @@ def _in_flight(state: WatchState) -> list[Checkpoint]:
 def _finish(
     checkpoint: Checkpoint, outcome: Outcome | None, state: WatchState, settings: Settings, clock: Callable[[], float]
 ) -> Outcome | None:
-    if outcome is not None and outcome.state != STARTED:
+    if outcome is not None and outcome.state != CheckpointState.STARTED:
         state.finish(checkpoint.uri, outcome.state, outcome.reason)
         save_state(settings.home / "watch", state, [state.decided[checkpoint.uri]], clock())
     return outcome
@@ -71,5 +70,5 @@ def _finish(
 
 def _record_passed_over(before: dict[str, Checkpoint], state: WatchState, source: Source, settings: Settings) -> None:
     for uri, c in state.decided.items():
-        if before.get(uri) is not c and c.state in ("invalid", "skipped"):
-            record(settings, "refused" if c.state == "invalid" else "skipped", c, c.reason)
+        if before.get(uri) is not c and c.state in (CheckpointState.INVALID, CheckpointState.SKIPPED):
+            record(settings, FATE_EVENTS[c.state], c, c.reason)

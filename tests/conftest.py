@@ -21,10 +21,12 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 @pytest.fixture(autouse=True)
 def _clean_shipyard_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No test sees SHIPYARD_* variables or a shipyard.yaml it did not make itself."""
+    """No test sees SHIPYARD_* variables or a shipyard.yaml it did not make itself; the demo's profile is on
+    (its recipe, gate policy and screening suite are the defaults), as `shipyard demo` writes it."""
     for name in list(os.environ):
         if name.startswith("SHIPYARD_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("SHIPYARD_PROFILE", "demo")
     monkeypatch.chdir(tmp_path)
     yield
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from shipyard.cli import app
@@ -91,3 +92,16 @@ def test_doctor_reports_versions_device_prefect_and_store(tmp_path: Path) -> Non
     broken = runner.invoke(app, ["doctor", "--config", str(tmp_path / "s.yaml"), "--json"])
     store = next(c for c in json.loads(broken.stdout) if c["name"] == "release store")
     assert broken.exit_code == 1 and store["status"] == "fail" and "unsupported store" in store["detail"]
+
+
+def test_watch_outside_the_demo_profile_names_the_missing_choice_before_prefect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHIPYARD_PROFILE")
+    (tmp_path / "run").mkdir()
+    result = runner.invoke(app, ["watch", "--once", "--source", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "pipeline.recipe is not set" in result.stderr
+    monkeypatch.setenv("SHIPYARD_PIPELINE__RECIPE", "r.yaml")
+    monkeypatch.setenv("SHIPYARD_PIPELINE__POLICY", "p.yaml")
+    result = runner.invoke(app, ["watch", "--once", "--source", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "pipeline.screening_suite is not set" in result.stderr

@@ -28,7 +28,7 @@ def shipyard(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     read, write = os.pipe()
     try:
         command = [str(Path(sys.executable).parent / "shipyard"), *args]
-        env |= {"SHIPYARD_HOME": str(home)}
+        env |= {"SHIPYARD_HOME": str(home), "SHIPYARD_PROFILE": "demo"}
         return subprocess.run(command, stdin=read, capture_output=True, text=True, env=env, timeout=900)
     finally:
         os.close(read)

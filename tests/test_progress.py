@@ -34,7 +34,7 @@ def test_off_a_terminal_each_unfinished_task_is_a_plain_line_at_an_interval() ->
 def test_the_heartbeat_says_the_stage_in_hand_and_the_runs_last_line(tmp_path: Path) -> None:
     said: list[str] = []
     log = tmp_path / "run.log"
-    log.write_text("warm start 10/320\nRL  57/100  reward 0.41\n")
+    log.write_text("warm start 10/320\nRL  57/100  reward 0.41\n└──────┴────────┘\n\n")  # a table ends the log
     with Heartbeat(said.append, log, every=0.2) as heartbeat:
         heartbeat.trainer = subprocess.Popen(["sleep", "30"])
         logging.getLogger("shipyard.pipeline").info("step %d: post-training", 40)

@@ -96,3 +96,19 @@ def test_paths_in_a_config_file_are_relative_to_the_file_not_the_working_directo
     assert settings.watch.source == "s3://bucket/run" and settings.trust.key == Path("/abs/me.key")
     monkeypatch.setenv("SHIPYARD_RELEASE__STORE", "from-env")  # the environment is the caller's: its cwd
     assert load_settings(config).release.store == "from-env"
+
+
+def test_outside_the_demo_profile_the_recipe_policy_and_screening_suite_must_be_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shipyard.profiles import DEMO, choice
+
+    assert choice(load_settings(), "recipe") == DEMO["recipe"]  # the tests run under profile: demo
+    monkeypatch.delenv("SHIPYARD_PROFILE")
+    plain = load_settings()
+    for key in ("recipe", "policy", "screening_suite", "screening_task"):
+        with pytest.raises(ConfigError, match=rf"pipeline.{key} is not set: name .* \(or set profile: demo"):
+            choice(plain, key)
+    assert choice(plain, "recipe", Path("mine.yaml")) == Path("mine.yaml")
+    monkeypatch.setenv("SHIPYARD_PIPELINE__SCREENING_SUITE", "my-suite.yaml")
+    assert choice(load_settings(), "screening_suite") == "my-suite.yaml"

@@ -197,3 +197,18 @@ def test_a_checkpoint_rewritten_mid_copy_is_looked_at_again_and_one_rotated_away
         "skipped",
         "rotated away by the trainer before it could be copied",
     )
+
+
+def test_a_checkpoint_state_is_one_of_the_lifecycle_and_its_fate_maps_to_one_ledger_event() -> None:
+    from shipyard.ledger import EventType
+    from shipyard.watch import FATE_EVENTS, CheckpointState
+
+    fields = {"source_uri": "file:///r", "run_id": "r", "step": 1, "layout": "hf", "uri": "file:///r/c-1"}
+    loaded = Checkpoint(**fields, state="selected")  # as a decision log or a flow's parameters give it
+    assert loaded.state is CheckpointState.SELECTED and json.loads(json.dumps(loaded.as_dict()))["state"] == "selected"
+    with pytest.raises(ValueError, match="'chosen' is not a valid CheckpointState"):
+        Checkpoint(**fields, state="chosen")
+    recorded = {EventType.SKIPPED, EventType.REFUSED, EventType.GATE_FAILED, EventType.RELEASED}
+    assert set(FATE_EVENTS.values()) == recorded
+    turned_away = {CheckpointState.GONE, CheckpointState.INVALID, CheckpointState.SKIPPED, CheckpointState.SCREENED_OUT}
+    assert turned_away | {CheckpointState.GATE_FAILED, CheckpointState.RELEASED} == set(FATE_EVENTS)
