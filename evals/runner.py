@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from evals.suite import Suite
+from evals.suite import Suite, overlays
 from shipyard.caches import touch
 from shipyard.hardware import device
 from shipyard.quiet import quiet_libraries
@@ -87,7 +88,11 @@ def cache_key(suite: Suite) -> str:
 
 
 def run_suite(lm: Any, suite: Suite, model_digest: str) -> SuiteResult:
-    """Run one suite through `lm_eval.simple_evaluate` on an already loaded model."""
+    """Run one suite through `lm_eval.simple_evaluate` on an already loaded model.
+
+    The suite's own task files reach lm-eval through `TaskManager(include_path=…)`, as overlays that include
+    each file as written and make its data paths absolute; lm-eval's built-in tasks are indexed only when named.
+    """
     from lm_eval import evaluator, simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -95,21 +100,24 @@ def run_suite(lm: Any, suite: Suite, model_digest: str) -> SuiteResult:
     # repository" to the terminal anywhere else; results carry lm-eval's version instead.
     evaluator.get_git_commit_hash = lambda: None
     spec = suite.spec
-    named = any(isinstance(t, str) for t in suite.tasks)
-    out = simple_evaluate(
-        model=lm,
-        tasks=list(suite.tasks),
-        num_fewshot=spec.num_fewshot,
-        limit=spec.limit,
-        apply_chat_template=spec.apply_chat_template,
-        gen_kwargs=spec.gen_kwargs,
-        log_samples=True,
-        task_manager=TaskManager(include_defaults=named),
-        random_seed=spec.seed,
-        numpy_random_seed=spec.seed,
-        torch_random_seed=spec.seed,
-        fewshot_random_seed=spec.seed,
-    )
+    with tempfile.TemporaryDirectory(prefix="shipyard-tasks-") as tasks_dir:
+        out = simple_evaluate(
+            model=lm,
+            tasks=list(suite.tasks),
+            num_fewshot=spec.num_fewshot,
+            limit=spec.limit,
+            apply_chat_template=spec.apply_chat_template,
+            gen_kwargs=spec.gen_kwargs,
+            log_samples=True,
+            task_manager=TaskManager(
+                include_path=str(overlays(suite, Path(tasks_dir))) if suite.local else None,
+                include_defaults=len(suite.local) < len(suite.tasks),
+            ),
+            random_seed=spec.seed,
+            numpy_random_seed=spec.seed,
+            torch_random_seed=spec.seed,
+            fewshot_random_seed=spec.seed,
+        )
     assert out is not None  # None only on non-zero ranks of a distributed run
     scores = {task: _scores(values) for task, values in out["results"].items()}
     items = {

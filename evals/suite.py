@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.errors import ConfigError
+from shipyard.errors import ConfigError, NotFound
 from shipyard.schema import did_you_mean, load_yaml
 
 BUILTIN = {
@@ -42,10 +43,20 @@ class SuiteSpec(BaseModel):
 
 
 @dataclass(frozen=True)
+class LocalTask:
+    """A task defined by a YAML file beside the suite: its name, file, and its data files made absolute."""
+
+    name: str
+    path: Path
+    data_files: Any = None
+
+
+@dataclass(frozen=True)
 class Suite:
     spec: SuiteSpec
     path: Path
-    tasks: list[str | dict[str, Any]]  # task configs (local files, loaded and resolved) or lm-eval task names
+    tasks: list[str]  # every task's name, in the suite's order
+    local: list[LocalTask]  # those defined by task files beside the suite (the rest are lm-eval's own)
     digest: str
 
 
@@ -54,46 +65,70 @@ def load_suite(name_or_path: str) -> Suite:
     path = Path(name_or_path)
     if not path.is_file():
         if name_or_path not in BUILTIN:
-            raise ConfigError(f"unknown suite '{name_or_path}': not a file{did_you_mean(name_or_path, list(BUILTIN))}")
+            raise NotFound(f"unknown suite '{name_or_path}': not a file{did_you_mean(name_or_path, list(BUILTIN))}")
         path = BUILTIN[name_or_path]
     spec = load_yaml(path, SuiteSpec)
-    tasks: list[str | dict[str, Any]] = []
+    tasks, local = [], []
     hashed: list[bytes] = [json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()]
     for task in spec.tasks:
         if task.endswith((".yaml", ".yml")):
-            config, files = _task_config(path, task)
-            tasks.append(config)
+            found, files = _local_task(path, task)
+            local.append(found)
+            tasks.append(found.name)
             hashed += [f.read_bytes() for f in files]
         else:
             tasks.append(task)
-    return Suite(spec, path, tasks, hashlib.sha256(b"\0".join(hashed)).hexdigest())
+    return Suite(spec, path, tasks, local, hashlib.sha256(b"\0".join(hashed)).hexdigest())
 
 
-def _task_config(suite_file: Path, task: str) -> tuple[dict[str, Any], list[Path]]:
-    """The task YAML loaded by lm-eval's own loader, local data made absolute; and the files it depends on."""
-    from lm_eval.tasks._yaml_loader import load_yaml as load_task_yaml
+def overlays(suite: Suite, directory: Path) -> Path:
+    """Task files for lm-eval's `TaskManager(include_path=directory)`: each local task included as written, its
+    data files absolute (lm-eval would resolve them against the working directory, not the task file)."""
+    for task in suite.local:
+        overlay: dict[str, Any] = {"include": str(task.path), "task": task.name}
+        if task.data_files is not None:
+            kwargs = read_task_yaml(task.path).get("dataset_kwargs") or {}
+            overlay["dataset_kwargs"] = {**kwargs, "data_files": task.data_files}
+        (directory / f"{task.name}.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
+    return directory
 
+
+class _TaskLoader(yaml.SafeLoader):
+    """YAML as lm-eval writes task files, its `!function` hooks kept as text: read, never imported here."""
+
+
+_TaskLoader.add_constructor("!function", lambda loader, node: f"!function {loader.construct_scalar(node)}")
+
+
+def read_task_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.load(path.read_text(), Loader=_TaskLoader)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not a readable lm-eval task file: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("task"), str):
+        raise ConfigError(f"{path}: not an lm-eval task file (expected a mapping with a `task:` name)")
+    return data
+
+
+def _local_task(suite_file: Path, task: str) -> tuple[LocalTask, list[Path]]:
+    """The task file's name and data (made absolute), and the files its results depend on."""
     path = (suite_file.parent / task).resolve()
     if not path.is_file():
-        raise ConfigError(f"{suite_file}: task file {task} not found (looked at {path})")
-    try:
-        config = load_task_yaml(path)
-    except Exception as exc:  # lm-eval raises yaml, import and value errors alike
-        raise ConfigError(f"{path}: not a loadable lm-eval task: {exc}") from None
+        raise NotFound(f"{suite_file}: task file {task} not found (looked at {path})")
+    config = read_task_yaml(path)
     files = [path, *sorted(path.parent.glob("*.py"))]
-    data_files = config.get("dataset_kwargs", {}).get("data_files")
+    data_files = (config.get("dataset_kwargs") or {}).get("data_files")
     if data_files is not None:
-        resolved = _resolve(path, data_files)
-        config["dataset_kwargs"] = {**config["dataset_kwargs"], "data_files": resolved}
-        files += [Path(f) for f in _flatten(resolved)]
-    return config, files
+        data_files = _resolve(path, data_files)
+        files += [Path(f) for f in _flatten(data_files)]
+    return LocalTask(config["task"], path, data_files), files
 
 
 def _resolve(task_file: Path, data_files: Any) -> Any:
     if isinstance(data_files, str):
         resolved = (task_file.parent / data_files).resolve()
         if not resolved.is_file():
-            raise ConfigError(f"{task_file}: data file {data_files} not found (looked at {resolved})")
+            raise NotFound(f"{task_file}: data file {data_files} not found (looked at {resolved})")
         return str(resolved)
     if isinstance(data_files, list):
         return [_resolve(task_file, f) for f in data_files]

@@ -10,9 +10,9 @@ import pytest
 
 from evals import data as eval_data
 from evals.runner import evaluate
-from evals.suite import BUILTIN, load_suite
+from evals.suite import BUILTIN, load_suite, read_task_yaml
 from safety import data as safety_data
-from shipyard.errors import ConfigError
+from shipyard.errors import NotFound
 
 TASKS = Path(eval_data.__file__).parent / "tasks"
 
@@ -30,13 +30,13 @@ def test_built_in_eval_data_is_what_its_scripts_write() -> None:
 
 
 def test_unknown_suite_and_missing_data_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown suite 'capabilty'.*did you mean 'capability'"):
+    with pytest.raises(NotFound, match=r"unknown suite 'capabilty'.*did you mean 'capability'"):
         load_suite("capabilty")
     task = tmp_path / "task.yaml"
     task.write_text((TASKS / "arithmetic_heldout.yaml").read_text())
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: mine\ntasks: [task.yaml]\n")
-    with pytest.raises(ConfigError, match=r"task.yaml: data file ../data/arithmetic_heldout.jsonl not found"):
+    with pytest.raises(NotFound, match=r"task.yaml: data file ../data/arithmetic_heldout.jsonl not found"):
         load_suite(str(suite))
 
 
@@ -94,10 +94,10 @@ def test_safety_suite_judges_refusals(rl_checkpoint: Path, tmp_path: Path) -> No
 def test_every_built_in_suite_asks_each_item_once() -> None:
     """Paired tests count items as independent: a repeated prompt would be counted twice."""
     for name in BUILTIN:
-        for task in load_suite(name).tasks:
-            assert isinstance(task, dict)
-            field = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", task["doc_to_text"])
-            assert field is not None, task["doc_to_text"]
-            (data_file,) = task["dataset_kwargs"]["data_files"].values()
+        for task in load_suite(name).local:
+            template = read_task_yaml(task.path)["doc_to_text"]
+            field = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", template)
+            assert field is not None, template
+            (data_file,) = task.data_files.values()
             prompts = [json.loads(line)[field.group(1)] for line in Path(data_file).read_text().splitlines()]
-            assert len(prompts) >= 14 and len(set(prompts)) == len(prompts), (task["task"], data_file)
+            assert len(prompts) >= 14 and len(set(prompts)) == len(prompts), (task.name, data_file)
