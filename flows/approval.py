@@ -30,8 +30,8 @@ from shipyard import approvals
 from shipyard.doors import record_decision, token_matches
 from shipyard.errors import ShipyardError
 from shipyard.evidence import evidence
-from shipyard.notify import announce_latest
 from shipyard.pipeline import release_store
+from shipyard.registry import Registry
 from shipyard.settings import Settings, load_settings
 from shipyard.trust import checked_state, door_signer
 
@@ -96,8 +96,7 @@ def promote_release(line: str, version: int, channel: str | None = None, config:
     settings = _settings(config)
     store = release_store(settings)
     checked_state(store, settings)
-    approvals.promote_approved(store, line, version, channel or settings.approval.channel)
-    announce_latest(settings.notify, store)
+    Registry(store, line, settings.notify).promote(str(version), channel or settings.approval.channel)
     return version
 
 
@@ -108,6 +107,6 @@ def rollback_release(line: str, channel: str = "stable", note: str = "", config:
     settings = _settings(config)
     store = release_store(settings)
     checked_state(store, settings)
-    release = approvals.rollback(store, line, channel, None, note)
-    announce_latest(settings.notify, store)
-    return release.version
+    registry = Registry(store, line, settings.notify)
+    registry.rollback(channel, None, note)
+    return registry.resolve(channel).version

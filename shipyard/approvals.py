@@ -80,12 +80,14 @@ def approvers_of(state: State, line: str, version: int) -> list[str]:
     return sorted(who for who, word in state.words(line, version).items() if word == "approved")
 
 
-def approve(store: Store, line: str, version: int, signer: Signer, channel: str, note: str = "") -> list[Event]:
+def approve(
+    store: Store, line: str, version: int, signer: Signer, channel: str, note: str = "", ledger: Ledger | None = None
+) -> list[Event]:
     """Record a signed approval; promote to `channel` when the policy allows it now. The events appended.
 
     Idempotent: a second approval by the same person, or one after the promotion, appends nothing.
     """
-    ledger = Ledger(store)
+    ledger = ledger or Ledger(store)
 
     def approval(state: State) -> tuple[str, dict[str, Any]] | None:
         release = _release(state, line, version)
@@ -113,7 +115,9 @@ def _promotion(line: str, version: int, channel: str) -> Any:
     return build
 
 
-def reject(store: Store, line: str, version: int, signer: Signer, note: str) -> Event | None:
+def reject(
+    store: Store, line: str, version: int, signer: Signer, note: str, ledger: Ledger | None = None
+) -> Event | None:
     """Record a signed rejection (None if that is the signer's word already); a note saying why is required."""
     if not note.strip():
         raise ConfigError("a rejection needs a note saying why (--note)")
@@ -126,25 +130,28 @@ def reject(store: Store, line: str, version: int, signer: Signer, note: str) -> 
         fields = {"line": line, "version": version, "manifest": manifest, "note": note}
         return "rejected", _signed(state, "rejected", signer, fields, manifest)
 
-    return Ledger(store).append(rejection)
+    return (ledger or Ledger(store)).append(rejection)
 
 
-def promote_approved(store: Store, line: str, version: int, channel: str) -> int:
+def promote_approved(store: Store, line: str, version: int, channel: str, ledger: Ledger | None = None) -> int:
     """Point `channel` at the release; a protected channel only when the policy's approvals justify it."""
-    state = Ledger(store).refresh()
+    ledger = ledger or Ledger(store)
+    state = ledger.refresh()
     release = _release(state, line, version)
     if state.policy is not None and channel in state.policy.channels:
         words, ungated = state.words(line, version), bool(release.data.get("ungated"))
         if why := promotion_problem(state.policy, channel, words, ungated):
             raise TrustError(f"v{version} cannot go to {channel}: {why} (shipyard approve v{version})")
-        Ledger(store).append(_promotion(line, version, channel))
+        ledger.append(_promotion(line, version, channel))
         return version
-    return publish.promote(store, line, version, channel).version
+    return publish.promote(store, line, version, channel, ledger).version
 
 
-def rollback(store: Store, line: str, channel: str, signer: Signer | None, note: str = "") -> Release:
+def rollback(
+    store: Store, line: str, channel: str, signer: Signer | None, note: str = "", ledger: Ledger | None = None
+) -> Release:
     """Move `channel` back to the release before its head; a protected channel needs an approver's signature."""
-    ledger = Ledger(store)
+    ledger = ledger or Ledger(store)
 
     def build(state: State) -> tuple[str, dict[str, Any]]:
         history = state.channels.get((line, channel), [])

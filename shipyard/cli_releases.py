@@ -75,12 +75,13 @@ def publish_command(
     which the store's policy may keep off protected channels. Trainer pickles are never published.
     """
     from shipyard.errors import ConfigError
-    from shipyard.publish import publish
+    from shipyard.registry import Registry
 
     if ungated and not reason.strip():
         raise ConfigError("--ungated needs --reason TEXT: why this release skips the gate")
     releases, name = open_releases(config, store, line, new=True)
-    published = publish(model, name, releases, progress=not as_json, ungated=reason if ungated else None)
+    registry = Registry(releases, name, load_settings(config).notify)
+    published = registry.publish(model, progress=not as_json, ungated=reason if ungated else None)
     if as_json:
         print_json({"created": published.created, "line": name, "version": published.release.version})
         return
@@ -98,10 +99,10 @@ def pull_command(
     as_json: JsonOption = False,
 ) -> None:
     """Materialize a release, verifying every file's digest."""
-    from shipyard.publish import pull
+    from shipyard.registry import Registry
 
     releases, name = open_releases(config, store, line)
-    release = pull(releases, name, ref, out)
+    release = Registry(releases, name).pull(ref, out)
     if as_json:
         print_json({"line": name, "version": release.version, "path": str(out)})
         return
@@ -203,15 +204,12 @@ def promote_command(
 
     The approval channel (stable) moves only for a release with enough approvals: use `shipyard approve`.
     """
-    from shipyard.approvals import promote_approved
-    from shipyard.notify import announce_latest
-    from shipyard.publish import resolve
+    from shipyard.registry import Registry
 
-    releases, name, state = open_checked(config, store, line)
-    settings = load_settings(config)
-    version_number = promote_approved(releases, name, resolve(state, name, ref).version, channel)
-    announce_latest(settings.notify, releases)
-    channel_moved(name, channel, version_number, as_json)
+    releases, name = open_releases(config, store, line)
+    registry = Registry(releases, name, load_settings(config).notify)
+    registry.promote(ref, channel)
+    channel_moved(name, channel, registry.resolve(channel).version, as_json)
 
 
 def channel_moved(line: str, channel: str, version: int, as_json: bool) -> None:

@@ -193,17 +193,16 @@ def rollback_command(
     as_json: JsonOption = False,
 ) -> None:
     """Move a channel back to the release it pointed at before, in one step; a protected channel needs --key."""
-    from shipyard.approvals import rollback
-    from shipyard.notify import announce_latest
+    from shipyard.registry import Registry
     from shipyard.trust import cli_signer
 
     releases, name, state = open_checked(config, store, line)
     settings = load_settings(config)
     protected = state.policy is not None and channel in state.policy.channels
     signer = cli_signer(settings, state, key, None) if protected or key else None
-    release = rollback(releases, name, channel, signer, note)
-    announce_latest(settings.notify, releases)
-    channel_moved(name, channel, release.version, as_json)
+    registry = Registry(releases, name, settings.notify)
+    registry.rollback(channel, signer, note)
+    channel_moved(name, channel, registry.resolve(channel).version, as_json)
 
 
 ledger_app = typer.Typer(help="The release ledger.", no_args_is_help=True)

@@ -17,10 +17,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from shipyard import approvals
 from shipyard.approvals import Signer
 from shipyard.ledger import Event
-from shipyard.notify import announce
+from shipyard.registry import Registry
 from shipyard.settings import Settings, prefect_api_url
 from shipyard.stores import Store
 from shipyard.trust import checked_state
@@ -39,14 +38,12 @@ def token_matches(settings: Settings, who: str, token: str) -> bool:
 def record_decision(
     settings: Settings, store: Store, line: str, version: int, decision: str, signer: Signer, note: str
 ) -> list[Event]:
-    """Record a signed approval (promoting when the policy allows it) or rejection, and notify; the new events."""
+    """Record a signed approval (promoting when the policy allows it) or rejection; the new events (notified)."""
     checked_state(store, settings)
+    registry = Registry(store, line, settings.notify)
     if decision == "approve":
-        events = approvals.approve(store, line, version, signer, settings.approval.channel, note)
-    else:
-        events = [e for e in [approvals.reject(store, line, version, signer, note)] if e]
-    announce(settings.notify, events)
-    return events
+        return registry.approve(str(version), signer, settings.approval.channel, note)
+    return registry.reject(str(version), signer, note)
 
 
 def decide(

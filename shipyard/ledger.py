@@ -218,11 +218,20 @@ def fold(events: list[Event]) -> State:
 
 
 class Ledger:
-    """The ledger in one store. Keeps the state it has folded, so each refresh reads only new events."""
+    """The ledger in one store. Keeps the state it has folded, so each refresh reads only new events.
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    `on_append` is called with each event this ledger writes, once, after it is in the store (notifications).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        on_append: Callable[[Event], None] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.on_append = on_append
         self.state = State()
         self._unpacked: list[bytes] = []  # bodies of the events after the last pack boundary, for the next pack
 
@@ -262,6 +271,8 @@ class Ledger:
                 self.refresh()
                 if event.seq % PACK_EVERY == 0 and len(self._unpacked) == PACK_EVERY:
                     self.store.put_if_absent(pack_key(event.seq), b"\n".join(self._unpacked))
+                if self.on_append is not None:
+                    self.on_append(event)
                 return event
         raise LedgerError(f"{self.store.uri}: could not append after {ATTEMPTS} attempts (heavy contention?)")
 

@@ -21,9 +21,8 @@ from dataclasses import asdict
 
 import httpx
 
-from shipyard.ledger import Event, Ledger
+from shipyard.ledger import Event
 from shipyard.settings import NotifySettings
-from shipyard.stores import Store
 
 log = logging.getLogger(__name__)
 SIGNATURE = "X-Shipyard-Signature"
@@ -89,12 +88,3 @@ def redact(url: str) -> str:
     """A webhook URL as it may appear in a log: scheme and host only (the path and query carry tokens)."""
     parsed = httpx.URL(url)
     return f"{parsed.scheme}://{parsed.host}/…"
-
-
-def announce_latest(settings: NotifySettings, store: Store) -> int:
-    """Announce the ledger's newest event (after a promotion or rollback)."""
-    if settings.webhook_url is None:
-        return 0
-    ledger = Ledger(store)
-    state = ledger.refresh()
-    return announce(settings, [ledger.event(state.events)]) if state.events else 0

@@ -25,11 +25,11 @@ from evals.run_gate import run_gate
 from evals.runner import evaluate
 from evals.suite import load_suite
 from shipyard.caches import touch
-from shipyard.ledger import Event, EventType, Ledger
-from shipyard.notify import announce
+from shipyard.ledger import EventType, Ledger
 from shipyard.posttrain import LINEAGE, posttrain
 from shipyard.profiles import choice
-from shipyard.publish import publish, pull
+from shipyard.publish import pull
+from shipyard.registry import Registry
 from shipyard.settings import Settings, release_store_uri
 from shipyard.stores import Store, open_store
 from shipyard.watch import FATE_EVENTS, Checkpoint, CheckpointState
@@ -109,8 +109,7 @@ def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, set
     """Publish the gated candidate with its lineage, gate decision and eval scores; its version (exactly once)."""
     log.info("step %d: publishing", checkpoint.step)
     staging = _stage(candidate, report, checkpoint, settings.home / "staging" / candidate.name)
-    published = publish(staging, settings.release.line, release_store(settings))
-    announce(settings.notify, [published.event])
+    published = registry(settings).publish(staging)
     version = published.release.version
     if published.created:
         log.info("step %d: released as v%d", checkpoint.step, version, extra={"fate": True, "released": version})
@@ -201,25 +200,12 @@ def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, out: Path) -> 
     return out
 
 
+def registry(settings: Settings) -> Registry:
+    """The configured release line in the configured store, announcing what it writes."""
+    return Registry(release_store(settings), settings.release.line, settings.notify)
+
+
 def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: str) -> None:
-    """Record a checkpoint's fate in the release ledger and send it to the webhook."""
-    event = record_fate(release_store(settings), kind, checkpoint, settings.release.line, reason, **extra)
-    announce(settings.notify, [event])
+    """Record a checkpoint's fate in the release ledger (and so send it to the webhook)."""
+    registry(settings).record_fate(kind, checkpoint, reason, **extra)
     log.info("step %d: %s — %s", checkpoint.step, kind.replace("_", " "), reason, extra={"fate": True})
-
-
-def record_fate(
-    store: Store, kind: EventType, checkpoint: Checkpoint, line: str, reason: str, **extra: str
-) -> Event | None:
-    data = {
-        "line": line,
-        "checkpoint_uri": checkpoint.uri,
-        "step": checkpoint.step,
-        "checkpoint_digest": checkpoint.digest,
-        "metrics": checkpoint.metrics,
-    }
-
-    def build(state: Any) -> tuple[str, dict[str, Any]]:
-        return kind, {**data, "reason": reason, **extra}
-
-    return Ledger(store).append(build)

@@ -87,7 +87,14 @@ def gate_problem(model_dir: Path, candidate: str) -> str:
     return ""
 
 
-def publish(model_dir: Path, line: str, store: Store, progress: bool = False, ungated: str | None = None) -> Published:
+def publish(
+    model_dir: Path,
+    line: str,
+    store: Store,
+    progress: bool = False,
+    ungated: str | None = None,
+    ledger: Ledger | None = None,
+) -> Published:
     """Publish `model_dir` as the next release of `line`, exactly once; `progress` shows a bar of bytes.
 
     The candidate must carry a passed gate decision naming its digest, unless `ungated` says why it does not
@@ -101,7 +108,7 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False, un
     candidate = checkpoint_digest(digests)
     if ungated is None and (why := gate_problem(model_dir, candidate)):
         raise TrustError(f"{model_dir}: not published: {why}; gate it, or publish --ungated --reason TEXT")
-    ledger = Ledger(store)
+    ledger = ledger or Ledger(store)
     if (existing := ledger.refresh().release_of(line, candidate)) is not None:
         return Published(existing, None)
     missing = [name for name in paths if not store.exists(blob_key(digests[name]))]
@@ -147,9 +154,11 @@ def publish(model_dir: Path, line: str, store: Store, progress: bool = False, un
     return Published(release, event)
 
 
-def promote(store: Store, line: str, version: int, channel: str = STABLE, **note: Any) -> Release:
+def promote(
+    store: Store, line: str, version: int, channel: str = STABLE, ledger: Ledger | None = None, **note: Any
+) -> Release:
     """Point `channel` at `version` (one event, no weights copied)."""
-    ledger = Ledger(store)
+    ledger = ledger or Ledger(store)
 
     def build(state: State) -> tuple[str, dict[str, Any]] | None:
         if (line, version) not in state.releases:

@@ -68,3 +68,38 @@ def test_a_dead_webhook_is_logged_not_fatal(tiny_model_dir: Path, tmp_path: Path
     assert "notification of ledger event 1 to http://127.0.0.1/… failed: ConnectError" in caplog.text
     assert "s3cr3t" not in caplog.text and "/hook" not in caplog.text
     assert announce(NotifySettings(), [released.event]) == 0  # no webhook configured: nothing sent
+
+
+def test_the_registry_returns_what_each_write_appended_and_announces_each_event_once(
+    tiny_model_dir: Path, tmp_path: Path, receiver: Any
+) -> None:
+    from shipyard.ledger import Ledger
+    from shipyard.policy import ChannelRule
+    from shipyard.registry import Registry
+
+    url, received = receiver
+    store = LocalStore(tmp_path / "store")
+    keys = Keys(tmp_path / "keys")
+    protect(store, keys, channels={"stable": ChannelRule(required=2)})
+    registry = Registry(store, "main", NotifySettings(webhook_url=url, events=["released", "approved", "promoted"]))
+    candidate = gated(tmp_path / "m1", tiny_model_dir)
+    assert registry.publish(candidate).created and registry.publish(candidate).event is None
+    assert [e.type for e in registry.approve("v1", keys.signer("ana"), "stable")] == ["approved"]
+    assert registry.approve("1", keys.signer("ana"), "stable") == []  # idempotent: nothing written, nothing sent
+    assert [e.type for e in registry.approve("candidate", keys.signer("bo"), "stable")] == ["approved", "promoted"]
+    assert [e.type for e in registry.promote("stable", "beta")] == ["promoted"]
+    assert registry.promote("v1", "beta") == []
+    assert registry.heads() == {"beta": 1, "candidate": 1, "stable": 1}
+    assert registry.pending("stable") == []
+    texts = [json.loads(r["body"])["text"] for r in received]
+    assert texts == [
+        "Candidate published: main v1",
+        "main v1 approved by ana",
+        "main v1 approved by bo",
+        "main v1 promoted to stable",
+        "main v1 promoted to beta",
+    ]
+    seqs = [json.loads(r["body"])["event"]["seq"] for r in received]
+    assert len(seqs) == len(set(seqs))  # each event once
+    page = registry.events(after=2, limit=2)
+    assert [e.seq for e in page] == [3, 4] and page == [Ledger(store).event(3), Ledger(store).event(4)]
