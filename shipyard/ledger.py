@@ -20,8 +20,10 @@ at its last slot). Called by the publisher, promotion, approvals and `shipyard l
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -233,6 +235,8 @@ class Ledger:
         self.clock = clock
         self.on_append = on_append
         self.state = State()
+        self._folded: list[Event] = []  # the events folded so far, in order: a long-lived reader reads each once
+        self._folding = threading.RLock()  # one fold at a time: a dashboard's threads share one ledger
         self._unpacked: list[bytes] = []  # bodies of the events after the last pack boundary, for the next pack
 
     def refresh(self) -> State:
@@ -243,6 +247,16 @@ class Ledger:
         probing slot after slot: no listing of the log, one GET per new event
         plus one that finds the end. Each event must chain to the one before it.
         """
+        with self._folding:
+            return self._refresh()
+
+    def snapshot(self) -> tuple[State, list[Event]]:
+        """A copy of the refreshed state and the events folded: readable while other threads fold on."""
+        with self._folding:
+            self._refresh()
+            return copy.deepcopy(self.state), list(self._folded)
+
+    def _refresh(self) -> State:
         if self.state.events == 0:
             self._load_packs()
         while (body := self.store.get(event_key(self.state.events + 1))) is not None:
@@ -251,6 +265,7 @@ class Ledger:
             if event.seq != self.state.events + 1 or event.prev != self.state.head:
                 raise LedgerError(f"{self.store.uri}/{key}: does not follow event {self.state.events} (tampered?)")
             apply(self.state, event)
+            self._folded.append(event)
             self._unpacked = [] if event.seq % PACK_EVERY == 1 else self._unpacked
             self._unpacked.append(body)
         return self.state
@@ -284,6 +299,7 @@ class Ledger:
                 return
             for event in events:
                 apply(self.state, event)
+            self._folded += events
 
     def _pack(self, key: str) -> list[Event] | None:
         """The events of a pack, if they chain on from the state and end on the event the log holds there."""
@@ -311,8 +327,8 @@ class Ledger:
         return there is not None and json.loads(there).get("nonce") == event.nonce
 
     def event(self, seq: int) -> Event:
-        """The event at `seq`, read from the store."""
-        return self._read(event_key(seq))
+        """The event at `seq`: as folded, or read from the store."""
+        return self._folded[seq - 1] if 0 < seq <= len(self._folded) else self._read(event_key(seq))
 
     def _read(self, key: str) -> Event:
         body = self.store.get(key)

@@ -75,6 +75,10 @@ class Registry:
     def state(self) -> State:
         return self.ledger.refresh()
 
+    def snapshot(self) -> tuple[State, list[Event]]:
+        """The state and every event, as copies (for a long-lived reader serving several threads)."""
+        return self.ledger.snapshot()
+
     def resolve(self, ref: str) -> Release:
         """A release by version (`3`, `v3`) or channel name."""
         return publish.resolve(self.state(), self.line, ref)

@@ -203,3 +203,34 @@ def test_guessing_tokens_is_throttled(dashboard: tuple[str, LocalStore]) -> None
         assert set(guesses[:3]) <= {"/login?flash=bad-login", "/login?flash=throttled"}
         assert guesses[-1] == "/login?flash=throttled"
         assert login("ana", TOKEN) == "/login?flash=throttled"  # even the right token, from here, for a while
+
+
+class CountingStore(LocalStore):
+    """A local store that counts reads of ledger events."""
+
+    event_reads = 0
+
+    def get(self, key: str) -> bytes | None:
+        if key.startswith("ledger/events/"):
+            self.event_reads += 1
+        return super().get(key)
+
+
+def test_pages_read_only_new_events_and_errors_are_html_pages_with_their_status(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    store = CountingStore(tmp_path / "store")
+    protect(store, Keys(tmp_path / "keys"))
+    publish(gated(tmp_path / "m", tiny_model_dir), "main", store)
+    settings = Settings(home=tmp_path / "home", dashboard={"open_read": True})
+    with TestClient(create_app(settings, store)) as client:
+        assert client.get("/").status_code == 200
+        first, store.event_reads = store.event_reads, 0
+        assert client.get("/").status_code == 200 and client.get("/stream").status_code == 200
+        assert first >= 3 and store.event_reads == 2  # each page: one read that finds no new event
+        missing = client.get("/releases/9")
+        assert missing.status_code == 404 and "<h1>Not found</h1>" in missing.text and "no release" in missing.text
+        refused = client.post("/releases/1/approve", data={"csrf": "x"})
+        assert refused.status_code == 403 and "<h1>Refused</h1>" in refused.text

@@ -33,6 +33,7 @@ from shipyard.doors import decide
 from shipyard.errors import ShipyardError
 from shipyard.evidence import evidence
 from shipyard.publish import manifest, resolve
+from shipyard.registry import Registry
 from shipyard.settings import Settings
 from shipyard.stores import Store
 from shipyard.trust import checked_state, door_signer
@@ -57,6 +58,7 @@ RL_SIGNALS = ("reward", "heldout_accuracy")  # trainer metrics of the checkpoint
 
 def create_app(settings: Settings, store: Store) -> FastAPI:
     app = FastAPI(title="Shipyard releases", docs_url=None, redoc_url=None, openapi_url=None)
+    registry = Registry(store, settings.release.line)  # one for the app's life: pages read only new events
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
     line, rules = settings.release.line, settings.approval
     markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -117,7 +119,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
-        state, events = views.read(store, settings.trust.owners)
+        state, events = views.read(registry, settings.trust.owners)
         rows = views.releases(store, state, line, rules.channel)
         series = views.scores_by_step(store, state, line)
         markers = [(float(r["step"]), f"v{r['version']}") for r in rows if r["step"] is not None]
@@ -140,7 +142,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/releases/{version}", response_class=HTMLResponse)
     def release(request: Request, version: int) -> HTMLResponse:
-        state, _ = views.read(store, settings.trust.owners)
+        state, _ = views.read(registry, settings.trust.owners)
         found = resolve(state, line, str(version))
         body = manifest(store, found)
         previous = state.releases.get((line, version - 1))
@@ -161,7 +163,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/stream", response_class=HTMLResponse)
     def stream(request: Request) -> HTMLResponse:
-        _, events = views.read(store, settings.trust.owners)
+        _, events = views.read(registry, settings.trust.owners)
         return page(request, "stream.html", "checkpoint stream", rows=views.stream(events, line))
 
     @app.get("/login", response_class=HTMLResponse)

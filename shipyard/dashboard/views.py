@@ -7,20 +7,21 @@ from typing import Any
 
 import humanize
 
-from shipyard.ledger import Event, Ledger, State
+from shipyard.ledger import Event, State
 from shipyard.policy import check_root
 from shipyard.publish import manifest
+from shipyard.registry import Registry
 from shipyard.stores import Store
 
 FATES = {"skipped": "skipped", "refused": "refused", "gate_failed": "failed the gate", "released": "released"}
 
 
-def read(store: Store, pins: list[str]) -> tuple[State, list[Event]]:
-    """The state and every event, from a store whose root is the pinned one."""
-    ledger = Ledger(store)
-    state = ledger.refresh()
-    check_root(state.root, pins, store.uri)
-    return state, [ledger.event(seq) for seq in range(1, state.events + 1)]
+def read(registry: Registry, pins: list[str]) -> tuple[State, list[Event]]:
+    """The state and every event, from a store whose root is the pinned one. The registry lives as long as the
+    dashboard: each page reads only the events written since the last (one GET when there are none)."""
+    state, events = registry.snapshot()
+    check_root(state.root, pins, registry.store.uri)
+    return state, events
 
 
 def age(at: float, now: float | None = None) -> str:
