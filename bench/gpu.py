@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -32,44 +31,11 @@ ROUNDS = 2
 
 
 def one(kind: str, model_dir: Path) -> dict[str, float]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl.trainer.dpo_config import DPOConfig
-    from trl.trainer.dpo_trainer import DPOTrainer
+    from posttrain import train  # bench/ is on sys.path: the script's own directory
 
-    from shipyard.posttrain import train_stage
-    from shipyard.posttrain_data import load_stage_data
-    from shipyard.quiet import quiet_libraries
-    from shipyard.recipe import DEFAULT_RECIPE, load_recipe
-
-    quiet_libraries()
-    stage = load_recipe(DEFAULT_RECIPE).stages[0]
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    data = load_stage_data(DEFAULT_RECIPE, stage, tokenizer)
-    with tempfile.TemporaryDirectory() as work:
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        if kind == "shipyard":
-            train_stage(model, tokenizer, stage, data, Path(work))
-        else:
-            args = DPOConfig(
-                output_dir=work,
-                per_device_train_batch_size=stage.batch_size,
-                learning_rate=stage.learning_rate,
-                max_steps=stage.max_steps or -1,
-                max_length=stage.max_length,
-                beta=stage.beta,
-                seed=stage.seed,
-                bf16=True,
-                gradient_checkpointing=True,
-                precompute_ref_log_probs=True,
-                report_to="none",
-                save_strategy="no",
-                disable_tqdm=True,
-            )
-            DPOTrainer(model=model, args=args, train_dataset=data.dataset, processing_class=tokenizer).train()
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+    torch.cuda.synchronize()
+    seconds = train(kind, model_dir, bf16=True, gradient_checkpointing=True)
+    torch.cuda.synchronize()
     return {"seconds": seconds, "peak_cuda_gb": torch.cuda.max_memory_allocated() / 2**30}
 
 

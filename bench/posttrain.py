@@ -30,13 +30,15 @@ from shipyard.tiny import build_tiny_model
 ROUNDS = 5
 
 
-def one(kind: str, model_dir: Path) -> dict[str, float]:
+def train(kind: str, model_dir: Path, **device: bool) -> float:
+    """Seconds from building the trainer to the end of the recipe's preference stage: Shipyard's, or TRL's
+    `DPOTrainer` as one would call it directly with the same hyper-parameters; `device` goes to `DPOConfig`."""
     from trl.trainer.dpo_config import DPOConfig
     from trl.trainer.dpo_trainer import DPOTrainer
 
     quiet_libraries()
     stage = load_recipe(DEFAULT_RECIPE).stages[0]
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     data = load_stage_data(DEFAULT_RECIPE, stage, tokenizer)
     with tempfile.TemporaryDirectory() as work:
@@ -52,16 +54,18 @@ def one(kind: str, model_dir: Path) -> dict[str, float]:
                 max_length=stage.max_length,
                 beta=stage.beta,
                 seed=stage.seed,
-                use_cpu=True,
-                bf16=False,
-                gradient_checkpointing=False,
                 precompute_ref_log_probs=True,
                 report_to="none",
                 save_strategy="no",
                 disable_tqdm=True,
+                **device,
             )
             DPOTrainer(model=model, args=args, train_dataset=data.dataset, processing_class=tokenizer).train()
-        seconds = time.perf_counter() - start
+        return time.perf_counter() - start
+
+
+def one(kind: str, model_dir: Path) -> dict[str, float]:
+    seconds = train(kind, model_dir, use_cpu=True, bf16=False, gradient_checkpointing=False)
     return {"seconds": seconds, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
