@@ -4,7 +4,7 @@ Writes a Llama's bf16 weights as a DCP checkpoint with torch's own writer (four
 data files, as four writer threads make them; `.metadata` last), then, each in
 a fresh child process so peak RSS is its own:
 
-- ours: `shipyard.convert.convert("dcp", …)` (safe metadata, a batch of
+- ours: `shipyard.intake.convert.convert("dcp", …)` (safe metadata, a batch of
   tensors read while the one before is written, safetensors shards written as
   tensors arrive), timed after transformers' imports and one meta model of
   the architecture, which a running watcher has paid once;
@@ -34,8 +34,8 @@ SIZES = ("0.5", "1.5")  # of bench/scale.py's Llamas
 OURS = """
 import sys, time
 from pathlib import Path
-from shipyard.convert import convert
-from shipyard.validation import expected_tensors
+from shipyard.intake.convert import convert
+from shipyard.intake.validation import expected_tensors
 expected_tensors(Path(sys.argv[2]))  # a running watcher has imported transformers and built this architecture once
 start = time.perf_counter()
 convert("dcp", Path(sys.argv[1]), [Path(sys.argv[2])], Path(sys.argv[3]))

@@ -21,13 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from shipyard.trainer_state import metrics_at, read_trainer_state
+from shipyard.intake.trainer_state import metrics_at, read_trainer_state
 
 
 def one(seed: int, threads: int, steps: int, save_every: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "shipyard.cli", "demo-run", "--out", str(out), "--json"]
+        cmd = [sys.executable, "-m", "shipyard.app.cli", "demo-run", "--out", str(out), "--json"]
         cmd += ["--seed", str(seed), "--steps", str(steps), "--save-every", str(save_every)]
         env = os.environ | {"SHIPYARD_DEMO__THREADS": str(threads)}
         started = time.perf_counter()

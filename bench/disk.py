@@ -29,11 +29,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from shipyard.pipeline import Outcome  # noqa: E402
+from shipyard.demo.tiny import TinyModelSpec, build_tiny_model  # noqa: E402
+from shipyard.intake.watch import Checkpoint  # noqa: E402
+from shipyard.intake.watcher import watch_once  # noqa: E402
+from shipyard.orchestration.pipeline import Outcome  # noqa: E402
 from shipyard.settings import Settings  # noqa: E402
-from shipyard.tiny import TinyModelSpec, build_tiny_model  # noqa: E402
-from shipyard.watch import Checkpoint  # noqa: E402
-from shipyard.watcher import watch_once  # noqa: E402
 
 KEEP_IN_RUN = 3
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shipyard.demo_run import run_demo
+from shipyard.demo.rl_run import run_demo
 from shipyard.settings import DemoSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ def one(kind: str, model_dir: Path) -> dict[str, float]:
 
 
 def build(out: Path, shape: dict[str, int]) -> Path:
-    from shipyard.tiny import TinyModelSpec, build_model, build_tokenizer
+    from shipyard.demo.tiny import TinyModelSpec, build_model, build_tokenizer
 
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, TinyModelSpec(**shape)).to(torch.bfloat16)

@@ -2,7 +2,7 @@
 
 1. Overhead per checkpoint. The same checkpoint (a short demo RL run's) is
    released twice in fresh homes: once by the library directly
-   (`shipyard.pipeline.release_checkpoint`, the peer: no Prefect), once by the
+   (`shipyard.orchestration.pipeline.release_checkpoint`, the peer: no Prefect), once by the
    `release-checkpoint` flow on Prefect's default ephemeral API. Each stage
    function (screen, post-train, gate, publish) is timed where it runs; the
    overhead is wall time minus the stages' own time. Then both again with
@@ -40,11 +40,11 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["TQDM_DISABLE"] = "1"
 
-from shipyard import pipeline  # noqa: E402
-from shipyard.demo_run import run_demo  # noqa: E402
+from shipyard.demo.rl_run import run_demo  # noqa: E402
+from shipyard.intake.sources import open_source  # noqa: E402
+from shipyard.intake.watch import Checkpoint, scan  # noqa: E402
+from shipyard.orchestration import pipeline  # noqa: E402
 from shipyard.settings import DemoSettings, Settings, load_settings  # noqa: E402
-from shipyard.sources import open_source  # noqa: E402
-from shipyard.watch import Checkpoint, scan  # noqa: E402
 
 POLL = 5.0
 STAGES = ("screen", "make_candidate", "gate_candidate", "publish_candidate")
@@ -157,9 +157,9 @@ def event_latency(checkpoint: Checkpoint) -> tuple[float, int]:
 import time, json, sys
 from prefect.client.orchestration import get_client
 from flows.release_checkpoint import release_checkpoint
-from shipyard.orchestration import emit_detected
-from shipyard.serve import detected_trigger
-from shipyard.watch import Checkpoint
+from shipyard.orchestration.prefect import emit_detected
+from shipyard.orchestration.serve import detected_trigger
+from shipyard.intake.watch import Checkpoint
 deployment_id = release_checkpoint.to_deployment("bench", triggers=[detected_trigger(None)]).apply()
 time.sleep(3)  # the automation is loaded by the triggers service
 checkpoint = Checkpoint(**json.loads(sys.argv[1]))

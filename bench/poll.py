@@ -21,11 +21,11 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-from shipyard.selection import WatchState, poll, save_state, state_file
+from shipyard.demo.tiny import build_tiny_model
+from shipyard.intake.selection import WatchState, poll, save_state, state_file
+from shipyard.intake.sources import S3Source, open_source
+from shipyard.intake.watch import Checkpoint
 from shipyard.settings import WatchSettings
-from shipyard.sources import S3Source, open_source
-from shipyard.tiny import build_tiny_model
-from shipyard.watch import Checkpoint
 
 OLD = 10_000
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "trainer_state.json", "optimizer.pt")

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from shipyard.posttrain import train_stage
-from shipyard.posttrain_data import load_stage_data
+from shipyard.demo.tiny import build_tiny_model
+from shipyard.posttraining.data import load_stage_data
+from shipyard.posttraining.posttrain import train_stage
+from shipyard.posttraining.recipe import DEFAULT_RECIPE, load_recipe
 from shipyard.quiet import quiet_libraries
-from shipyard.recipe import DEFAULT_RECIPE, load_recipe
-from shipyard.tiny import build_tiny_model
 
 ROUNDS = 5
 

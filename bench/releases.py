@@ -23,9 +23,9 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-from shipyard.ledger import EVENTS, PACK_EVERY, PACKS, Event, Ledger, State, apply, event_key, pack_key
-from shipyard.publish import model_digest, promote, publish
-from shipyard.stores import LocalStore, Progress, S3Store
+from shipyard.registry.ledger import EVENTS, PACK_EVERY, PACKS, Event, Ledger, State, apply, event_key, pack_key
+from shipyard.registry.publish import model_digest, promote, publish
+from shipyard.registry.stores import LocalStore, Progress, S3Store
 
 MB = 1 << 20
 

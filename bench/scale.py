@@ -4,7 +4,7 @@ Writes Llama checkpoints the way `save_pretrained` shards them (safetensors
 shards of at most 1 GB, an index, config, tokenizer files; finite random bf16
 weights), then, each in a fresh child process so peak RSS is its own:
 
-- intake: `shipyard.watch.scan` of the run, after a scan of a tiny
+- intake: `shipyard.intake.watch.scan` of the run, after a scan of a tiny
   checkpoint that pays the imports, i.e. what a running watcher does to a
   new checkpoint (copy and hash into the snapshot cache, validate: headers,
   shapes against the config, NaN/Inf scan, chat template);
@@ -43,8 +43,8 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 INTAKE = """
 import sys, time
 from pathlib import Path
-from shipyard.sources import open_source
-from shipyard.watch import scan
+from shipyard.intake.sources import open_source
+from shipyard.intake.watch import scan
 scan(open_source(sys.argv[3]), Path(sys.argv[2]))  # a tiny checkpoint first: imports are paid once per watcher
 start = time.perf_counter()
 [c] = scan(open_source(sys.argv[1]), Path(sys.argv[2]))
@@ -56,8 +56,8 @@ print(time.perf_counter() - start)
 RELEASE = """
 import json, sys, time
 from pathlib import Path
-from shipyard.publish import model_digest, publish, pull
-from shipyard.stores import open_store
+from shipyard.registry.publish import model_digest, publish, pull
+from shipyard.registry.stores import open_store
 model, store_uri, endpoint, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3] or None, Path(sys.argv[4])
 model_digest(model)  # as after intake: every digest is in the digest cache
 store = open_store(store_uri, endpoint)
@@ -191,7 +191,7 @@ def main() -> None:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from shipyard.tiny import build_tiny_model
+    from shipyard.demo.tiny import build_tiny_model
 
     for key, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):
         os.environ.setdefault(key, value)

@@ -21,10 +21,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shipyard.ledger import EVENTS, PACK_EVERY, PACKS, Event, Ledger, event_key, fold, pack_key
-from shipyard.policy import Policy, decision, signed_policy
-from shipyard.signing import public_line
-from shipyard.stores import LocalStore
+from shipyard.registry.ledger import EVENTS, PACK_EVERY, PACKS, Event, Ledger, event_key, fold, pack_key
+from shipyard.registry.policy import Policy, decision, signed_policy
+from shipyard.registry.signing import public_line
+from shipyard.registry.stores import LocalStore
 
 
 def log(n: int, signed: bool) -> list[Event]:

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from shipyard.arithmetic import distinct_problems
+from shipyard.demo.arithmetic import distinct_problems
 
 DATA_DIR = Path(__file__).parent / "data"
 SIZE = 200

@@ -20,10 +20,10 @@ from evals.policy import Policy
 from evals.report import markdown
 from evals.runner import SuiteResult, evaluate
 from evals.suite import load_suite
+from shipyard.intake.snapshot import directory_digest
+from shipyard.intake.trainer_state import read_trainer_state
 from shipyard.model_dir import require_model_dir
-from shipyard.publish import model_digest
-from shipyard.snapshot import directory_digest
-from shipyard.trainer_state import read_trainer_state
+from shipyard.registry.publish import model_digest
 
 
 def run_gate(

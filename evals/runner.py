@@ -23,8 +23,8 @@ from typing import Any
 from evals.suite import Suite, overlays
 from shipyard.caches import touch
 from shipyard.hardware import device
+from shipyard.intake.snapshot import directory_digest
 from shipyard.quiet import quiet_libraries
-from shipyard.snapshot import directory_digest
 
 SCHEMA_VERSION = 1
 

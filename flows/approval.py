@@ -8,7 +8,7 @@ reschedules it), otherwise it pauses in place. Whoever resumes it, the run
 trusts nothing the form says about who decided: the token must hash to the
 approver's entry in this process's `dashboard.tokens`, and the decision is
 then signed with the `prefect-ui` door's key, which the store's policy must
-list for that approver (`shipyard.doors`). A resume without a token (the CLI
+list for that approver (`shipyard.registry.doors`). A resume without a token (the CLI
 and the dashboard send one after recording their own decision) only makes the
 run re-read the ledger. A refused decision is logged and the run waits again.
 When the wait times out the release stays a candidate, approvable later by
@@ -26,14 +26,14 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 
-from shipyard import approvals
-from shipyard.doors import record_decision, token_matches
 from shipyard.errors import ShipyardError
-from shipyard.evidence import evidence
-from shipyard.pipeline import release_store
-from shipyard.registry import Registry
+from shipyard.orchestration.pipeline import release_store
+from shipyard.registry import approvals
+from shipyard.registry.doors import record_decision, token_matches
+from shipyard.registry.evidence import evidence
+from shipyard.registry.releases import Registry
+from shipyard.registry.trust import checked_state, door_signer
 from shipyard.settings import Settings, load_settings
-from shipyard.trust import checked_state, door_signer
 
 DOOR = "prefect-ui"
 

@@ -1,7 +1,7 @@
 """The release flow: a selected checkpoint → screening → post-training → gate → release, or the reason why not.
 
-The flow is `shipyard.pipeline.release_checkpoint` (the one composition of the stages) with each stage a Prefect
-task. The compute tasks
+The flow is `shipyard.orchestration.pipeline.release_checkpoint` (the one composition of the stages)
+with each stage a Prefect task. The compute tasks
 (screening, post-training, gate) run while the flow holds the training slot
 (a strict global concurrency limit, taken once per run); they persist their
 results and are cached on their inputs and source, so a crashed or re-run
@@ -23,10 +23,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from shipyard import orchestration, pipeline
-from shipyard.ledger import EventType
+from shipyard.intake.watch import Checkpoint
+from shipyard.orchestration import pipeline
+from shipyard.orchestration import prefect as orchestration
+from shipyard.registry.ledger import EventType
 from shipyard.settings import Settings, load_settings
-from shipyard.watch import Checkpoint
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [1, 5, 20]}
 

@@ -24,11 +24,11 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import StateType
 
 from flows.release_checkpoint import release_checkpoint
-from shipyard import orchestration
-from shipyard.pipeline import Outcome, record
+from shipyard.intake.watch import FATE_EVENTS, Checkpoint, CheckpointState
+from shipyard.intake.watcher import Settle, Take, watch_once
+from shipyard.orchestration import prefect as orchestration
+from shipyard.orchestration.pipeline import Outcome, record
 from shipyard.settings import Settings, load_settings
-from shipyard.watch import FATE_EVENTS, Checkpoint, CheckpointState
-from shipyard.watcher import Settle, Take, watch_once
 
 DONE, FAILED = CheckpointState.DONE, CheckpointState.FAILED
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from evals.policy import DEFAULT_POLICY
 from shipyard.errors import ConfigError
-from shipyard.recipe import DEFAULT_RECIPE
+from shipyard.posttraining.recipe import DEFAULT_RECIPE
 from shipyard.settings import Settings
 
 DEMO: dict[str, Any] = {

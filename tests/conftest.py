@@ -33,7 +33,7 @@ def _clean_shipyard_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from shipyard.tiny import build_tiny_model
+    from shipyard.demo.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny"))
 
@@ -41,7 +41,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def rl_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of a short demo RL run: the tiny model after its warm start and 10 GRPO steps."""
-    from shipyard.demo_run import run_demo
+    from shipyard.demo.rl_run import run_demo
     from shipyard.settings import DemoSettings
 
     out = tmp_path_factory.mktemp("rl-run")

@@ -26,7 +26,7 @@ class Keys:
         self.directory = directory
 
     def path(self, name: str) -> Path:
-        from shipyard.signing import keygen
+        from shipyard.registry.signing import keygen
 
         path = self.directory / f"{name}.key"
         if not path.exists():
@@ -38,22 +38,22 @@ class Keys:
         return (self.directory / f"{name}.key.pub").read_text().strip()
 
     def fingerprint(self, name: str) -> str:
-        from shipyard.signing import fingerprint
+        from shipyard.registry.signing import fingerprint
 
         return fingerprint(self.public(name))
 
     def signer(self, who: str, door: str = "cli", key: str | None = None) -> Any:
         """`who` deciding with their own key, or (with `door`'s key named in `key`) attested by a door."""
-        from shipyard.approvals import Signer
-        from shipyard.signing import load_private
+        from shipyard.registry.approvals import Signer
+        from shipyard.registry.signing import load_private
 
         return Signer(who, load_private(self.path(key or who)), door)
 
 
 def protect(store: Any, keys: Keys, approvers: tuple[str, ...] = ("ana", "bo"), **rules: Any) -> Any:
     """Sign a policy into `store`, owned by `keys`' owner: these approvers with their keys, `rules` on top."""
-    from shipyard.policy import Policy
-    from shipyard.trust import set_policy
+    from shipyard.registry.policy import Policy
+    from shipyard.registry.trust import set_policy
 
     policy = Policy(
         owners=[keys.public("owner")],
@@ -66,7 +66,7 @@ def protect(store: Any, keys: Keys, approvers: tuple[str, ...] = ("ana", "bo"), 
 
 def gated(directory: Path, copy_of: Path | None = None, **decision: Any) -> Path:
     """`directory` (a copy of `copy_of`, if given) with a passing gate decision naming its digest."""
-    from shipyard.publish import model_digest
+    from shipyard.registry.publish import model_digest
 
     if copy_of is not None:
         shutil.copytree(copy_of, directory)

@@ -5,11 +5,11 @@ from typing import Any
 
 import pytest
 
-from shipyard.approvals import approve, approvers_of, promote_approved, reject, rollback
 from shipyard.errors import ConfigError, TrustError
-from shipyard.ledger import Ledger, State
-from shipyard.policy import ChannelRule, DoorRule
-from shipyard.stores import LocalStore
+from shipyard.registry.approvals import approve, approvers_of, promote_approved, reject, rollback
+from shipyard.registry.ledger import Ledger, State
+from shipyard.registry.policy import ChannelRule, DoorRule
+from shipyard.registry.stores import LocalStore
 
 from .helpers import Keys, protect
 

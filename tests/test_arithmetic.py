@@ -1,5 +1,5 @@
-from shipyard import arithmetic
-from shipyard.arithmetic import Problem
+from shipyard.demo import arithmetic
+from shipyard.demo.arithmetic import Problem
 
 
 def test_held_out_split_is_disjoint_from_training_samples() -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from shipyard.app.cli import app
 from shipyard.caches import Entry, collect, plan, working
-from shipyard.cli import app
-from shipyard.selection import in_flight_digests, load_state, poll, save_state
+from shipyard.intake.selection import in_flight_digests, load_state, poll, save_state
+from shipyard.intake.snapshot import directory_digest
+from shipyard.intake.sources import open_source
 from shipyard.settings import CacheSettings, WatchSettings
-from shipyard.snapshot import directory_digest
-from shipyard.sources import open_source
 
 from .helpers import make_checkpoint
 

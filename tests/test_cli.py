@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from shipyard.cli import app
+from shipyard.app.cli import app
 
 runner = CliRunner()
 
@@ -75,7 +75,7 @@ def test_watch_checks_its_source_before_prefect_starts(tmp_path: Path) -> None:
         ("gs://bucket/run", "unsupported source 'gs:'"),
         ("s3:/bucket/run", "unsupported source 's3:'"),
     ]:
-        command = [sys.executable, "-m", "shipyard.cli", "watch", "--once", "--source", source]
+        command = [sys.executable, "-m", "shipyard.app.cli", "watch", "--once", "--source", source]
         done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and says in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1

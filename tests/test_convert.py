@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from shipyard.convert import convert
 from shipyard.errors import InvalidCheckpoint
+from shipyard.intake.convert import convert
+from shipyard.intake.sources import open_source
+from shipyard.intake.validation import validate_checkpoint
+from shipyard.intake.watch import scan
 from shipyard.settings import ConvertSettings
-from shipyard.sources import open_source
-from shipyard.validation import validate_checkpoint
-from shipyard.watch import scan
 
 from .sharded import train_sharded
 
@@ -90,7 +90,7 @@ def test_dcp_metadata_cannot_run_code_or_point_outside(sharded: Path, tiny_model
         convert("dcp", hostile, [tiny_model_dir], tmp_path / "out")
     assert not (tmp_path / "ran").exists()
 
-    from shipyard.convert import _read_metadata
+    from shipyard.intake.convert import _read_metadata
 
     metadata = _read_metadata(sharded / "dcp")
     for info in metadata.storage_data.values():
@@ -284,13 +284,13 @@ def test_a_conversion_killed_midway_resumes_from_the_shards_it_finished(
 ) -> None:
     import subprocess
 
-    import shipyard.convert
+    import shipyard.intake.convert
 
     args = f"'dcp', Path({str(sharded / 'dcp')!r}), [Path({str(tiny_model_dir)!r})], Path({str(tmp_path / 'model')!r})"
     killed = f"""
 import os
 from pathlib import Path
-import shipyard.convert as c
+import shipyard.intake.convert as c
 calls = []
 load = c.DcpTensors.load
 def dying(self, names):
@@ -306,14 +306,14 @@ c.convert({args}, max_shard_bytes=200_000)
     assert len(list(partial.glob("model-*-of-*.safetensors"))) == 2 and not (tmp_path / "model").exists()
 
     reads: list[list[str]] = []
-    load = shipyard.convert.DcpTensors.load
+    load = shipyard.intake.convert.DcpTensors.load
 
-    def counting(self: shipyard.convert.DcpTensors, names: list[str]) -> dict[str, torch.Tensor]:
+    def counting(self: shipyard.intake.convert.DcpTensors, names: list[str]) -> dict[str, torch.Tensor]:
         reads.append(names)
         return load(self, names)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shipyard.convert.DcpTensors, "load", counting)
+        patch.setattr(shipyard.intake.convert.DcpTensors, "load", counting)
         done = convert("dcp", sharded / "dcp", [tiny_model_dir], tmp_path / "model", max_shard_bytes=200_000)
     shards = sorted(done.path.glob("model-*.safetensors"))
     assert len(reads) == len(shards) - 2  # the two finished shards were not read again

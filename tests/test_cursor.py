@@ -1,6 +1,6 @@
 """The S3 cursor's windows: every step a run can save next lies in one, however the step widths change."""
 
-from shipyard.cursor import LOOKAHEAD, Cursor, Window, step_windows
+from shipyard.intake.cursor import LOOKAHEAD, Cursor, Window, step_windows
 
 
 def covered(windows: list[Window], key: str) -> bool:

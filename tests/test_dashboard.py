@@ -12,15 +12,15 @@ import httpx
 import pytest
 import uvicorn
 
-from shipyard.approvals import approve
-from shipyard.dashboard.app import create_app
-from shipyard.dashboard.auth import COOKIE
-from shipyard.doors import hash_token
-from shipyard.ledger import Ledger
-from shipyard.policy import DoorRule
-from shipyard.publish import publish
+from shipyard.app.dashboard.app import create_app
+from shipyard.app.dashboard.auth import COOKIE
+from shipyard.registry.approvals import approve
+from shipyard.registry.doors import hash_token
+from shipyard.registry.ledger import Ledger
+from shipyard.registry.policy import DoorRule
+from shipyard.registry.publish import publish
+from shipyard.registry.stores import LocalStore
 from shipyard.settings import Settings
-from shipyard.stores import LocalStore
 
 from .helpers import Keys, gated, protect
 

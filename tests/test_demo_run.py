@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from shipyard.demo_run import WARM_START_CHECK_EVERY, run_demo, warm_start
+from shipyard.demo.rl_run import WARM_START_CHECK_EVERY, run_demo, warm_start
+from shipyard.demo.tiny import TinyModelSpec, build_model, build_tokenizer
 from shipyard.errors import DemoRunError
+from shipyard.intake.sources import open_source
+from shipyard.intake.trainer_state import metrics_at, read_trainer_state
+from shipyard.intake.watch import Checkpoint, scan
 from shipyard.settings import DemoSettings
-from shipyard.sources import open_source
-from shipyard.tiny import TinyModelSpec, build_model, build_tokenizer
-from shipyard.trainer_state import metrics_at, read_trainer_state
-from shipyard.watch import Checkpoint, scan
 
 CHECKPOINT_FILES = {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "trainer_state.json"}
 
@@ -30,7 +30,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Check
     """The default demo run through the CLI, scanned by the watcher while it writes."""
     out = tmp_path_factory.mktemp("demo") / "run"
     cache = tmp_path_factory.mktemp("cache")
-    cmd = [sys.executable, "-m", "shipyard.cli", "demo-run", "--out", str(out), "--save-every", "20", "--json"]
+    cmd = [sys.executable, "-m", "shipyard.app.cli", "demo-run", "--out", str(out), "--save-every", "20", "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     seen: list[Checkpoint] = []
     while proc.poll() is None:

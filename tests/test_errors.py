@@ -11,9 +11,9 @@ import typer
 from typer.testing import CliRunner
 
 from shipyard import errors
-from shipyard.cli import app
-from shipyard.publish import promote, publish
-from shipyard.stores import open_store
+from shipyard.app.cli import app
+from shipyard.registry.publish import promote, publish
+from shipyard.registry.stores import open_store
 from tests.helpers import Keys, gated, protect
 
 runner = CliRunner()

@@ -4,9 +4,9 @@ import json
 import shutil
 from pathlib import Path
 
-from shipyard.evidence import evidence
-from shipyard.publish import promote, publish
-from shipyard.stores import LocalStore
+from shipyard.registry.evidence import evidence
+from shipyard.registry.publish import promote, publish
+from shipyard.registry.stores import LocalStore
 
 from .helpers import gated
 

@@ -21,16 +21,17 @@ from typer.testing import CliRunner
 from flows.approval import await_approval
 from flows.release_checkpoint import release_checkpoint
 from flows.watch_run import watch_run
-from shipyard import orchestration, pipeline
-from shipyard.cli import app
-from shipyard.doors import hash_token
-from shipyard.ledger import Ledger
-from shipyard.policy import DoorRule
-from shipyard.publish import publish
+from shipyard.app.cli import app
+from shipyard.intake.sources import open_source
+from shipyard.intake.watch import Checkpoint, scan
+from shipyard.orchestration import pipeline
+from shipyard.orchestration import prefect as orchestration
+from shipyard.registry.doors import hash_token
+from shipyard.registry.ledger import Ledger
+from shipyard.registry.policy import DoorRule
+from shipyard.registry.publish import publish
+from shipyard.registry.stores import LocalStore
 from shipyard.settings import Settings, load_settings
-from shipyard.sources import open_source
-from shipyard.stores import LocalStore
-from shipyard.watch import Checkpoint, scan
 
 from .helpers import Keys, gated, protect
 

@@ -12,7 +12,7 @@ from evals.gate import HealthInput, decide
 from evals.health import over_optimization, repeated_ngrams
 from evals.policy import DEFAULT_POLICY, load_policy
 from evals.runner import Item, SuiteResult
-from shipyard.cli import app
+from shipyard.app.cli import app
 
 POLICY = load_policy(DEFAULT_POLICY)
 HEALTHY = HealthInput(kl=0.1, length_growth=1.0, p95_growth=1.1, truncation_rate=0.0, repetition=0.0)

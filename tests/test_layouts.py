@@ -1,6 +1,6 @@
 """Where each RL framework's checkpoints lie and when each is complete, from a listing alone."""
 
-from shipyard.layouts import Found, find_checkpoints
+from shipyard.intake.layouts import Found, find_checkpoints
 
 DCP = (".metadata", "__0_0.distcp", "__1_0.distcp")
 

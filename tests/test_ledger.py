@@ -11,10 +11,10 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from shipyard import ledger as ledger_module
 from shipyard.errors import StoreError
-from shipyard.ledger import Ledger, State, event_key
-from shipyard.stores import LocalStore, S3Store
+from shipyard.registry import ledger as ledger_module
+from shipyard.registry.ledger import Ledger, State, event_key
+from shipyard.registry.stores import LocalStore, S3Store
 
 from .s3_proxy import LosingProxy
 

@@ -10,12 +10,12 @@ from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from shipyard.approvals import rollback
-from shipyard.cli import app
-from shipyard.ledger import Ledger
-from shipyard.mirror import mirror
-from shipyard.publish import promote, publish
-from shipyard.stores import LocalStore
+from shipyard.app.cli import app
+from shipyard.registry.approvals import rollback
+from shipyard.registry.ledger import Ledger
+from shipyard.registry.mirror import mirror
+from shipyard.registry.publish import promote, publish
+from shipyard.registry.stores import LocalStore
 
 from .helpers import gated
 from .hub_server import HubServer

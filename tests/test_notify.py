@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from shipyard.approvals import approve
-from shipyard.notify import SIGNATURE, TIMESTAMP, announce, verify
-from shipyard.publish import publish
+from shipyard.registry.approvals import approve
+from shipyard.registry.notify import SIGNATURE, TIMESTAMP, announce, verify
+from shipyard.registry.publish import publish
+from shipyard.registry.stores import LocalStore
 from shipyard.settings import NotifySettings
-from shipyard.stores import LocalStore
 
 from .helpers import Keys, gated, protect
 
@@ -73,9 +73,9 @@ def test_a_dead_webhook_is_logged_not_fatal(tiny_model_dir: Path, tmp_path: Path
 def test_the_registry_returns_what_each_write_appended_and_announces_each_event_once(
     tiny_model_dir: Path, tmp_path: Path, receiver: Any
 ) -> None:
-    from shipyard.ledger import Ledger
-    from shipyard.policy import ChannelRule
-    from shipyard.registry import Registry
+    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.policy import ChannelRule
+    from shipyard.registry.releases import Registry
 
     url, received = receiver
     store = LocalStore(tmp_path / "store")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.ledger import Ledger
-from shipyard.pipeline import release_checkpoint, release_store
-from shipyard.publish import promote
+from shipyard.intake.sources import open_source
+from shipyard.intake.watch import scan
+from shipyard.orchestration.pipeline import release_checkpoint, release_store
+from shipyard.registry.ledger import Ledger
+from shipyard.registry.publish import promote
 from shipyard.settings import PipelineSettings, Settings
-from shipyard.sources import open_source
-from shipyard.watch import scan
 
 from .corpus import HOSTILE, write_hostile
 

@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 
 from safety import data as safety_data
 from safety.judge import refusal_rate
-from shipyard import arithmetic, preference_data
-from shipyard.cli import app
-from shipyard.generate import answer_logprob
-from shipyard.posttrain import posttrain
-from shipyard.recipe import DEFAULT_RECIPE
+from shipyard.app.cli import app
+from shipyard.demo import arithmetic, preference_data
+from shipyard.demo.generate import answer_logprob
+from shipyard.posttraining.posttrain import posttrain
+from shipyard.posttraining.recipe import DEFAULT_RECIPE
 
 pytestmark = pytest.mark.slow
 

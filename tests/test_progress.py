@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, TextColumn
 
-from shipyard.heartbeat import Heartbeat
+from shipyard.orchestration.heartbeat import Heartbeat
 from shipyard.progress import PlainLinesProgress
 
 
@@ -37,18 +37,18 @@ def test_the_heartbeat_says_the_stage_in_hand_and_the_runs_last_line(tmp_path: P
     log.write_text("warm start 10/320\nRL  57/100  reward 0.41\n└──────┴────────┘\n\n")  # a table ends the log
     with Heartbeat(said.append, log, every=0.2) as heartbeat:
         heartbeat.trainer = subprocess.Popen(["sleep", "30"])
-        logging.getLogger("shipyard.pipeline").info("step %d: post-training", 40)
+        logging.getLogger("shipyard.orchestration.pipeline").info("step %d: post-training", 40)
         time.sleep(1.5)
         heartbeat.trainer.kill()
         heartbeat.trainer.wait()
     assert any("RL run: RL  57/100  reward 0.41 · step 40: post-training (" in line for line in said), said
-    assert logging.getLogger("shipyard.pipeline").level == logging.NOTSET  # the logger is left as it was
+    assert logging.getLogger("shipyard.orchestration.pipeline").level == logging.NOTSET  # the logger is left as it was
 
 
 def test_fates_are_said_at_once_and_a_release_is_handed_on_in_the_pipelines_thread(tmp_path: Path) -> None:
     said: list[str] = []
     handed: list[int] = []
-    pipeline = logging.getLogger("shipyard.pipeline")
+    pipeline = logging.getLogger("shipyard.orchestration.pipeline")
     with Heartbeat(said.append, tmp_path / "run.log", every=60) as heartbeat:
         heartbeat.on_release = handed.append
         pipeline.info("step %d: screening", 20)
@@ -64,6 +64,6 @@ def test_a_failure_handing_on_a_release_is_raised_in_the_demos_thread(tmp_path: 
 
     with Heartbeat(lambda _: None, tmp_path / "run.log", every=60) as heartbeat:
         heartbeat.on_release = refuse
-        logging.getLogger("shipyard.pipeline").info("released", extra={"fate": True, "released": 3})
+        logging.getLogger("shipyard.orchestration.pipeline").info("released", extra={"fate": True, "released": 3})
         with pytest.raises(RuntimeError, match="v3 refused"):
             heartbeat.raise_failure()

@@ -12,12 +12,12 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from shipyard.approvals import rollback
-from shipyard.cli import app
+from shipyard.app.cli import app
 from shipyard.errors import NotFound
-from shipyard.ledger import Ledger
-from shipyard.publish import blob_key, diff, manifest, promote, publish, pull, verify
-from shipyard.stores import LocalStore, Progress, S3Store
+from shipyard.registry.approvals import rollback
+from shipyard.registry.ledger import Ledger
+from shipyard.registry.publish import blob_key, diff, manifest, promote, publish, pull, verify
+from shipyard.registry.stores import LocalStore, Progress, S3Store
 
 from .helpers import Keys, gated, protect
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.ledger import Ledger
-from shipyard.publish import manifest, verify
-from shipyard.stores import LocalStore
+from shipyard.registry.ledger import Ledger
+from shipyard.registry.publish import manifest, verify
+from shipyard.registry.stores import LocalStore
 
 from .helpers import gated
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 PUBLISHER = """
 import sys
 from pathlib import Path
-from shipyard.publish import publish
-from shipyard.stores import LocalStore
+from shipyard.registry.publish import publish
+from shipyard.registry.stores import LocalStore
 store = LocalStore(Path(sys.argv[1]))
 print("ready", flush=True)
 for candidate in sys.argv[2:]:

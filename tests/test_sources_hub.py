@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from shipyard.errors import SourceError
+from shipyard.intake.sources import open_source
+from shipyard.intake.watch import scan
 from shipyard.settings import HubSettings
-from shipyard.sources import open_source
-from shipyard.watch import scan
 
 from .helpers import make_checkpoint
 from .hub_server import HubServer

@@ -8,9 +8,9 @@ import boto3
 import pytest
 
 from shipyard.errors import SourceError
+from shipyard.intake.sources import S3Source, open_source
+from shipyard.intake.watch import scan
 from shipyard.settings import S3Settings
-from shipyard.sources import S3Source, open_source
-from shipyard.watch import scan
 
 from .helpers import make_checkpoint
 

@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from shipyard.tiny import TinyModelSpec, build_tiny_model
+from shipyard.demo.tiny import TinyModelSpec, build_tiny_model
 
 
 def test_saved_model_reloads_with_auto_classes_and_generates(tiny_model_dir: Path) -> None:

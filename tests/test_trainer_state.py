@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from shipyard.errors import CheckpointError
-from shipyard.trainer_state import metrics_at, read_trainer_state
+from shipyard.intake.trainer_state import metrics_at, read_trainer_state
 
 
 def test_metrics_of_a_step_merge_its_log_entries(tmp_path: Path) -> None:

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from shipyard import ledger as ledger_module
-from shipyard.approvals import approve
 from shipyard.errors import ConfigError, LedgerError, TrustError
-from shipyard.ledger import Event, Ledger, event_key
-from shipyard.policy import Policy, check_root
-from shipyard.publish import blob_key, model_digest, publish, pull, verify
-from shipyard.stores import LocalStore
-from shipyard.trust import anchor_problems, head, set_policy
+from shipyard.registry import ledger as ledger_module
+from shipyard.registry.approvals import approve
+from shipyard.registry.ledger import Event, Ledger, event_key
+from shipyard.registry.policy import Policy, check_root
+from shipyard.registry.publish import blob_key, model_digest, publish, pull, verify
+from shipyard.registry.stores import LocalStore
+from shipyard.registry.trust import anchor_problems, head, set_policy
 
 from .helpers import Keys, protect
 
@@ -79,8 +79,8 @@ def test_a_policy_not_signed_by_the_owners_is_ignored(store: LocalStore, keys: K
     assert "owners of policy v1" in state.ignored[event] and state.policy is not None
     assert sorted(state.policy.approvers) == ["ana", "bo"]
     with pytest.raises(TrustError, match="belongs to no approver"):
-        from shipyard.approvals import person
-        from shipyard.signing import load_private
+        from shipyard.registry.approvals import person
+        from shipyard.registry.signing import load_private
 
         person(state.policy, load_private(keys.path("eve")))
 
@@ -181,7 +181,7 @@ def test_publish_needs_a_passing_gate_on_this_candidate(tmp_path: Path, store: L
     (ungated / "optimizer.pt").write_bytes(b"a trainer pickle")
     published = publish(ungated, "main", store, ungated="hotfix: tokenizer config")
     assert published.release.data["ungated"] == "hotfix: tokenizer config"
-    from shipyard.publish import manifest
+    from shipyard.registry.publish import manifest
 
     files = manifest(store, published.release)["files"]
     assert "optimizer.pt" not in files and manifest(store, published.release)["ungated"]
@@ -191,7 +191,7 @@ def test_the_cli_takes_no_approvers_from_the_environment(store: LocalStore, keys
     """The issue's attack: the caller's settings name an approver; the store's policy does not."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
     env |= {"SHIPYARD_APPROVAL__APPROVERS": '["not-an-approver"]', "SHIPYARD_APPROVAL__REQUIRED": "1"}
-    base = [sys.executable, "-m", "shipyard.cli"]
+    base = [sys.executable, "-m", "shipyard.app.cli"]
     where = ["--store", str(store.root)]
     widened = subprocess.run([*base, "approve", "v2", "--as", "not-an-approver", *where], env=env, capture_output=True)
     assert widened.returncode == 2 and b"unknown key" in widened.stderr  # the settings have no such key any more
@@ -220,7 +220,7 @@ def test_on_s3_object_lock_keeps_every_event(s3_endpoint: str, keys: Keys, tmp_p
     import boto3
     from botocore.exceptions import ClientError
 
-    from shipyard.stores import S3Store
+    from shipyard.registry.stores import S3Store
 
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     bucket = f"locked-{os.getpid()}"
@@ -246,7 +246,7 @@ def test_on_s3_object_lock_keeps_every_event(s3_endpoint: str, keys: Keys, tmp_p
 def test_an_existing_store_gets_owners_and_a_policy_with_one_command(tmp_path: Path, keys: Keys) -> None:
     from typer.testing import CliRunner
 
-    from shipyard.cli import app
+    from shipyard.app.cli import app
 
     store = LocalStore(tmp_path / "store")
     publish(candidate(tmp_path / "c1"), "main", store)
@@ -267,7 +267,7 @@ def test_an_existing_store_gets_owners_and_a_policy_with_one_command(tmp_path: P
 
 
 def keys_fingerprint(private: Path) -> str:
-    from shipyard.signing import fingerprint
+    from shipyard.registry.signing import fingerprint
 
     return fingerprint((private.parent / f"{private.name}.pub").read_text())
 
@@ -275,7 +275,7 @@ def keys_fingerprint(private: Path) -> str:
 def test_secrets_are_masked_in_config_and_logs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from shipyard.cli import app
+    from shipyard.app.cli import app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SHIPYARD_NOTIFY__SECRET", "hmac-secret-value")

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from shipyard.sources import LocalSource, open_source
-from shipyard.watch import Checkpoint, scan
+from shipyard.intake.sources import LocalSource, open_source
+from shipyard.intake.watch import Checkpoint, scan
 
 from .corpus import HOSTILE, write_hostile
 from .helpers import make_checkpoint
@@ -177,7 +177,7 @@ class TrainerAtWork(LocalSource):
 def test_a_checkpoint_rewritten_mid_copy_is_looked_at_again_and_one_rotated_away_is_recorded_so(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from shipyard.selection import decide, load_state
+    from shipyard.intake.selection import decide, load_state
     from shipyard.settings import WatchSettings
 
     run = tmp_path / "run"
@@ -200,8 +200,8 @@ def test_a_checkpoint_rewritten_mid_copy_is_looked_at_again_and_one_rotated_away
 
 
 def test_a_checkpoint_state_is_one_of_the_lifecycle_and_its_fate_maps_to_one_ledger_event() -> None:
-    from shipyard.ledger import EventType
-    from shipyard.watch import FATE_EVENTS, CheckpointState
+    from shipyard.intake.watch import FATE_EVENTS, CheckpointState
+    from shipyard.registry.ledger import EventType
 
     fields = {"source_uri": "file:///r", "run_id": "r", "step": 1, "layout": "hf", "uri": "file:///r/c-1"}
     loaded = Checkpoint(**fields, state="selected")  # as a decision log or a flow's parameters give it

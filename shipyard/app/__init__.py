@@ -1,0 +1,1 @@
+"""The person-facing app: the command line and the release dashboard."""

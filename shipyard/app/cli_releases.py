@@ -1,0 +1,246 @@
+"""The release commands: publish, pull, releases list|show|diff, promote, mirror.
+
+Thin shells over `shipyard.registry` (publish, mirror, the ledger); `shipyard.app.cli` registers them.
+Every command refuses a store whose root policy is not owned by the pinned keys (`trust.owners`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shipyard.app.cli_common import (
+    ConfigOption,
+    JsonOption,
+    LineOption,
+    RefArgument,
+    StoreOption,
+    clear_errors,
+    print_json,
+)
+from shipyard.settings import load_settings, release_store_uri
+
+
+def open_releases(
+    config: Path | None, store: str | None, line: str | None, new: bool = False, of_line: bool = True
+) -> tuple[Any, str]:
+    releases, name, _ = open_checked(config, store, line, new, of_line)
+    return releases, name
+
+
+def open_checked(
+    config: Path | None, store: str | None, line: str | None, new: bool = False, of_line: bool = True
+) -> tuple[Any, str, Any]:
+    """The release store, the line, and the ledger's state, read once and refused unless the root is pinned.
+
+    Unless `new` (publishing, setting a policy), the store must hold a ledger and, for a command about a line
+    (`of_line`), the line must have releases: a typo is an error, not an empty table.
+    """
+    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.policy import check_root
+    from shipyard.registry.publish import require_line, require_store
+    from shipyard.registry.stores import open_store
+
+    settings = load_settings(config)
+    releases = open_store(
+        release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
+    )
+    state = Ledger(releases).refresh()
+    if not new:
+        require_store(state, releases.uri)
+    check_root(state.root, settings.trust.owners, releases.uri)
+    name = line or settings.release.line
+    if not new and of_line:
+        require_line(state, name, releases.uri)
+    return releases, name, state
+
+
+def _release_row(release: Any, state: Any) -> dict[str, Any]:
+    channels = sorted(
+        c for (line, c), history in state.channels.items() if line == release.line and history[-1] == release.version
+    )
+    return {"line": release.line, "version": release.version, "channels": channels, **release.data, "at": release.at}
+
+
+@clear_errors
+def publish_command(
+    model: Annotated[Path, typer.Option(help="The candidate directory, with the gate.json that passed it.")],
+    ungated: Annotated[bool, typer.Option("--ungated", help="Publish without a passing gate decision.")] = False,
+    reason: Annotated[str, typer.Option(help="Why it is published ungated (required with --ungated).")] = "",
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish a gated candidate as the next release of a line; publishing it again names the existing release.
+
+    The candidate's gate.json must have passed and name its digest; --ungated --reason TEXT records an exception,
+    which the store's policy may keep off protected channels. Trainer pickles are never published.
+    """
+    from shipyard.errors import ConfigError
+    from shipyard.registry.releases import Registry
+
+    if ungated and not reason.strip():
+        raise ConfigError("--ungated needs --reason TEXT: why this release skips the gate")
+    releases, name = open_releases(config, store, line, new=True)
+    registry = Registry(releases, name, load_settings(config).notify)
+    published = registry.publish(model, progress=not as_json, ungated=reason if ungated else None)
+    if as_json:
+        print_json({"created": published.created, "line": name, "version": published.release.version})
+        return
+    verb = "published" if published.created else "already released"
+    Console().print(f"{verb}: {name} v{published.release.version} in {releases.uri}")
+
+
+@clear_errors
+def pull_command(
+    ref: RefArgument,
+    out: Annotated[Path, typer.Option(help="Directory to write the release into.")],
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Materialize a release, verifying every file's digest."""
+    from shipyard.registry.releases import Registry
+
+    releases, name = open_releases(config, store, line)
+    release = Registry(releases, name).pull(ref, out)
+    if as_json:
+        print_json({"line": name, "version": release.version, "path": str(out)})
+        return
+    Console().print(f"{name} v{release.version} → {out}")
+
+
+releases_app = typer.Typer(help="The releases of a line.", no_args_is_help=True)
+
+
+@releases_app.command("list")
+@clear_errors
+def releases_list_command(
+    store: StoreOption = None, line: LineOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """List the releases of a line with the channels pointing at them."""
+    from shipyard.registry.ledger import Ledger
+
+    releases, name = open_releases(config, store, line)
+    state = Ledger(releases).refresh()
+    rows = [_release_row(r, state) for (n, _), r in sorted(state.releases.items()) if n == name]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("version", "channels", "candidate", "checkpoint", title=f"{name} in {releases.uri}")
+    for row in rows:
+        table.add_row(
+            f"v{row['version']}",
+            ", ".join(row["channels"]),
+            row["candidate_digest"][:12],
+            row["checkpoint_digest"][:12],
+        )
+    Console().print(table)
+
+
+@releases_app.command("show")
+@clear_errors
+def releases_show_command(
+    ref: RefArgument,
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A release's manifest: files, lineage, gate decision, eval scores, channels and approvals."""
+    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.publish import manifest, resolve
+
+    releases, name = open_releases(config, store, line)
+    state = Ledger(releases).refresh()
+    release = resolve(state, name, ref)
+    shown = _release_row(release, state) | {
+        "manifest": manifest(releases, release),
+        "approvals": state.approvals.get((name, release.version), []),
+    }
+    if as_json:
+        print_json(shown)
+        return
+    Console().print_json(json.dumps(shown, default=str))
+
+
+@releases_app.command("diff")
+@clear_errors
+def releases_diff_command(
+    old: Annotated[str, typer.Argument(help="The earlier release (version or channel).")],
+    new: Annotated[str, typer.Argument(help="The later release (version or channel).")],
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What changed between two releases: files, checkpoint, and per-task eval score deltas."""
+    from shipyard.registry.publish import diff
+
+    releases, name = open_releases(config, store, line)
+    changes = diff(releases, name, old, new)
+    if as_json:
+        print_json(changes)
+        return
+    Console().print(
+        f"v{changes['from']} → v{changes['to']}: files changed: {', '.join(changes['files_changed']) or 'none'}"
+    )
+    table = Table("task", "metric", "delta")
+    for task, metrics in changes["score_deltas"].items():
+        for metric, delta in metrics.items():
+            table.add_row(task, metric, f"{delta:+.3f}")
+    Console().print(table)
+
+
+@clear_errors
+def promote_command(
+    ref: RefArgument,
+    channel: Annotated[str, typer.Option(help="The channel to move.")] = "stable",
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Point a channel at a release: one ledger event, no weights copied.
+
+    The approval channel (stable) moves only for a release with enough approvals: use `shipyard approve`.
+    """
+    from shipyard.registry.releases import Registry
+
+    releases, name = open_releases(config, store, line)
+    registry = Registry(releases, name, load_settings(config).notify)
+    registry.promote(ref, channel)
+    channel_moved(name, channel, registry.resolve(channel).version, as_json)
+
+
+def channel_moved(line: str, channel: str, version: int, as_json: bool) -> None:
+    if as_json:
+        print_json({"line": line, "channel": channel, "version": version})
+    else:
+        Console().print(f"{channel} → {line} v{version}")
+
+
+@clear_errors
+def mirror_command(
+    repo: Annotated[str, typer.Option(help="The Hub model repo to mirror into (org/name).")],
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mirror the line's releases to a Hub repo (one commit and a tag each; channels as branches); catches up."""
+    from shipyard.registry.mirror import mirror
+
+    releases, name = open_releases(config, store, line)
+    done = mirror(releases, name, repo, load_settings(config).hub.endpoint)
+    if as_json:
+        print_json({"repo": repo, "mirrored": done})
+        return
+    Console().print(f"{repo}: mirrored {', '.join(f'v{v}' for v in done) or 'nothing new'}")

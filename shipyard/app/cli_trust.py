@@ -1,0 +1,261 @@
+"""The trust commands: keygen, policy set|show, approve, reject, rollback, ledger head|verify.
+
+Thin shells over `shipyard.registry.signing`, `shipyard.registry.trust`, `shipyard.registry.approvals`
+and `shipyard.registry.doors`; `shipyard.app.cli` registers them. A decision is signed with
+the person's own key (`--key`, or `trust.key`); who they are comes from the
+store's policy, never from a flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from shipyard.app.cli_common import (
+    ConfigOption,
+    JsonOption,
+    LineOption,
+    RefArgument,
+    StoreOption,
+    clear_errors,
+    err,
+    print_json,
+)
+from shipyard.app.cli_releases import channel_moved, open_checked, open_releases
+from shipyard.settings import Settings, load_settings, release_store_uri
+
+if TYPE_CHECKING:
+    from shipyard.registry.approvals import Signer
+    from shipyard.registry.stores import Store
+
+KeyOption = Annotated[Path | None, typer.Option("--key", help="Your private signing key (default: trust.key).")]
+AsOption = Annotated[str | None, typer.Option("--as", help="Who you are; checked against your key's owner.")]
+
+
+@clear_errors
+def keygen_command(
+    out: Annotated[Path, typer.Argument(help="Where to write the private key (the public one goes to OUT.pub).")],
+    comment: Annotated[str, typer.Option(help="A name for the key, e.g. you@lab.")] = "",
+) -> None:
+    """Make an Ed25519 signing key (OpenSSH format; an existing ssh-keygen key works as well)."""
+    from shipyard.registry.signing import fingerprint, keygen
+
+    line = keygen(out, comment)
+    Console().print(f"{out} (private, keep it)\n{out}.pub: {line}\nfingerprint: {fingerprint(line)}")
+
+
+policy_app = typer.Typer(help="The store's signed approval policy.", no_args_is_help=True)
+
+
+@policy_app.command("set")
+@clear_errors
+def policy_set_command(
+    policy_file: Annotated[Path, typer.Argument(help="Policy YAML: approvers, channels, veto, doors (owners).")],
+    key: Annotated[list[Path], typer.Option("--key", help="An owner's private key; repeat for a threshold.")],
+    create_key: Annotated[bool, typer.Option(help="Make the owner key first if it does not exist.")] = False,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sign and write the store's approval policy; the first one makes its signers the store's owners.
+
+    An existing store keeps its history, readable as before; from then on only signed decisions count.
+    """
+    from shipyard.registry.policy import load_policy
+    from shipyard.registry.signing import keygen, load_private, public_line
+    from shipyard.registry.trust import set_policy
+
+    if create_key and len(key) == 1 and not key[0].exists():
+        keygen(key[0], "shipyard-owner")
+    owners = [public_line(load_private(k).public_key()) for k in key]
+    policy = load_policy(policy_file, owners=owners)
+    releases, _ = open_releases(config, store, None, new=True)
+    event = set_policy(releases, policy, key)
+    shown = {"store": releases.uri, "policy_version": event.data["policy"]["version"], "seq": event.seq}
+    shown |= {"owners": policy.owner_fingerprints()}
+    if as_json:
+        print_json(shown)
+        return
+    Console().print(f"{releases.uri}: policy v{shown['policy_version']} in force (event {event.seq})")
+    Console().print(f"pin its owners in every reader's settings: trust: {{owners: {policy.owner_fingerprints()}}}")
+
+
+@policy_app.command("show")
+@clear_errors
+def policy_show_command(store: StoreOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The policy in force: owners, approvers and their keys, channels, veto, doors."""
+    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.signing import fingerprint
+
+    releases, _ = open_releases(config, store, None, of_line=False)
+    state = Ledger(releases).refresh()
+    if state.policy is None:
+        shown: dict[str, Any] = {"store": releases.uri, "policy": None}
+    else:
+        p = state.policy
+        shown = {
+            "store": releases.uri,
+            "version": p.version,
+            "root": state.root,
+            "owners": p.owner_fingerprints(),
+            "threshold": p.threshold,
+            "approvers": {who: [fingerprint(k) for k in keys] for who, keys in p.approvers.items()},
+            "channels": {c: r.model_dump() for c, r in p.channels.items()},
+            "veto": p.veto,
+            "doors": {d: {"key": fingerprint(r.key), "attests": r.attests} for d, r in p.doors.items()},
+        }
+    if as_json:
+        print_json(shown)
+        return
+    if state.policy is None:
+        Console().print(f"{releases.uri}: no signed policy (shipyard policy set POLICY --key OWNER_KEY)")
+        return
+    Console().print_json(data=shown)
+
+
+def _decide(
+    config: Path | None, store: str | None, line: str | None, ref: str, key: Path | None, who: str | None
+) -> tuple[Settings, Store, str, int, Signer]:
+    """What a decision needs: settings, the checked store, the line, the version, and the signer; shows the verdict."""
+    from shipyard.registry.evidence import evidence
+    from shipyard.registry.publish import resolve
+    from shipyard.registry.trust import cli_signer
+
+    releases, name, state = open_checked(config, store, line)
+    settings = load_settings(config)
+    number = resolve(state, name, ref).version
+    signer = cli_signer(settings, state, key, who)
+    verdict = next((ln for ln in evidence(releases, name, number).splitlines() if ln.startswith("- gate:")), "")
+    err.print(f"{name} v{number} {verdict.removeprefix('- ')}", highlight=False)
+    return settings, releases, name, number, signer
+
+
+@clear_errors
+def approve_command(
+    ref: RefArgument,
+    key: KeyOption = None,
+    who: AsOption = None,
+    note: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve a release, signed with your key; with the approvals the policy asks for it moves to stable.
+
+    The gate verdict is shown first. A Prefect approval run waiting for this release is woken to read it.
+    """
+    from shipyard.registry.doors import decide
+
+    settings, releases, name, number, signer = _decide(config, store, line, ref, key, who)
+    events = decide(settings, releases, name, number, "approve", signer, note)
+    promoted = any(e.type == "promoted" for e in events)
+    if as_json:
+        print_json({"line": name, "version": number, "approved_by": signer.who, "promoted": promoted})
+        return
+    channel = settings.approval.channel
+    Console().print(f"{name} v{number}: approved by {signer.who}" + (f"; promoted to {channel}" if promoted else ""))
+
+
+@clear_errors
+def reject_command(
+    ref: RefArgument,
+    note: Annotated[str, typer.Option(help="Why (required).")] = "",
+    key: KeyOption = None,
+    who: AsOption = None,
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Reject a release, signed, with a note saying why; by default a rejection is a veto."""
+    from shipyard.registry.doors import decide
+
+    settings, releases, name, number, signer = _decide(config, store, line, ref, key, who)
+    decide(settings, releases, name, number, "reject", signer, note)
+    if as_json:
+        print_json({"line": name, "version": number, "rejected_by": signer.who})
+        return
+    Console().print(f"{name} v{number}: rejected by {signer.who}")
+
+
+@clear_errors
+def rollback_command(
+    channel: Annotated[str, typer.Option(help="The channel to move back.")] = "stable",
+    key: KeyOption = None,
+    note: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    store: StoreOption = None,
+    line: LineOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move a channel back to the release it pointed at before, in one step; a protected channel needs --key."""
+    from shipyard.registry.releases import Registry
+    from shipyard.registry.trust import cli_signer
+
+    releases, name, state = open_checked(config, store, line)
+    settings = load_settings(config)
+    protected = state.policy is not None and channel in state.policy.channels
+    signer = cli_signer(settings, state, key, None) if protected or key else None
+    registry = Registry(releases, name, settings.notify)
+    registry.rollback(channel, signer, note)
+    channel_moved(name, channel, registry.resolve(channel).version, as_json)
+
+
+ledger_app = typer.Typer(help="The release ledger.", no_args_is_help=True)
+
+
+@ledger_app.command("head")
+@clear_errors
+def ledger_head_command(store: StoreOption = None, config: ConfigOption = None) -> None:
+    """Print SEQ:DIGEST of the newest event: keep it outside the store and check it later with verify --anchor."""
+    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.trust import head
+
+    releases, _ = open_releases(config, store, None, of_line=False)
+    print(head(Ledger(releases).refresh()))
+
+
+@ledger_app.command("verify")
+@clear_errors
+def ledger_verify_command(
+    deep: Annotated[bool, typer.Option(help="Re-hash every blob a release names.")] = False,
+    anchor: Annotated[
+        str | None, typer.Option(help="SEQ:DIGEST from `ledger head` (default: trust.anchor); the log must hold it.")
+    ] = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the chain, the policy, every signed decision and every blob; the log against anchors kept outside.
+
+    Exit 1 on any problem: each names the event (by seq) or the blob.
+    """
+    from shipyard.errors import NotFound
+    from shipyard.registry.ledger import EVENTS, PACKS, Ledger
+    from shipyard.registry.publish import verify
+    from shipyard.registry.stores import open_store
+    from shipyard.registry.trust import anchor_problems, check_remembered
+
+    settings = load_settings(config)
+    releases = open_store(
+        release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
+    )
+    if not any(next(iter(releases.keys(prefix)), None) for prefix in (EVENTS, PACKS)):  # unfolded: verify reports
+        raise NotFound(f"{releases.uri}: no release store here (no ledger); check --store or release.store")
+    problems = verify(releases, deep, settings.trust.owners)
+    if anchor or settings.trust.anchor:
+        problems += anchor_problems(releases, anchor or settings.trust.anchor or "")
+    problems += check_remembered(settings.home, releases)
+    if not problems and Ledger(releases).refresh().policy is None:
+        err.print(f"warning: {releases.uri} has no signed policy: any writer could approve (shipyard policy set)")
+    if as_json:
+        print_json({"store": releases.uri, "problems": problems})
+    else:
+        for problem in problems:
+            err.print(problem, style="red", highlight=False, soft_wrap=True, markup=False)
+        Console().print(f"{releases.uri}: {'sound' if not problems else f'{len(problems)} problem(s)'}")
+    raise typer.Exit(1 if problems else 0)

@@ -1,0 +1,114 @@
+"""What each dashboard page shows, computed from the ledger and release manifests (pure reads, no rendering)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import humanize
+
+from shipyard.registry.ledger import Event, State
+from shipyard.registry.policy import check_root
+from shipyard.registry.publish import manifest
+from shipyard.registry.releases import Registry
+from shipyard.registry.stores import Store
+
+FATES = {"skipped": "skipped", "refused": "refused", "gate_failed": "failed the gate", "released": "released"}
+
+
+def read(registry: Registry, pins: list[str]) -> tuple[State, list[Event]]:
+    """The state and every event, from a store whose root is the pinned one. The registry lives as long as the
+    dashboard: each page reads only the events written since the last (one GET when there are none)."""
+    state, events = registry.snapshot()
+    check_root(state.root, pins, registry.store.uri)
+    return state, events
+
+
+def age(at: float, now: float | None = None) -> str:
+    return str(humanize.naturaldelta(max(0.0, (now or time.time()) - at)))
+
+
+def channels(state: State, events: list[Event], line: str) -> list[dict[str, Any]]:
+    """Each channel of the line: its head now, since when, who approved it, and its history (newest first)."""
+    rows = []
+    for (name, channel), history in sorted(state.channels.items()):
+        if name != line or not history:
+            continue
+        moved = [e for e in events if e.type in ("promoted", "rolled_back") and e.data.get("channel") == channel]
+        since = moved[-1].at if moved else state.releases[(line, history[-1])].at
+        approvers = sorted(w for w, word in state.words(line, history[-1]).items() if word == "approved")
+        rows.append(
+            {
+                "channel": channel,
+                "version": history[-1],
+                "since": age(since),
+                "approved_by": approvers,
+                "history": list(reversed(history)),
+            }
+        )
+    return rows
+
+
+def releases(store: Store, state: State, line: str, approval_channel: str) -> list[dict[str, Any]]:
+    """Every release of the line, newest first, with its step, gate verdict, approvals and whether it is pending."""
+    on_channel = set(state.channels.get((line, approval_channel), []))
+    rows = []
+    for (name, version), release in sorted(state.releases.items(), reverse=True):
+        if name != line:
+            continue
+        gate = (manifest(store, release).get("gate") or {}).get("passed")
+        words = state.words(line, version)
+        rows.append(
+            {
+                "version": version,
+                "step": release.data.get("step"),
+                "gate": "pass" if gate else "fail" if gate is False else "—",
+                "approvals": [f"{who} {word}" for who, word in sorted(words.items())],
+                "age": age(release.at),
+                "heads": [c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
+                "pending": version not in on_channel and "rejected" not in words.values(),
+            }
+        )
+    return rows
+
+
+def stream(events: list[Event], line: str) -> list[dict[str, Any]]:
+    """The checkpoint stream: each checkpoint's fate with its reason, by step."""
+    rows = [
+        {
+            "step": e.data.get("step"),
+            "fate": FATES[e.type] + (f" as v{e.data['version']}" if e.type == "released" else ""),
+            "reason": e.data.get("reason", ""),
+            "checkpoint": e.data.get("checkpoint_uri", ""),
+            "age": age(e.at),
+        }
+        for e in events
+        if e.type in FATES and e.data.get("line") == line
+    ]
+    return sorted(rows, key=lambda r: (r["step"] is None, r["step"] or 0))
+
+
+def scores_by_step(store: Store, state: State, line: str) -> dict[str, list[tuple[float, float]]]:
+    """Each eval score of the released models against the RL step they came from."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for (name, _), release in sorted(state.releases.items()):
+        step = release.data.get("step")
+        if name != line or step is None:
+            continue
+        for task, metrics in (manifest(store, release).get("evals") or {}).items():
+            for metric, value in metrics.items():
+                if not metric.endswith("_stderr"):
+                    series.setdefault(f"{task} {metric}", []).append((float(step), float(value)))
+    return series
+
+
+def rl_by_step(events: list[Event], line: str, names: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
+    """The RL run's own signals (trainer metrics such as reward) at each checkpoint the pipeline decided."""
+    seen: dict[str, dict[float, float]] = {}
+    for e in events:
+        step, metrics = e.data.get("step"), e.data.get("metrics") or {}
+        if e.type in FATES and e.data.get("line") == line and step is not None:
+            for name in names:
+                if name in metrics:
+                    seen.setdefault(name, {})[float(step)] = float(metrics[name])
+    return {name: sorted(points.items()) for name, points in seen.items()}

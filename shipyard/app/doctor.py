@@ -1,0 +1,104 @@
+"""`shipyard doctor`: what this machine and these settings give Shipyard, checked one line each.
+
+Each check is a pure function of the settings returning a `Check`; none changes anything. A failed
+check names what to fix; a warning is something Shipyard works without.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from shipyard.errors import ShipyardError
+from shipyard.settings import Settings, prefect_api_url, release_store_uri
+
+PACKAGES = ("shipyard", "torch", "transformers", "trl", "peft", "lm_eval", "prefect", "boto3", "huggingface_hub")
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok, warn or fail
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def versions(_: Settings) -> list[Check]:
+    checks = [Check("python", OK, f"{platform.python_version()} ({platform.machine()})")]
+    for name in PACKAGES:
+        try:
+            checks.append(Check(name, OK, version(name)))
+        except PackageNotFoundError:
+            checks.append(Check(name, FAIL, "not installed"))
+    return checks
+
+
+def accelerator(_: Settings) -> list[Check]:
+    import torch
+
+    if torch.cuda.is_available():
+        names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
+        return [Check("device", OK, f"cuda: {torch.cuda.device_count()} x {', '.join(names)}")]
+    if torch.backends.mps.is_available():
+        return [Check("device", OK, "mps (Apple GPU)")]
+    return [Check("device", WARN, "cpu only: post-training and evals of real models will be slow")]
+
+
+def prefect_api(_: Settings) -> list[Check]:
+    url = prefect_api_url()
+    if not url:
+        return [Check("prefect api", OK, "ephemeral (started per command; schedules need `shipyard serve`)")]
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5) as answer:
+            healthy = answer.status == 200
+    except OSError as exc:
+        return [Check("prefect api", FAIL, f"{url}: no answer ({exc})")]
+    return [Check("prefect api", OK if healthy else FAIL, f"{url}: {'healthy' if healthy else 'unhealthy'}")]
+
+
+def release_store(settings: Settings) -> list[Check]:
+    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.policy import check_root
+    from shipyard.registry.stores import open_store
+
+    uri = release_store_uri(settings)
+    try:
+        store = open_store(uri, settings.s3.endpoint_url, settings.release.object_lock_days)
+        state = Ledger(store).refresh()
+        check_root(state.root, settings.trust.owners, store.uri)
+    except ShipyardError as exc:
+        return [Check("release store", FAIL, str(exc))]
+    if state.events == 0:
+        return [Check("release store", WARN, f"{store.uri}: empty (no ledger yet)")]
+    lines = sorted({line for line, _ in state.releases})
+    detail = f"{store.uri}: {state.events} events, lines {', '.join(lines) or 'none'}"
+    checks = [Check("release store", OK, detail)]
+    if state.policy is None:
+        checks.append(Check("policy", WARN, "no signed policy: any writer could approve (shipyard policy set)"))
+    elif not settings.trust.owners:
+        checks.append(Check("policy", WARN, "signed, but trust.owners pins no owner: pin its fingerprints"))
+    else:
+        checks.append(Check("policy", OK, f"v{state.policy.version}, owners pinned"))
+    return checks
+
+
+def browser(_: Settings) -> list[Check]:
+    found = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if found is None:
+        return [Check("chromium", WARN, "not found: only the dashboard's browser tests need it")]
+    return [Check("chromium", OK, found)]
+
+
+CHECKS: tuple[Callable[[Settings], list[Check]], ...] = (versions, accelerator, prefect_api, release_store, browser)
+
+
+def diagnose(settings: Settings) -> list[Check]:
+    return [check for run in CHECKS for check in run(settings)]

@@ -1,0 +1,74 @@
+"""The watcher loop: poll a run, record every decision's fate, and take each selected checkpoint through the pipeline.
+
+A checkpoint that was selected but not finished (the process died) is taken
+again first: every stage is cached and publishing is exactly once, so
+nothing is redone or published twice. Invalid checkpoints are recorded in the
+ledger as `refused`, checkpoints the policy passes over as `skipped`, both
+with their reason. How a checkpoint is taken is the caller's: the Prefect
+watch flow runs the release flow in place, or starts a release run through a
+deployment and later `settle`s it from that run's state. Called by the watch
+flow (`shipyard watch`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from shipyard.errors import ConfigError
+from shipyard.intake.selection import IN_FLIGHT, WatchState, keep_within_budgets, load_state, poll, save_state
+from shipyard.intake.sources import Source, open_source
+from shipyard.intake.watch import FATE_EVENTS, Checkpoint, CheckpointState
+from shipyard.orchestration.pipeline import Outcome, record, release_checkpoint
+from shipyard.settings import Settings
+
+Take = Callable[[Checkpoint], Outcome]
+Settle = Callable[[Checkpoint], Outcome | None]
+
+
+def watch_once(
+    settings: Settings,
+    take: Take | None = None,
+    settle: Settle | None = None,
+    clock: Callable[[], float] = time.time,
+) -> list[Outcome]:
+    """Process what the run holds now (unfinished work first) and return each checkpoint's outcome.
+
+    `take` runs the pipeline on a checkpoint (default: in this process); an
+    outcome in state `started` leaves it in flight. `settle` says how an
+    in-flight checkpoint ended (None: still going); without it, unfinished
+    checkpoints are taken again.
+    """
+    if settings.watch.source is None:
+        raise ConfigError("no source to watch: set watch.source or give --source")
+    take = take or (lambda c: release_checkpoint(c, settings))
+    source = open_source(settings.watch.source, settings.s3, settings.hub)
+    state = load_state(settings.home / "watch", source.uri)
+    outcomes = [o for c in _in_flight(state) if (o := _finish(c, (settle or take)(c), state, settings, clock))]
+    while True:
+        before = dict(state.decided)
+        selected, state = poll(source, settings.home, settings.watch, clock(), state, settings.convert)
+        _record_passed_over(before, state, source, settings)
+        if not selected:
+            keep_within_budgets(settings, clock())
+            return outcomes
+        outcomes += [o for c in selected if (o := _finish(c, take(c), state, settings, clock)) is not None]
+
+
+def _in_flight(state: WatchState) -> list[Checkpoint]:
+    return sorted((c for c in state.decided.values() if c.state == IN_FLIGHT), key=lambda c: c.step)
+
+
+def _finish(
+    checkpoint: Checkpoint, outcome: Outcome | None, state: WatchState, settings: Settings, clock: Callable[[], float]
+) -> Outcome | None:
+    if outcome is not None and outcome.state != CheckpointState.STARTED:
+        state.finish(checkpoint.uri, outcome.state, outcome.reason)
+        save_state(settings.home / "watch", state, [state.decided[checkpoint.uri]], clock())
+    return outcome
+
+
+def _record_passed_over(before: dict[str, Checkpoint], state: WatchState, source: Source, settings: Settings) -> None:
+    for uri, c in state.decided.items():
+        if before.get(uri) is not c and c.state in (CheckpointState.INVALID, CheckpointState.SKIPPED):
+            record(settings, FATE_EVENTS[c.state], c, c.reason)

@@ -1,0 +1,211 @@
+"""One checkpoint's way to a release: screen, post-train, evaluate, gate, publish — or a recorded reason why not.
+
+Each stage is a library call that caches by digests (post-training by
+checkpoint + recipe + data, evals by model + suite), so running a checkpoint
+again redoes no finished stage. The champion is the head of
+`pipeline.champion_channel` (stable by default), pulled once into the cache.
+Every outcome ends in the ledger: `released`, or `skipped` (screening) or
+`gate_failed` with the reason. The Prefect flows call these stages as tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from evals.policy import load_policy
+from evals.run_gate import run_gate
+from evals.runner import evaluate
+from evals.suite import load_suite
+from shipyard.caches import touch
+from shipyard.intake.watch import FATE_EVENTS, Checkpoint, CheckpointState
+from shipyard.posttraining.posttrain import LINEAGE, posttrain
+from shipyard.profiles import choice
+from shipyard.registry.ledger import EventType, Ledger
+from shipyard.registry.publish import pull
+from shipyard.registry.releases import Registry
+from shipyard.registry.stores import Store, open_store
+from shipyard.settings import Settings, release_store_uri
+
+SCREENED_OUT, GATE_FAILED = CheckpointState.SCREENED_OUT, CheckpointState.GATE_FAILED
+log = logging.getLogger(__name__)  # INFO as each stage starts and each fate is recorded: `shipyard demo` says them
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: int
+    uri: str
+    state: CheckpointState  # released, screened_out, gate_failed (or started: its run goes on elsewhere)
+    reason: str = ""
+    version: int | None = None
+    report: str = ""
+
+    def __post_init__(self) -> None:  # from a flow's JSON result: a plain string, checked
+        object.__setattr__(self, "state", CheckpointState(self.state))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def release_store(settings: Settings) -> Store:
+    return open_store(release_store_uri(settings), settings.s3.endpoint_url, settings.release.object_lock_days)
+
+
+def champion(settings: Settings, store: Store) -> Path | None:
+    """The model a candidate must beat, pulled once into `home/champions/v<N>`; None before the first promotion."""
+    line, channel = settings.release.line, settings.pipeline.champion_channel
+    version = Ledger(store).refresh().channel(line, channel)
+    if version is None:
+        return None
+    path = settings.home / "champions" / line / f"v{version}"
+    if not (path / "config.json").is_file():
+        pull(store, line, str(version), path)
+    touch(path)
+    return path
+
+
+def screen(checkpoint: Checkpoint, champion_dir: Path | None, settings: Settings) -> tuple[bool, str]:
+    """Whether the raw checkpoint is worth post-training: its score against the champion's minus a margin."""
+    p = settings.pipeline
+    if not p.screening:
+        return True, "screening off"
+    log.info("step %d: screening", checkpoint.step)
+    suite, task = load_suite(choice(settings, "screening_suite")), choice(settings, "screening_task")
+    ours = _score(evaluate(Path(checkpoint.path), [suite], settings.home), task, p.screening_metric)
+    if champion_dir is None:
+        return True, f"{task} {ours:.3f}; no champion yet"
+    theirs = _score(evaluate(champion_dir, [suite], settings.home), task, p.screening_metric)
+    passed = ours >= theirs - p.screening_margin
+    return passed, f"{task} {ours:.3f} vs champion {theirs:.3f} - {p.screening_margin}"
+
+
+def make_candidate(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Path:
+    """Post-train the checkpoint with the configured recipe (cached by digests); the candidate's directory."""
+    recipe = choice(settings, "recipe")
+    log.info("step %d: post-training", checkpoint.step)
+    return posttrain(Path(checkpoint.path), recipe, settings.home, progress=progress).path
+
+
+def gate_candidate(
+    candidate: Path, champion_dir: Path | None, checkpoint: Checkpoint, settings: Settings
+) -> tuple[bool, str, Path]:
+    """Gate the candidate against the champion: passed, the failed checks, and the report directory."""
+    log.info("step %d: evaluating and gating", checkpoint.step)
+    policy = load_policy(choice(settings, "policy"))
+    trainer_state = Path(checkpoint.path) / "trainer_state.json"
+    history = trainer_state if trainer_state.is_file() else None
+    decision, report = run_gate(candidate, champion_dir, policy, settings.home, history)
+    return decision.passed, "; ".join(c.name for c in decision.failed), report
+
+
+def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, settings: Settings) -> int:
+    """Publish the gated candidate with its lineage, gate decision and eval scores; its version (exactly once)."""
+    log.info("step %d: publishing", checkpoint.step)
+    staging = _stage(candidate, report, checkpoint, settings.home / "staging" / candidate.name)
+    published = registry(settings).publish(staging)
+    version = published.release.version
+    if published.created:
+        log.info("step %d: released as v%d", checkpoint.step, version, extra={"fate": True, "released": version})
+    else:
+        log.info("step %d: already released as v%d", checkpoint.step, version, extra={"fate": True})
+    return version
+
+
+def no_slot(_: Settings) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
+def nothing(*_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Stages:
+    """How each stage runs. The defaults run it here (`shipyard.intake.watcher`, tests); the release flow passes its
+    Prefect tasks, the training slot, and hooks that leave artifacts and ask for approval."""
+
+    champion: Callable[[Settings], Path | None] = lambda s: champion(s, release_store(s))
+    screen: Callable[[Checkpoint, Path | None, Settings], tuple[bool, str]] = lambda c, b, s: screen(c, b, s)
+    post_train: Callable[[Checkpoint, Settings], Path] = lambda c, s: make_candidate(c, s)
+    gate: Callable[[Path, Path | None, Checkpoint, Settings], tuple[bool, str, Path]] = lambda p, b, c, s: (
+        gate_candidate(p, b, c, s)
+    )
+    publish: Callable[[Path, Path, Checkpoint, Settings], int] = lambda p, r, c, s: publish_candidate(p, r, c, s)
+    record: Callable[[Settings, EventType, Checkpoint, str, str], None] = lambda s, k, c, why, report: record(
+        s, k, c, why, **({"report": report} if report else {})
+    )
+    slot: Callable[[Settings], AbstractContextManager[None]] = no_slot  # held from screening to the gate's verdict
+    gated: Callable[[Checkpoint, Path, Settings, int | None], None] = nothing  # after the verdict (and publishing)
+    released: Callable[[int, Settings], None] = nothing
+
+
+def release_checkpoint(checkpoint: Checkpoint, settings: Settings, stages: Stages = Stages()) -> Outcome:
+    """Run one complete, validated, snapshotted checkpoint through the pipeline and record its fate.
+
+    The one composition of the stages: `shipyard watch`, the demo and the release flow all come through here.
+    """
+    best = stages.champion(settings)
+    with stages.slot(settings):
+        worth_it, why = stages.screen(checkpoint, best, settings)
+        if worth_it:
+            candidate = stages.post_train(checkpoint, settings)
+            passed, failed, report = stages.gate(candidate, best, checkpoint, settings)
+    if not worth_it:
+        stages.record(settings, FATE_EVENTS[SCREENED_OUT], checkpoint, f"screening: {why}", "")
+        return Outcome(checkpoint.step, checkpoint.uri, SCREENED_OUT, why)
+    gate_report = str(report / "gate.md")
+    if not passed:
+        stages.record(settings, FATE_EVENTS[GATE_FAILED], checkpoint, failed, gate_report)
+        stages.gated(checkpoint, report, settings, None)
+        return Outcome(checkpoint.step, checkpoint.uri, GATE_FAILED, failed, report=gate_report)
+    version = stages.publish(candidate, report, checkpoint, settings)
+    stages.gated(checkpoint, report, settings, version)
+    stages.released(version, settings)
+    return Outcome(checkpoint.step, checkpoint.uri, CheckpointState.RELEASED, "", version, gate_report)
+
+
+def _score(results: list[Any], task: str, metric: str) -> float:
+    for result in results:
+        if task in result.scores:
+            return float(result.scores[task][metric])
+    raise KeyError(f"task {task} not in the screening suite")
+
+
+def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, out: Path) -> Path:
+    """The candidate's files (hard links), its lineage back to the run, gate decision and eval scores."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for path in candidate.iterdir():
+        if path.name != LINEAGE:
+            os.link(path, out / path.name)
+    lineage = json.loads((candidate / LINEAGE).read_text())
+    lineage |= {
+        "run": checkpoint.source_uri,
+        "step": checkpoint.step,
+        "checkpoint_uri": checkpoint.uri,
+        "metrics": checkpoint.metrics,
+        **({"converted_by": checkpoint.converted_by} if checkpoint.converted_by else {}),
+    }
+    (out / LINEAGE).write_text(json.dumps(lineage, indent=1, sort_keys=True) + "\n")
+    for name in ("gate.json", "evals.json"):
+        shutil.copyfile(report / name, out / name)
+    return out
+
+
+def registry(settings: Settings) -> Registry:
+    """The configured release line in the configured store, announcing what it writes."""
+    return Registry(release_store(settings), settings.release.line, settings.notify)
+
+
+def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: str) -> None:
+    """Record a checkpoint's fate in the release ledger (and so send it to the webhook)."""
+    registry(settings).record_fate(kind, checkpoint, reason, **extra)
+    log.info("step %d: %s — %s", checkpoint.step, kind.replace("_", " "), reason, extra={"fate": True})

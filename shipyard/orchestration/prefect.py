@@ -1,0 +1,177 @@
+"""Shipyard's conversations with the Prefect API: the training slot, release runs, waiting approval runs.
+
+- The training/eval slot is a global concurrency limit (`pipeline.slot`,
+  `pipeline.slot_limit`), created when missing and taken strictly, so two
+  flows never post-train or evaluate on the same machine at once.
+- With a release deployment configured (`pipeline.release_deployment`, set
+  by `shipyard serve`), the watch flow starts one release run per checkpoint
+  through it, with an idempotency key from the checkpoint digest, and
+  cancels runs that have not started when a newer checkpoint supersedes them.
+- Approval runs wait paused with tags naming the release; any door resumes
+  the one waiting for a release through `resume_approval`.
+
+Called by the flows and the CLI; nothing here decides what to release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid5
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.flow_runs import resume_flow_run
+from prefect.settings import PREFECT_API_URL
+from prefect.states import Cancelled
+
+from shipyard.errors import ConfigError
+from shipyard.settings import PipelineSettings
+
+if TYPE_CHECKING:  # the watcher imports torch; a door that only resumes a run should not pay for it
+    from shipyard.intake.watch import Checkpoint
+
+DETECTED = "shipyard.checkpoint.detected"
+EVENT_NAMESPACE = UUID("6f1c9a52-2d0e-4c1b-9a57-5d3f0e0b7a11")  # event ids are uuid5 in this namespace
+APPROVAL_FLOW = "await-approval"
+RELEASE_FLOW = "release-checkpoint"
+WAITING = [StateType.SCHEDULED, StateType.PENDING]
+
+
+def ensure_slot(pipeline: PipelineSettings) -> None:
+    """Create the global concurrency limit of the training/eval slot if it does not exist."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(pipeline.slot)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # another flow created it first
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=pipeline.slot, limit=pipeline.slot_limit)
+                )
+
+
+@contextmanager
+def training_slot(pipeline: PipelineSettings) -> Iterator[None]:
+    """Hold the slot while post-training or evaluating; strict: a missing limit is an error, not a free pass."""
+    with concurrency(pipeline.slot, occupy=1, strict=True):
+        yield
+
+
+def release_tags(line: str, checkpoint: Checkpoint) -> list[str]:
+    return ["shipyard", f"line:{line}", f"step:{checkpoint.step}", f"checkpoint:{checkpoint.digest[:16]}"]
+
+
+def approval_tags(line: str, version: int) -> list[str]:
+    return ["shipyard", f"line:{line}", f"release:{line}:v{version}"]
+
+
+def idempotency_key(line: str, checkpoint: Checkpoint) -> str:
+    """One release run per checkpoint content and line, however often it is offered."""
+    return f"shipyard-release:{line}:{checkpoint.digest}"
+
+
+def start_release_run(deployment: str, line: str, checkpoint: Checkpoint, config: str | None) -> FlowRun:
+    """Start (or find, by idempotency key) the release run of `checkpoint` through `deployment`; do not wait."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(
+        deployment,
+        parameters={"checkpoint": checkpoint.as_dict(), "config": config},
+        flow_run_name=f"step-{checkpoint.step}",
+        tags=release_tags(line, checkpoint),
+        idempotency_key=idempotency_key(line, checkpoint),
+        timeout=0,
+        as_subflow=False,
+    )
+    assert isinstance(run, FlowRun)
+    return run
+
+
+def detected_event_id(line: str, checkpoint: Checkpoint) -> UUID:
+    """Deterministic: the same checkpoint content on the same line is always the same event (one triggered run)."""
+    return uuid5(EVENT_NAMESPACE, f"{line}:{checkpoint.digest}")
+
+
+def emit_detected(line: str, checkpoint: Checkpoint) -> UUID:
+    """Emit `shipyard.checkpoint.detected` for a deployment trigger to start the release run; the event id."""
+    from prefect.events import emit_event
+
+    event_id = detected_event_id(line, checkpoint)
+    emit_event(
+        DETECTED,
+        resource={"prefect.resource.id": f"shipyard.checkpoint.{checkpoint.digest[:16]}", "shipyard.line": line},
+        payload={"checkpoint": checkpoint.as_dict()},
+        id=event_id,
+    )
+    return event_id
+
+
+def release_run_state(line: str, checkpoint: Checkpoint) -> StateType | None:
+    """The state of the newest release run of `checkpoint`, or None if there is none."""
+    runs = _runs(RELEASE_FLOW, [f"line:{line}", f"checkpoint:{checkpoint.digest[:16]}"])
+    return runs[0].state_type if runs else None
+
+
+def cancel_superseded(line: str, keep: int) -> list[FlowRun]:
+    """Cancel release runs of `line` that have not started, all but the newest `keep` by step; those cancelled."""
+    waiting = _runs(RELEASE_FLOW, [f"line:{line}"], WAITING)
+    waiting.sort(key=lambda run: _step(run), reverse=True)
+    newest = _step(waiting[0]) if waiting else 0
+    stale = waiting[keep:]
+    with get_client(sync_client=True) as client:
+        for run in stale:
+            client.set_flow_run_state(run.id, Cancelled(message=f"superseded by step {newest}"), force=True)
+    return stale
+
+
+def api_configured() -> bool:
+    """True when a Prefect server is configured (PREFECT_API_URL); doors only look for waiting runs then."""
+    return bool(PREFECT_API_URL.value())
+
+
+def waiting_approval(line: str, version: int) -> FlowRun | None:
+    """The approval run paused for this release, if any."""
+    runs = _runs(APPROVAL_FLOW, [f"release:{line}:v{version}"], [StateType.PAUSED])
+    return runs[0] if runs else None
+
+
+def resume_approval(line: str, version: int, decision: dict[str, Any]) -> FlowRun | None:
+    """Hand `decision` to the approval run waiting for this release; the run resumed, or None if none waits."""
+    if not api_configured():
+        return None
+    run = waiting_approval(line, version)
+    if run is None:
+        return None
+    try:
+        resume_flow_run(run.id, run_input=decision)
+    except RuntimeError as exc:  # the server rejected the input (it does not match the form)
+        raise ConfigError(f"approval run {run.name} refused the decision: {exc}") from None
+    return run
+
+
+def _runs(flow: str, tags: list[str], states: list[StateType] | None = None) -> list[FlowRun]:
+    """Runs of `flow` carrying all `tags` (in the given states), newest first."""
+    flow_runs = FlowRunFilter(tags=FlowRunFilterTags(all_=tags))
+    if states:
+        flow_runs.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])), flow_run_filter=flow_runs
+        )
+    return sorted(runs, key=lambda run: run.created or 0, reverse=True)
+
+
+def _step(run: FlowRun) -> int:
+    return next((int(tag.split(":", 1)[1]) for tag in run.tags if tag.startswith("step:")), 0)

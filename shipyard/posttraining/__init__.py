@@ -1,0 +1,1 @@
+"""Post-training: recipes of preference and safety stages, run with TRL into release candidates."""

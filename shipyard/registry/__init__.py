@@ -1,0 +1,1 @@
+"""The release registry: the ledger, stores, publishing, mirrors, signed policy and approvals."""

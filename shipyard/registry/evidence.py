@@ -1,0 +1,63 @@
+"""The evidence an approver reads before deciding: the release's gate checks and its scores against the champion.
+
+Built from the release manifest alone (gate decision, eval scores, lineage),
+so it reads the same from the Prefect form, the CLI and the dashboard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shipyard.registry.ledger import Ledger
+from shipyard.registry.publish import diff, manifest, resolve
+from shipyard.registry.stores import Store
+
+
+def evidence(store: Store, line: str, version: int, champion_channel: str = "stable") -> str:
+    """Markdown: what the release is, every gate check, and each score with its change against the champion."""
+    state = Ledger(store).refresh()
+    release = resolve(state, line, str(version))
+    body = manifest(store, release)
+    lineage = body.get("lineage") or {}
+    gate = body.get("gate") or {}
+    champion = state.channel(line, champion_channel)
+    checkpoint = str(release.data.get("checkpoint_digest", ""))
+    lines = [
+        f"## {cell(line)} v{version}: approve for {cell(champion_channel)}?",
+        "",
+        f"- checkpoint: {cell(lineage.get('checkpoint', '?'))} (digest {cell(checkpoint[:16])})",
+        f"- candidate digest: `{release.candidate_digest[:16]}`",
+        f"- champion: {f'v{champion}' if champion else 'none yet'} ({champion_channel})",
+        f"- gate: {_verdict(body)}",
+        "",
+        "| check | verdict | detail |",
+        "| --- | --- | --- |",
+    ]
+    lines += [_check_row(check) for check in gate.get("checks", [])]
+    deltas = diff(store, line, str(champion), str(version))["score_deltas"] if champion else {}
+    lines += ["", f"| task | metric | v{version} | change vs champion |", "| --- | --- | --- | --- |"]
+    for task, metrics in sorted((body.get("evals") or {}).items()):
+        for metric, value in sorted(metrics.items()):
+            if metric.endswith("_stderr"):
+                continue
+            change = deltas.get(task, {}).get(metric)
+            shown = f"{change:+.3f}" if change is not None else "—"
+            lines.append(f"| {cell(task)} | {cell(metric)} | {float(value):.3f} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(body: dict[str, Any]) -> str:
+    if body.get("ungated") is not None:
+        return f"UNGATED (published without a passing gate: {cell(str(body['ungated']))})"
+    return "PASS" if (body.get("gate") or {}).get("passed") is True else "FAIL"
+
+
+def cell(text: Any) -> str:
+    """Text safe inside a markdown table cell: no pipe ends the cell, no newline the row, no tag or link opens."""
+    flat = " ".join(str(text).split())
+    return "".join(f"\\{c}" if c in "|\\`<>[]" else c for c in flat)
+
+
+def _check_row(check: dict[str, Any]) -> str:
+    verdict = "pass" if check.get("passed") is True else "**FAIL**"
+    return f"| {cell(check.get('name', '?'))} | {verdict} | {cell(check.get('detail', ''))} |"

@@ -1,0 +1,371 @@
+"""The release ledger: an append-only, hash-chained log of events, the one authority on releases.
+
+Each event is a small JSON object written put-if-absent at the next sequence
+number (`ledger/events/<seq>.json`), carrying the digest of the event before
+it and a writer nonce. When a write does not go through, or its answer is
+lost, the writer reads the slot back: its own nonce there means the write won
+(a lost acknowledgement looks exactly like a lost race otherwise). Versions,
+channels, approvals and channel history are folds over the log (`fold`),
+under the signed policy the log itself holds (`shipyard.registry.policy`): a
+decision or a promotion the policy does not allow is ignored, with the
+reason kept in `State.ignored` for `verify`.
+Appends are built from the state they extend (`append(build)`), so two
+publishers racing on one candidate produce one release. A `Ledger` keeps
+the events it has read and probes the slots after them, so an append reads
+only what is new, however long the log; every `PACK_EVERY` events the bodies
+are stored again as one pack, which a new reader re-folds (trusted only when
+it chains from what was read before and ends on the very event the log holds
+at its last slot). Called by the publisher, promotion, approvals and `shipyard ledger verify`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+from shipyard.errors import LedgerError, StoreError
+from shipyard.registry import policy as rules
+from shipyard.registry.policy import Policy
+from shipyard.registry.stores import Store
+
+SCHEMA_VERSION = 1
+EVENTS = "ledger/events/"
+
+
+class EventType(StrEnum):
+    """What a ledger event records: the policy, a release and its channel moves and decisions, or a fate."""
+
+    POLICY = "policy"
+    RELEASED = "released"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    MIRRORED = "mirrored"
+    SKIPPED = "skipped"  # a checkpoint passed over: by the selection policy, or screened out
+    REFUSED = "refused"  # a checkpoint that failed validation
+    GATE_FAILED = "gate_failed"
+
+
+TYPES = tuple(EventType)
+PACKS = "ledger/packs/"
+PACK_EVERY = 1000  # the events are stored again as one pack every this many, so a new reader reads few objects
+ATTEMPTS = 100
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    type: str
+    data: dict[str, Any]
+    at: float
+    nonce: str
+    prev: str  # digest of the event before; "" for the first
+    schema_version: int = SCHEMA_VERSION
+
+    def body(self) -> bytes:
+        # The fields by hand, not dataclasses.asdict: its deep copy of `data` was most of a fold's time.
+        fields = {f: getattr(self, f) for f in FIELDS}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+    @cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.body()).hexdigest()
+
+
+FIELDS = tuple(f.name for f in fields(Event))
+
+
+@dataclass(frozen=True)
+class Release:
+    line: str
+    version: int
+    candidate_digest: str
+    data: dict[str, Any]
+    seq: int
+    at: float
+
+
+@dataclass
+class State:
+    """What the log says now: releases per line, channel history, approvals, the policy in force."""
+
+    releases: dict[tuple[str, int], Release] = field(default_factory=dict)
+    channels: dict[tuple[str, str], list[int]] = field(
+        default_factory=dict
+    )  # (line, channel) -> versions, oldest first
+    approvals: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    mirrors: list[dict[str, Any]] = field(default_factory=list)  # data of `mirrored` events
+    events: int = 0  # the sequence number of the last event folded in
+    head: str = ""  # its digest
+    policy: Policy | None = None  # the signed policy in force; None before the first
+    root: list[str] = field(default_factory=list)  # owner fingerprints of the first policy
+    ignored: dict[int, str] = field(default_factory=dict)  # seq -> why the event does not count
+    _by_candidate: dict[tuple[str, str], Release] = field(default_factory=dict, repr=False)
+    _latest: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def add_release(self, release: Release) -> None:
+        self.releases[(release.line, release.version)] = release
+        self._by_candidate[(release.line, release.candidate_digest)] = release
+        self._latest[release.line] = max(self._latest.get(release.line, 0), release.version)
+
+    def words(self, line: str, version: int) -> dict[str, str]:
+        """Each approver's latest counted word on the release: approved or rejected."""
+        return {entry["by"]: entry["type"] for entry in self.approvals.get((line, version), [])}
+
+    def latest(self, line: str) -> int:
+        return self._latest.get(line, 0)
+
+    def release_of(self, line: str, candidate_digest: str) -> Release | None:
+        return self._by_candidate.get((line, candidate_digest))
+
+    def channel(self, line: str, channel: str) -> int | None:
+        history = self.channels.get((line, channel), [])
+        return history[-1] if history else None
+
+
+def event_key(seq: int) -> str:
+    return f"{EVENTS}{seq:012d}.json"
+
+
+def pack_key(seq: int) -> str:
+    return f"{PACKS}{seq:012d}.json"
+
+
+def apply(state: State, event: Event) -> None:
+    """Fold one event into the state; one the policy in force does not allow is only noted in `state.ignored`."""
+    state.events, state.head = event.seq, event.digest
+    try:
+        why = _apply(state, event.type, event.data, event)
+    except (KeyError, TypeError, ValueError) as exc:
+        why = f"malformed {event.type} event ({type(exc).__name__}: {exc})"
+    if why:
+        state.ignored[event.seq] = why
+
+
+def _apply(state: State, kind: str, d: dict[str, Any], event: Event) -> str:
+    """Why the event does not count ("" when it was folded in)."""
+    if kind == "policy":
+        new, why = rules.policy_problem(state.policy, d, event.prev)
+        if new is not None:
+            state.root = state.root or new.owner_fingerprints()
+            state.policy = new
+        return why
+    if kind == "released":
+        line, version = d["line"], int(d["version"])
+        if (line, version) in state.releases:
+            return f"v{version} of {line} was released before"
+        state.add_release(Release(line, version, d["candidate_digest"], d, event.seq, event.at))
+        state.channels.setdefault((line, "candidate"), []).append(version)
+        return ""
+    if kind == "mirrored":
+        state.mirrors.append(d)
+        return ""
+    if kind in ("approved", "rejected"):
+        return _decision(state, kind, d, event.at)
+    if kind in ("promoted", "rolled_back"):
+        return _move(state, kind, d)
+    return ""
+
+
+def _decision(state: State, kind: str, d: dict[str, Any], at: float) -> str:
+    line, version = d["line"], int(d["version"])
+    release = state.releases.get((line, version))
+    if release is None:
+        return f"line '{line}' has no version {version}"
+    if state.policy is not None and (
+        why := rules.decision_problem(state.policy, kind, d, release.data.get("manifest"))
+    ):
+        return why
+    state.approvals.setdefault((line, version), []).append({"type": kind, **d, "at": at})
+    return ""
+
+
+def _move(state: State, kind: str, d: dict[str, Any]) -> str:
+    """A channel moved: promoted, or rolled back to a version it held before."""
+    line, channel = d["line"], d["channel"]
+    version = int(d["to_version"] if kind == "rolled_back" else d["version"])
+    release = state.releases.get((line, version))
+    if release is None:
+        return f"line '{line}' has no version {version}"
+    policy = state.policy
+    protected = policy is not None and channel in policy.channels
+    if kind == "promoted" and policy is not None and protected:
+        ungated = bool(release.data.get("ungated"))
+        if why := rules.promotion_problem(policy, channel, state.words(line, version), ungated):
+            return why
+    if kind == "rolled_back":
+        if version not in state.channels.get((line, channel), [])[:-1]:
+            return f"v{version} was never on {channel} before its head"
+        if policy is not None and protected and (why := rules.decision_problem(policy, kind, d, None)):
+            return why
+    state.channels.setdefault((line, channel), []).append(version)
+    return ""
+
+
+def fold(events: list[Event]) -> State:
+    state = State()
+    for event in events:
+        apply(state, event)
+    return state
+
+
+class Ledger:
+    """The ledger in one store. Keeps the state it has folded, so each refresh reads only new events.
+
+    `on_append` is called with each event this ledger writes, once, after it is in the store (notifications).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        on_append: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.on_append = on_append
+        self.state = State()
+        self._folded: list[Event] = []  # the events folded so far, in order: a long-lived reader reads each once
+        self._folding = threading.RLock()  # one fold at a time: a dashboard's threads share one ledger
+        self._unpacked: list[bytes] = []  # bodies of the events after the last pack boundary, for the next pack
+
+    def refresh(self) -> State:
+        """Fold in the events written since the last refresh, in order.
+
+        A new reader first re-folds the stored packs (one every `PACK_EVERY`
+        events). The next slot is then known, so new events are read by
+        probing slot after slot: no listing of the log, one GET per new event
+        plus one that finds the end. Each event must chain to the one before it.
+        """
+        with self._folding:
+            return self._refresh()
+
+    def snapshot(self) -> tuple[State, list[Event]]:
+        """A copy of the refreshed state and the events folded: readable while other threads fold on."""
+        with self._folding:
+            self._refresh()
+            return copy.deepcopy(self.state), list(self._folded)
+
+    def _refresh(self) -> State:
+        if self.state.events == 0:
+            self._load_packs()
+        while (body := self.store.get(event_key(self.state.events + 1))) is not None:
+            key = event_key(self.state.events + 1)
+            event = self._parse(key, body)
+            if event.seq != self.state.events + 1 or event.prev != self.state.head:
+                raise LedgerError(f"{self.store.uri}/{key}: does not follow event {self.state.events} (tampered?)")
+            apply(self.state, event)
+            self._folded.append(event)
+            self._unpacked = [] if event.seq % PACK_EVERY == 1 else self._unpacked
+            self._unpacked.append(body)
+        return self.state
+
+    def append(self, build: Callable[[State], tuple[str, dict[str, Any]] | None]) -> Event | None:
+        """Append the event `build` makes from the current state; None if `build` decides there is nothing to do."""
+        nonce = uuid.uuid4().hex
+        for _ in range(ATTEMPTS):
+            state = self.refresh()
+            made = build(state)
+            if made is None:
+                return None
+            kind, data = made
+            if kind not in TYPES:
+                raise LedgerError(f"unknown event type {kind!r}; valid: {', '.join(TYPES)}")
+            event = Event(state.events + 1, kind, data, self.clock(), nonce, state.head)
+            if self._put(event):
+                self.refresh()
+                if event.seq % PACK_EVERY == 0 and len(self._unpacked) == PACK_EVERY:
+                    self.store.put_if_absent(pack_key(event.seq), b"\n".join(self._unpacked))
+                if self.on_append is not None:
+                    self.on_append(event)
+                return event
+        raise LedgerError(f"{self.store.uri}: could not append after {ATTEMPTS} attempts (heavy contention?)")
+
+    def _load_packs(self) -> None:
+        """Fold the stored packs that chain on from the state, each checked against the log's event at its end."""
+        for key in self.store.keys(PACKS):
+            events = self._pack(key)
+            if events is None or events[0].seq != self.state.events + 1:
+                return
+            for event in events:
+                apply(self.state, event)
+            self._folded += events
+
+    def _pack(self, key: str) -> list[Event] | None:
+        """The events of a pack, if they chain on from the state and end on the event the log holds there."""
+        body = self.store.get(key)
+        try:
+            events = [self._parse(key, line) for line in (body or b"").split(b"\n") if line]
+        except LedgerError:
+            return None
+        head, seq = self.state.head, self.state.events
+        for event in events:
+            if event.prev != head or event.seq != seq + 1:
+                return None
+            head, seq = event.digest, event.seq
+        last = self.store.get(event_key(seq)) if events else None
+        return events if last is not None and hashlib.sha256(last).hexdigest() == head else None
+
+    def _put(self, event: Event) -> bool:
+        key = event_key(event.seq)
+        try:
+            if self.store.put_if_absent(key, event.body()):
+                return True
+        except StoreError:
+            pass  # the write may have gone through before the error: the read-back below tells
+        there = self.store.get(key)
+        return there is not None and json.loads(there).get("nonce") == event.nonce
+
+    def event(self, seq: int) -> Event:
+        """The event at `seq`: as folded, or read from the store."""
+        return self._folded[seq - 1] if 0 < seq <= len(self._folded) else self._read(event_key(seq))
+
+    def _read(self, key: str) -> Event:
+        body = self.store.get(key)
+        if body is None:
+            raise LedgerError(f"{self.store.uri}/{key}: listed but cannot be read")
+        return self._parse(key, body)
+
+    def _parse(self, key: str, body: bytes) -> Event:
+        try:
+            return Event(**json.loads(body))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise LedgerError(f"{self.store.uri}/{key}: not a ledger event ({exc})") from None
+
+    def verify(self) -> list[str]:
+        """Problems: a tampered, missing or reordered event, a pack that differs from the log, an ignored event."""
+        problems = []
+        prev = ""
+        folded = State()
+        for number, key in enumerate(self.store.keys(EVENTS), 1):
+            try:
+                event = self._read(key)
+            except LedgerError as exc:
+                problems.append(str(exc))
+                continue
+            if key != event_key(number):
+                problems.append(f"{self.store.uri}/{key}: event {number} missing before it")
+            if event.prev != prev:
+                problems.append(f"{self.store.uri}/{key}: does not chain to the event before (tampered or reordered)")
+            prev = event.digest
+            apply(folded, event)
+        for key in self.store.keys(PACKS):
+            seq = int(key.removeprefix(PACKS).removesuffix(".json"))
+            body = self.store.get(key) or b""
+            expected = b"\n".join(self.store.get(event_key(n)) or b"" for n in range(seq - PACK_EVERY + 1, seq + 1))
+            if body != expected:
+                problems.append(f"{self.store.uri}/{key}: differs from the events it packs")
+        problems += [
+            f"{self.store.uri}/{event_key(seq)}: ignored by every reader: {why}" for seq, why in folded.ignored.items()
+        ]
+        return problems

@@ -1,0 +1,197 @@
+"""The signed approval policy kept in the store, and the rules the ledger's fold applies with it.
+
+The policy says who may approve (each approver's public keys), how many
+distinct approvers each protected channel needs, whether one rejection is a
+veto, whether an ungated release may reach the channel, and which doors
+(dashboard, Prefect form) may attest for which people. It is a `policy`
+ledger event signed by the store's owner keys; the first one is the root, and
+readers pin its owners' fingerprints (`trust.owners`). A later policy needs
+the signatures of `threshold` owners of the policy in force and of its own
+(as TUF rotates its root). Decisions (`approved`, `rejected`, `rolled_back`)
+carry the signature of the person, or of a door that authenticated them,
+over the release's manifest digest, the note and the time. The fold
+(`shipyard.registry.ledger.apply`) asks `policy_problem`, `decision_problem` and
+`promotion_problem` whether an event counts; an event that does not is
+ignored by every reader and reported by `shipyard ledger verify`. Nothing here
+reads the caller's settings: a caller can only narrow what the store allows.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shipyard.errors import ConfigError, TrustError
+from shipyard.registry import signing
+
+DECISIONS = ("approved", "rejected", "rolled_back")
+
+
+class ChannelRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    required: int = Field(1, ge=1, description="Distinct approvers whose latest word is an approval.")
+    allow_ungated: bool = Field(False, description="Whether a release published with --ungated may reach it.")
+
+
+class DoorRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(description="The public key the door signs its attestations with.")
+    attests: list[str] = Field(description="The approvers this door may attest for (after it authenticated them).")
+
+
+class Policy(BaseModel):
+    """Who may move the protected channels of a store; signed by its owners."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(1, ge=1, description="Grows by one with every new policy.")
+    owners: list[str] = Field(min_length=1, description="Public keys of the store's owners.")
+    threshold: int = Field(1, ge=1, description="Owner signatures a new policy needs.")
+    approvers: dict[str, list[str]] = Field(description="Approver → their public keys (empty: doors only).")
+    channels: dict[str, ChannelRule] = Field(default_factory=lambda: {"stable": ChannelRule()})
+    veto: bool = Field(True, description="One standing rejection keeps a release off every protected channel.")
+    doors: dict[str, DoorRule] = Field(default_factory=dict, description="Door name → its key and whom it attests.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        for line in [*self.owners, *(k for keys in self.approvers.values() for k in keys)]:
+            signing.parse_public(line)
+        for name, door in self.doors.items():
+            signing.parse_public(door.key)
+            strangers = sorted(set(door.attests) - set(self.approvers))
+            if strangers:
+                raise ValueError(f"door '{name}' attests for {strangers}, who are not approvers")
+        if self.threshold > len(self.owners):
+            raise ValueError(f"threshold {self.threshold} > {len(self.owners)} owner key(s)")
+        for channel, rule in self.channels.items():
+            if rule.required > len(self.approvers):
+                raise ValueError(f"channel '{channel}' needs {rule.required} approvers; {len(self.approvers)} listed")
+        return self
+
+    def owner_fingerprints(self) -> list[str]:
+        return sorted(signing.fingerprint(k) for k in self.owners)
+
+    def approver_with(self, fingerprint: str) -> str | None:
+        """The approver whose key this is, if any."""
+        return next(
+            (who for who, keys in self.approvers.items() if fingerprint in {signing.fingerprint(k) for k in keys}),
+            None,
+        )
+
+
+def load_policy(path: Path, **fields: Any) -> Policy:
+    """A policy from a YAML file (`fields` fill what it leaves out, such as owners).
+
+    A key may be written as its OpenSSH line or as the path of a `.pub` file, relative to the YAML file.
+    """
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the policy ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping (approvers, channels, veto, doors)")
+    data = fields | data
+    try:
+        data["owners"] = [_key(path, k) for k in data.get("owners", [])]
+        data["approvers"] = {
+            who: [_key(path, k) for k in keys or []] for who, keys in data.get("approvers", {}).items()
+        }
+        data["doors"] = {name: door | {"key": _key(path, door["key"])} for name, door in data.get("doors", {}).items()}
+        return Policy(**data)
+    except (ValidationError, ConfigError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"{path}: invalid policy: {exc}") from None
+
+
+def _key(policy_file: Path, entry: str) -> str:
+    if entry.startswith(signing.KEY_TYPE):
+        return entry
+    try:
+        return (policy_file.parent / entry).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{policy_file}: key file {entry}: {exc.strerror}") from None
+
+
+def signed_policy(policy: Policy, keys: list[Ed25519PrivateKey], prev: str) -> dict[str, Any]:
+    """The data of a `policy` event: the policy and the owners' signatures, bound to the event before it."""
+    body = policy.model_dump(mode="json")
+    return {"policy": body, "signatures": [signing.sign(k, "policy", {"policy": body, "prev": prev}) for k in keys]}
+
+
+def policy_problem(current: Policy | None, data: dict[str, Any], prev: str) -> tuple[Policy | None, str]:
+    """The policy an event sets, or why it does not count."""
+    try:
+        new = Policy(**data.get("policy", {}))
+    except (ValidationError, ConfigError, TypeError) as exc:
+        return None, f"not a valid policy ({str(exc).splitlines()[0]})"
+    payload = {"policy": data.get("policy"), "prev": prev}
+    signers = {signing.fingerprint(s["key"]) for s in data.get("signatures", []) if signing.valid(s, "policy", payload)}
+    if len(signers & set(new.owner_fingerprints())) < new.threshold:
+        return None, f"needs {new.threshold} signature(s) of its own owners"
+    if current is not None:
+        if len(signers & set(current.owner_fingerprints())) < current.threshold:
+            return None, f"needs {current.threshold} signature(s) of the owners of policy v{current.version}"
+        if new.version <= current.version:
+            return None, f"version {new.version} does not follow policy v{current.version}"
+    return new, ""
+
+
+def decision(
+    key: Ed25519PrivateKey, kind: str, who: str, door: str, fields: dict[str, Any], now: float | None = None
+) -> dict[str, Any]:
+    """The data of a signed decision event: `fields` (line, version, manifest, note…) plus who, door, time."""
+    data = fields | {"by": who, "door": door, "signed_at": now if now is not None else time.time()}
+    return data | {"signature": signing.sign(key, kind, data)}
+
+
+def decision_problem(policy: Policy, kind: str, data: dict[str, Any], manifest: str | None) -> str:
+    """Why a decision event does not count under `policy` ("" when it does)."""
+    who, door, signature = data.get("by"), data.get("door"), data.get("signature")
+    unsigned = {k: v for k, v in data.items() if k != "signature"}
+    if not isinstance(signature, dict) or not signing.valid(signature, kind, unsigned):
+        return "not signed, or the signature does not match"
+    if manifest is not None and data.get("manifest") != manifest:
+        return "signed for another manifest than the release's"
+    if who not in policy.approvers:
+        return f"'{who}' is not an approver in policy v{policy.version}"
+    signer = signing.fingerprint(signature["key"])
+    if policy.approver_with(signer) == who:
+        return ""
+    rule = policy.doors.get(str(door))
+    if rule is not None and signer == signing.fingerprint(rule.key):
+        return "" if who in rule.attests else f"door '{door}' may not attest for '{who}'"
+    return f"signed by {signer}, which policy v{policy.version} gives neither to '{who}' nor to door '{door}'"
+
+
+def promotion_problem(policy: Policy, channel: str, words: dict[str, str], ungated: bool) -> str:
+    """Why a release with these latest words (approver → approved/rejected) may not move `channel` ("" if it may)."""
+    rule = policy.channels.get(channel)
+    if rule is None:
+        return ""
+    vetoed = sorted(who for who, word in words.items() if word == "rejected")
+    if policy.veto and vetoed:
+        return f"rejected by {', '.join(vetoed)} (a rejection is a veto)"
+    approved = sorted(who for who, word in words.items() if word == "approved")
+    if len(approved) < rule.required:
+        return f"{len(approved)} of the {rule.required} approval(s) {channel} needs"
+    if ungated and not rule.allow_ungated:
+        return f"published ungated; the policy keeps ungated releases off {channel}"
+    return ""
+
+
+def check_root(root: list[str], pins: list[str], uri: str) -> None:
+    """Refuse a store whose root policy names an owner the reader did not pin."""
+    if not pins:
+        return
+    if not root:
+        raise TrustError(f"{uri}: no signed policy in the store, but trust.owners pins {', '.join(pins)}")
+    if not set(root) <= set(pins):
+        raise TrustError(
+            f"{uri}: the store's root policy is owned by {', '.join(root)}, not by the pinned {', '.join(pins)}"
+        )

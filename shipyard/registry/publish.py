@@ -1,0 +1,311 @@
+"""Publishing a candidate as the next release of a line, promoting, rolling back, and pulling a release.
+
+Files go to content-addressed blobs (`blobs/sha256/<digest>`) first, an
+unchanged file (tokenizer, config) is never uploaded twice, then a manifest
+(files with digests and sizes, lineage, gate decision) is stored as a blob,
+and only then does one `released` event name it: a reader never sees a
+release whose files are missing. The version comes from the ledger's state at
+the moment the event is written, and a candidate already released on the line
+is not released again. Only a candidate whose gate decision passed and names
+its digest is published, unless the publisher records why not (`ungated`);
+trainer pickles are never published. Every read of a manifest checks its
+digest, and `pull` writes only names that stay inside its output directory.
+Promotion writes one event and copies no weights. Called by the CLI and the
+release flow.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from rich.progress import DownloadColumn, TransferSpeedColumn
+
+from shipyard.digests import file_digests, hash_file
+from shipyard.errors import ConfigError, LedgerError, NotFound, StoreError, TrustError
+from shipyard.intake.layouts import TRAINER_STATE_PICKLES
+from shipyard.intake.snapshot import checkpoint_digest
+from shipyard.model_dir import require_model_dir
+from shipyard.progress import progress_bar
+from shipyard.registry.ledger import Event, Ledger, Release, State
+from shipyard.registry.policy import check_root
+from shipyard.registry.stores import Store
+
+MANIFEST_SCHEMA = 1
+# Carried inside the manifest, not as release files: post-training lineage, the gate's decision,
+# and eval scores ({task: {metric: value}}), each when present in the candidate directory.
+METADATA = ("lineage.json", "gate.json", "evals.json")
+STABLE = "stable"
+
+
+@dataclass(frozen=True)
+class Published:
+    release: Release
+    event: Event | None  # the `released` event; None when the candidate already was a release of the line
+
+    @property
+    def created(self) -> bool:
+        return self.event is not None
+
+
+def blob_key(digest: str) -> str:
+    return f"blobs/sha256/{digest}"
+
+
+def release_files(model_dir: Path) -> dict[str, Path]:
+    """The files a release of `model_dir` holds: not the metadata carried in the manifest, never trainer pickles."""
+    return {
+        p.relative_to(model_dir).as_posix(): p
+        for p in sorted(model_dir.rglob("*"))
+        if p.is_file() and p.name not in (*METADATA, "gate.md", *TRAINER_STATE_PICKLES)
+    }
+
+
+def model_digest(model_dir: Path) -> str:
+    """The candidate digest a release of `model_dir` would have; the gate names it in its decision."""
+    files = release_files(model_dir)
+    return checkpoint_digest(dict(zip(files, file_digests(list(files.values())), strict=True)))
+
+
+def gate_problem(model_dir: Path, candidate: str) -> str:
+    """Why the gate decision in `model_dir` does not let this candidate be published ("" if it does)."""
+    gate = _json(model_dir / "gate.json")
+    if not isinstance(gate, dict):
+        return "no gate decision (gate.json)"
+    if gate.get("passed") is not True:
+        return "its gate decision failed"
+    if gate.get("candidate_digest") != candidate:
+        return (
+            f"the gate decided on {str(gate.get('candidate_digest'))[:16]}…, not on this candidate ({candidate[:16]}…)"
+        )
+    return ""
+
+
+def publish(
+    model_dir: Path,
+    line: str,
+    store: Store,
+    progress: bool = False,
+    ungated: str | None = None,
+    ledger: Ledger | None = None,
+) -> Published:
+    """Publish `model_dir` as the next release of `line`, exactly once; `progress` shows a bar of bytes.
+
+    The candidate must carry a passed gate decision naming its digest, unless `ungated` says why it does not
+    (recorded in the release; the signed policy may keep such releases off protected channels).
+    """
+    require_model_dir(model_dir)
+    if ungated is not None and not ungated.strip():
+        raise ConfigError("an ungated release needs a reason (--reason)")
+    paths = release_files(model_dir)
+    digests = dict(zip(paths, file_digests(list(paths.values())), strict=True))
+    candidate = checkpoint_digest(digests)
+    if ungated is None and (why := gate_problem(model_dir, candidate)):
+        raise TrustError(f"{model_dir}: not published: {why}; gate it, or publish --ungated --reason TEXT")
+    ledger = ledger or Ledger(store)
+    if (existing := ledger.refresh().release_of(line, candidate)) is not None:
+        return Published(existing, None)
+    missing = [name for name in paths if not store.exists(blob_key(digests[name]))]
+    total = sum(paths[name].stat().st_size for name in missing)
+    with progress_bar(progress, DownloadColumn(), TransferSpeedColumn()) as bar:
+        task = bar.add_task(f"{line}: upload", total=total) if bar else None
+        for name in missing:
+            step = (lambda n: bar.advance(task, n)) if bar and task is not None else None
+            store.put_file(blob_key(digests[name]), paths[name], step)
+            stored, size = store.size(blob_key(digests[name])), paths[name].stat().st_size
+            if stored != size:  # checked before any event names the blob
+                raise StoreError(f"{store.uri}/{blob_key(digests[name])}: {stored} bytes stored, {size} sent ({name})")
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA,
+        "line": line,
+        "candidate_digest": candidate,
+        "files": {name: {"digest": digests[name], "size": paths[name].stat().st_size} for name in paths},
+        **{name.removesuffix(".json"): _json(model_dir / name) for name in METADATA},
+        **({"ungated": ungated} if ungated is not None else {}),
+    }
+    body = json.dumps(manifest, sort_keys=True, indent=1).encode()
+    manifest_digest = hashlib.sha256(body).hexdigest()
+    store.put_if_absent(blob_key(manifest_digest), body)
+    lineage = manifest.get("lineage") or {}
+
+    def build(state: State) -> tuple[str, dict[str, Any]] | None:
+        if state.release_of(line, candidate) is not None:
+            return None
+        data = {
+            "line": line,
+            "version": state.latest(line) + 1,
+            "candidate_digest": candidate,
+            "manifest": manifest_digest,
+            "checkpoint_digest": lineage.get("checkpoint_digest", ""),
+            **{key: lineage[key] for key in ("run", "step", "metrics") if key in lineage},
+            **({"ungated": ungated} if ungated is not None else {}),
+        }
+        return "released", data
+
+    event = ledger.append(build)
+    release = ledger.state.release_of(line, candidate)
+    assert release is not None
+    return Published(release, event)
+
+
+def promote(
+    store: Store, line: str, version: int, channel: str = STABLE, ledger: Ledger | None = None, **note: Any
+) -> Release:
+    """Point `channel` at `version` (one event, no weights copied)."""
+    ledger = ledger or Ledger(store)
+
+    def build(state: State) -> tuple[str, dict[str, Any]] | None:
+        if (line, version) not in state.releases:
+            raise NotFound(f"{store.uri}: line '{line}' has no version {version} (latest {state.latest(line)})")
+        if state.channel(line, channel) == version:
+            return None
+        return "promoted", {"line": line, "channel": channel, "version": version, **note}
+
+    ledger.append(build)
+    return ledger.state.releases[(line, version)]
+
+
+def resolve(state: State, line: str, ref: str) -> Release:
+    """A release by version (`3`, `v3`) or channel name."""
+    version = int(ref.removeprefix("v")) if ref.removeprefix("v").isdigit() else state.channel(line, ref)
+    if version is None or (line, version) not in state.releases:
+        channels = sorted({c for (name, c) in state.channels if name == line})
+        raise NotFound(f"line '{line}' has no release or channel '{ref}' (channels: {', '.join(channels) or 'none'})")
+    return state.releases[(line, version)]
+
+
+def require_store(state: State, uri: str) -> None:
+    """Refuse a store that holds no ledger: a mistyped path or bucket reads as one."""
+    if state.events == 0:
+        raise NotFound(f"{uri}: no release store here (no ledger); check --store or release.store", store=uri)
+
+
+def require_line(state: State, line: str, uri: str) -> None:
+    """Refuse a line with no releases, naming the lines there are."""
+    if state.latest(line):
+        return
+    lines = sorted({name for name, _ in state.releases})
+    hint = f"; did you mean '{close[0]}'?" if (close := difflib.get_close_matches(line, lines, n=1)) else ""
+    raise NotFound(
+        f"{uri}: line '{line}' has no releases{hint} (lines: {', '.join(lines) or 'none yet'})", store=uri, line=line
+    )
+
+
+def manifest(store: Store, release: Release) -> dict[str, Any]:
+    """The release's manifest, checked against the digest its `released` event names."""
+    key = blob_key(str(release.data["manifest"]))
+    body = store.get(key)
+    if body is None:
+        raise LedgerError(f"{store.uri}/{key}: manifest of {release.line} v{release.version} is missing")
+    if hashlib.sha256(body).hexdigest() != release.data["manifest"]:
+        raise LedgerError(f"{store.uri}/{key}: manifest of {release.line} v{release.version} does not match its digest")
+    data = json.loads(body)
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        raise LedgerError(f"{store.uri}/{key}: manifest of {release.line} v{release.version} has no file list")
+    for name in data["files"]:
+        if why := unsafe_name(name):
+            raise LedgerError(f"{store.uri}/{key}: {release.line} v{release.version}: file name {name!r} {why}")
+    return data
+
+
+def unsafe_name(name: str) -> str:
+    """Why a file name from a manifest may not be written under an output directory ("" if it may)."""
+    path = PurePosixPath(name)
+    if not name or "\\" in name or "\0" in name or path.is_absolute():
+        return "is empty, absolute, or holds a backslash or NUL"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "leaves the release directory (.. or empty parts)"
+    return ""
+
+
+def pull(store: Store, line: str, ref: str, out: Path) -> Release:
+    """Materialize a release in `out`, verifying every file's digest; no name may leave `out`."""
+    release = resolve(Ledger(store).refresh(), line, ref)
+    files = manifest(store, release)["files"]
+    out.mkdir(parents=True, exist_ok=True)
+    root = out.resolve()
+    for name, meta in files.items():
+        dest = out / name
+        if not dest.resolve().is_relative_to(root):  # a symlink already in `out` would lead out
+            raise LedgerError(f"{out}: {name} would be written outside it")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(f".{dest.name}.part")
+        store.get_file(blob_key(meta["digest"]), part)
+        if hash_file(part) != meta["digest"]:
+            part.unlink()
+            raise LedgerError(f"{store.uri}/{blob_key(meta['digest'])}: content does not match its digest ({name})")
+        os.replace(part, dest)
+    return release
+
+
+def verify(store: Store, deep: bool = False, pins: list[str] | None = None) -> list[str]:
+    """The ledger's problems, plus every release whose manifest is missing or altered or whose blobs are missing.
+
+    `deep` re-hashes every blob a release names; `pins` are the owner fingerprints the root must have.
+    """
+    ledger = Ledger(store)
+    problems = ledger.verify()
+    problems += [
+        f"{store.uri}/{key}: overwritten or deleted (the store keeps its versions)"
+        for key in store.rewritten("ledger/")
+    ]
+    try:
+        state = ledger.refresh()
+    except LedgerError:
+        return problems  # the chain is broken; verify named where
+    try:
+        check_root(state.root, pins or [], store.uri)
+    except TrustError as exc:
+        problems.append(str(exc))
+    for release in state.releases.values():
+        try:
+            files = manifest(store, release)["files"]
+        except LedgerError as exc:
+            problems.append(str(exc))
+            continue
+        for name, meta in files.items():
+            key = blob_key(str(meta.get("digest")))
+            if not store.exists(key):
+                problems.append(f"{store.uri}/{key}: {release.line} v{release.version}: blob of {name} missing")
+            elif deep and _stored_digest(store, key) != meta.get("digest"):
+                problems.append(f"{store.uri}/{key}: {release.line} v{release.version}: {name} differs from its digest")
+    return problems
+
+
+def _stored_digest(store: Store, key: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="shipyard-verify-") as tmp:
+        path = Path(tmp) / "blob"
+        store.get_file(key, path)
+        return hash_file(path)
+
+
+def diff(store: Store, line: str, old_ref: str, new_ref: str) -> dict[str, Any]:
+    """What changed between two releases: files, the checkpoint, and every eval score (new minus old)."""
+    state = Ledger(store).refresh()
+    old, new = resolve(state, line, old_ref), resolve(state, line, new_ref)
+    a, b = manifest(store, old), manifest(store, new)
+    names = sorted(set(a["files"]) | set(b["files"]))
+    changed = [n for n in names if a["files"].get(n, {}).get("digest") != b["files"].get(n, {}).get("digest")]
+    scores: dict[str, dict[str, float]] = {}
+    for task, metrics in (b.get("evals") or {}).items():
+        for metric, value in metrics.items():
+            before = (a.get("evals") or {}).get(task, {}).get(metric)
+            if before is not None and not metric.endswith("_stderr"):
+                scores.setdefault(task, {})[metric] = value - before
+    return {
+        "from": old.version,
+        "to": new.version,
+        "files_changed": changed,
+        "checkpoint": [old.data.get("checkpoint_digest", ""), new.data.get("checkpoint_digest", "")],
+        "score_deltas": scores,
+    }
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None

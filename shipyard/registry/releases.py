@@ -1,0 +1,121 @@
+"""One release line in one store: the object every reader and writer of releases goes through.
+
+`Registry(store, line, notify)` publishes, promotes, rolls back, approves,
+rejects and records checkpoint fates; each mutator returns the ledger events
+it wrote (empty when there was nothing to do: every write is idempotent).
+Notifications hang on the ledger's append: each event this registry writes is
+announced once, as it lands. Readers resolve a release by `3`, `v3` or a
+channel, pull, diff, and read the line's heads, pending releases and events a
+page at a time. The rules live below it: `shipyard.registry.publish` (blobs and
+manifests), `shipyard.registry.approvals` (signed decisions under the store's policy),
+`shipyard.registry.ledger` (the hash-chained log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shipyard.intake.watch import Checkpoint
+from shipyard.registry import approvals, publish
+from shipyard.registry.approvals import Signer
+from shipyard.registry.ledger import Event, EventType, Ledger, Release, State
+from shipyard.registry.notify import announce
+from shipyard.registry.publish import Published
+from shipyard.registry.stores import Store
+from shipyard.settings import NotifySettings
+
+
+class Registry:
+    def __init__(self, store: Store, line: str, notify: NotifySettings | None = None) -> None:
+        self.store, self.line, self.notify = store, line, notify
+        self.ledger = Ledger(store, on_append=self._appended)
+        self._written: list[Event] = []
+
+    # -- writes: each returns the events it appended
+
+    def publish(self, model_dir: Path, progress: bool = False, ungated: str | None = None) -> Published:
+        """The candidate as the line's next release, exactly once (`Published.event` is None if it already was)."""
+        return publish.publish(model_dir, self.line, self.store, progress, ungated, self.ledger)
+
+    def promote(self, ref: str, channel: str) -> list[Event]:
+        """Point `channel` at the release; a channel the policy protects only with the approvals it asks for."""
+        version = self.resolve(ref).version
+        return self._writing(lambda: approvals.promote_approved(self.store, self.line, version, channel, self.ledger))
+
+    def rollback(self, channel: str, signer: Signer | None, note: str = "") -> list[Event]:
+        return self._writing(lambda: approvals.rollback(self.store, self.line, channel, signer, note, self.ledger))
+
+    def approve(self, ref: str, signer: Signer, channel: str, note: str = "") -> list[Event]:
+        version = self.resolve(ref).version
+        return self._writing(
+            lambda: approvals.approve(self.store, self.line, version, signer, channel, note, self.ledger)
+        )
+
+    def reject(self, ref: str, signer: Signer, note: str) -> list[Event]:
+        version = self.resolve(ref).version
+        return self._writing(lambda: approvals.reject(self.store, self.line, version, signer, note, self.ledger))
+
+    def record_fate(self, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: str) -> list[Event]:
+        """Record why a checkpoint did not become a release (refused, skipped, gate_failed)."""
+        data = {
+            "line": self.line,
+            "checkpoint_uri": checkpoint.uri,
+            "step": checkpoint.step,
+            "checkpoint_digest": checkpoint.digest,
+            "metrics": checkpoint.metrics,
+            "reason": reason,
+            **extra,
+        }
+        return self._writing(lambda: self.ledger.append(lambda _: (kind, data)))
+
+    # -- reads
+
+    def state(self) -> State:
+        return self.ledger.refresh()
+
+    def snapshot(self) -> tuple[State, list[Event]]:
+        """The state and every event, as copies (for a long-lived reader serving several threads)."""
+        return self.ledger.snapshot()
+
+    def resolve(self, ref: str) -> Release:
+        """A release by version (`3`, `v3`) or channel name."""
+        return publish.resolve(self.state(), self.line, ref)
+
+    def heads(self) -> dict[str, int]:
+        """Each channel of the line and the version it points at."""
+        return {c: h[-1] for (line, c), h in sorted(self.state().channels.items()) if line == self.line and h}
+
+    def pending(self, channel: str) -> list[Release]:
+        """Releases not (yet) on `channel` and not rejected: what approvers have before them, newest first."""
+        state = self.state()
+        mine = [r for (line, _), r in state.releases.items() if line == self.line]
+        waiting = [r for r in mine if approvals.settled(state, self.line, r.version, channel) is None]
+        return sorted(waiting, key=lambda r: r.version, reverse=True)
+
+    def events(self, after: int = 0, limit: int = 100) -> list[Event]:
+        """A page of the ledger: up to `limit` events after sequence number `after`, oldest first."""
+        last = min(self.state().events, after + limit)
+        return [self.ledger.event(seq) for seq in range(after + 1, last + 1)]
+
+    def pull(self, ref: str, out: Path) -> Release:
+        return publish.pull(self.store, self.line, ref, out)
+
+    def diff(self, old: str, new: str) -> dict[str, Any]:
+        return publish.diff(self.store, self.line, old, new)
+
+    def manifest(self, release: Release) -> dict[str, Any]:
+        return publish.manifest(self.store, release)
+
+    # --
+
+    def _writing(self, write: Callable[[], object]) -> list[Event]:
+        self._written = []
+        write()
+        return list(self._written)
+
+    def _appended(self, event: Event) -> None:
+        self._written.append(event)
+        if self.notify is not None:
+            announce(self.notify, [event])

@@ -1,0 +1,109 @@
+"""What a reader trusts, from its own settings: the pinned root, its signing keys, and anchors outside the store.
+
+- `checked_state` refuses a store whose root policy is not owned by the keys
+  pinned in `trust.owners`.
+- `cli_signer` and `door_signer` load the key a person or a door signs with.
+- Anchors: `SEQ:DIGEST` of a ledger event, kept outside the store (printed by
+  `shipyard ledger head`, carried by every webhook receipt, remembered by each
+  reader in `<home>/anchors/`). A log that no longer holds that event has been
+  cut or rewritten, whatever its chain says.
+- `set_policy` writes a new signed policy (the first one turns an existing
+  store into a protected one; its history stays readable).
+
+Called by the CLI, the doors and the approval flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from shipyard.errors import ConfigError, LedgerError
+from shipyard.registry import signing
+from shipyard.registry.approvals import Signer, person
+from shipyard.registry.ledger import Event, Ledger, State, event_key
+from shipyard.registry.policy import Policy, check_root, signed_policy
+from shipyard.registry.stores import Store
+from shipyard.settings import Settings
+
+
+def checked_state(store: Store, settings: Settings) -> State:
+    """The ledger's state, refused if the store's root is not the pinned one."""
+    state = Ledger(store).refresh()
+    check_root(state.root, settings.trust.owners, store.uri)
+    return state
+
+
+def cli_signer(settings: Settings, state: State, key: Path | None, claimed: str | None) -> Signer:
+    path = key or settings.trust.key
+    if path is None:
+        raise ConfigError("no signing key: pass --key PATH or set trust.key (make one with `shipyard keygen`)")
+    return person(state.policy, signing.load_private(path.expanduser()), claimed)
+
+
+def door_signer(settings: Settings, door: str, who: str) -> Signer:
+    """The door's attestation that it authenticated `who`."""
+    path = settings.trust.door_keys.get(door)
+    if path is None:
+        raise ConfigError(f"door '{door}' has no key (trust.door_keys.{door}); it cannot attest decisions")
+    return Signer(who, signing.load_private(path.expanduser()), door)
+
+
+def set_policy(store: Store, policy: Policy, keys: list[Path]) -> Event:
+    """Write `policy` signed by the owner keys at `keys`; its version follows the one in force."""
+    owners = [signing.load_private(k.expanduser()) for k in keys]
+    ledger = Ledger(store)
+
+    def build(state: State) -> tuple[str, dict[str, object]]:
+        version = state.policy.version + 1 if state.policy else policy.version
+        return "policy", signed_policy(policy.model_copy(update={"version": version}), owners, state.head)
+
+    event = ledger.append(build)
+    assert event is not None
+    if event.seq in ledger.state.ignored:
+        raise ConfigError(
+            f"{store.uri}: policy event {event.seq} written but not in force: {ledger.state.ignored[event.seq]}"
+        )
+    return event
+
+
+def head(state: State) -> str:
+    return f"{state.events}:{state.head}"
+
+
+def anchor_problems(store: Store, anchor: str) -> list[str]:
+    """Why the log no longer holds the event `anchor` (SEQ:DIGEST) names; empty if it does."""
+    seq_text, _, digest = anchor.partition(":")
+    if not seq_text.isdigit() or len(digest) != 64:
+        raise ConfigError(f"anchor {anchor!r}: expected SEQ:DIGEST as `shipyard ledger head` prints it")
+    seq = int(seq_text)
+    body = store.get(event_key(seq))
+    if body is None:
+        return [f"{store.uri}/{event_key(seq)}: the anchored event {seq} is gone (the log was cut)"]
+    if hashlib.sha256(body).hexdigest() != digest:
+        return [f"{store.uri}/{event_key(seq)}: differs from the anchored event {seq} (the log was rewritten)"]
+    return []
+
+
+def remembered(home: Path, store: Store) -> Path:
+    return home / "anchors" / f"{hashlib.sha256(store.uri.encode()).hexdigest()[:24]}.json"
+
+
+def check_remembered(home: Path, store: Store) -> list[str]:
+    """Compare the log with the head this reader saw last time; remember the new head when sound."""
+    path = remembered(home, store)
+    problems = []
+    if path.is_file():
+        try:
+            problems = anchor_problems(store, json.loads(path.read_text())["anchor"])
+        except (json.JSONDecodeError, KeyError, ConfigError) as exc:
+            raise LedgerError(f"{path}: not an anchor this reader wrote ({exc})") from None
+    if not problems:
+        try:
+            state = Ledger(store).refresh()
+        except LedgerError:
+            return problems
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"store": store.uri, "anchor": head(state)}) + "\n")
+    return problems
