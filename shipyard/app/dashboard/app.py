@@ -1,4 +1,4 @@
-"""The dashboard's routes. Reads go to the ledger on every request; approvals go through `shipyard.registry.doors`.
+"""The dashboard's routes. Each request reads the events written since the last; approvals go through the doors.
 
 Safe to open: every string from the store is escaped by Jinja; the only HTML
 inserted as is comes from markdown rendered with raw HTML off and then
