@@ -107,6 +107,12 @@ def test_a_release_is_named_by_version_number_or_channel_on_every_command(two_re
     assert back.exit_code == 0 and json.loads(back.stdout)["version"] == 1
 
 
+def test_diff_of_releases_without_eval_scores_says_so(two_releases: Path) -> None:
+    result = runner.invoke(app, ["releases", "diff", "v1", "v2", "--store", str(two_releases / "store")])
+    assert result.exit_code == 0 and "eval scores: none that both releases carry" in result.stdout
+    assert "files changed: generation_config.json" in result.stdout
+
+
 def test_gate_exits_1_only_for_a_gate_that_ran_and_failed(tmp_path: Path) -> None:
     for text in ("", "{", "[1]"):
         (tmp_path / "config.json").write_text(text)

@@ -192,6 +192,9 @@ def releases_diff_command(
     Console().print(
         f"v{changes['from']} → v{changes['to']}: files changed: {', '.join(changes['files_changed']) or 'none'}"
     )
+    if not changes["score_deltas"]:
+        Console().print("eval scores: none that both releases carry")
+        return
     table = Table("task", "metric", "delta")
     for task, metrics in changes["score_deltas"].items():
         for metric, delta in metrics.items():
