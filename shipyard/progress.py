@@ -4,25 +4,35 @@ On a terminal the bar redraws in place. When the output is a file or a pipe
 (CI, `make demo > log`, a child process writing a log) rich draws nothing
 until the end, so every unfinished task is then printed as one plain line
 every `PLAIN_EVERY` seconds instead: a person tailing the log sees the work
-move. Used by the demo RL run, post-training and uploads.
+move. A command run with `--json` keeps stdout for its JSON result: its
+progress goes to stderr as one JSON object per unfinished task at the same
+interval (`JSON_LINES`, set for the command by `cli_common.clear_errors`).
+Used by the demo RL run, post-training and uploads.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import nullcontext
+from contextvars import ContextVar
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 PLAIN_EVERY = 10.0
+JSON_LINES: ContextVar[bool] = ContextVar("shipyard_progress_json", default=False)
 
 
 class PlainLinesProgress(Progress):
     """rich's `Progress` that, off a terminal, prints each unfinished task as a plain line every `every` seconds."""
 
     def __init__(self, *columns: ProgressColumn | str, every: float = PLAIN_EVERY, **kwargs: Any) -> None:
+        self.json_lines = JSON_LINES.get()
+        if self.json_lines:
+            kwargs |= {"console": Console(stderr=True), "disable": True}  # no bar: objects on stderr
         super().__init__(*columns, **kwargs)
         self.every = every
         self._stopped = threading.Event()
@@ -30,7 +40,7 @@ class PlainLinesProgress(Progress):
 
     def start(self) -> None:
         super().start()
-        if not self.console.is_terminal and self._ticker is None:
+        if (self.json_lines or not self.console.is_terminal) and self._ticker is None:
             self._ticker = threading.Thread(target=self._tick, name="plain-progress", daemon=True)
             self._ticker.start()
 
@@ -51,9 +61,18 @@ class PlainLinesProgress(Progress):
                 lines.append("  ".join(p.plain if isinstance(p, Text) else str(p) for p in parts))
         return lines
 
+    def json_lines_now(self) -> list[str]:
+        """One JSON object per unfinished task: its description, completed, total and elapsed seconds."""
+        return [
+            json.dumps({"progress": t.description, "completed": t.completed, "total": t.total, "elapsed": t.elapsed})
+            for t in self.tasks
+            if t.visible and not t.finished
+        ]
+
     def _tick(self) -> None:
         while not self._stopped.wait(self.every):
-            for line in self.plain_lines():
+            lines = self.json_lines_now() if self.json_lines else self.plain_lines()
+            for line in lines:
                 self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -67,3 +67,28 @@ def test_a_failure_handing_on_a_release_is_raised_in_the_demos_thread(tmp_path: 
         logging.getLogger("shipyard.orchestration.pipeline").info("released", extra={"fate": True, "released": 3})
         with pytest.raises(RuntimeError, match="v3 refused"):
             heartbeat.raise_failure()
+
+
+def test_a_json_commands_progress_is_json_objects_on_stderr_and_stdout_stays_clean(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from shipyard.progress import JSON_LINES
+
+    token = JSON_LINES.set(True)
+    try:
+        with PlainLinesProgress(TextColumn("{task.description}"), every=0.1) as bar:
+            task = bar.add_task("upload", total=10)
+            bar.update(task, completed=4)
+            time.sleep(0.35)
+    finally:
+        JSON_LINES.reset(token)
+    out, err = capsys.readouterr()
+    shown = [json.loads(line) for line in err.splitlines()]
+    assert out == "" and len(shown) >= 2
+    assert {k: shown[0][k] for k in ("progress", "completed", "total")} == {
+        "progress": "upload",
+        "completed": 4,
+        "total": 10,
+    }

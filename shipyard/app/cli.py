@@ -86,7 +86,7 @@ def demo_run_command(
     given = {"out": out, "steps": steps, "save_every": save_every, "keep": keep, "seed": seed}
     base = load_settings(config)
     demo = load_settings(config, demo=base.demo.model_dump() | {k: v for k, v in given.items() if v is not None}).demo
-    reports = run_demo(demo, progress=not as_json)
+    reports = run_demo(demo, progress=True)
     if as_json:
         print_json([r.as_dict() for r in reports])
         return
@@ -187,7 +187,7 @@ def posttrain_command(
 
     settings = load_settings(config)
     recipe_file = choice(settings, "recipe", recipe)
-    candidate = posttrain(checkpoint, recipe_file, settings.home, out, progress=not as_json)
+    candidate = posttrain(checkpoint, recipe_file, settings.home, out, progress=True)
     if as_json:
         print_json({"path": str(candidate.path), "cached": candidate.cached, "lineage": candidate.lineage})
         return

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from shipyard.errors import ShipyardError
+from shipyard.progress import JSON_LINES
 
 err = Console(stderr=True)
 
@@ -43,6 +44,7 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        JSON_LINES.set(bool(kwargs.get("as_json")))  # progress of a --json command: JSON lines on stderr
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):

@@ -89,7 +89,7 @@ def publish_command(
         raise ConfigError("--ungated needs --reason TEXT: why this release skips the gate")
     releases, name = open_releases(config, store, line, new=True)
     registry = Registry(releases, name, load_settings(config).notify)
-    published = registry.publish(model, progress=not as_json, ungated=reason if ungated else None)
+    published = registry.publish(model, progress=True, ungated=reason if ungated else None)
     if as_json:
         print_json({"created": published.created, "line": name, "version": published.release.version})
         return
