@@ -44,7 +44,7 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        JSON_LINES.set(bool(kwargs.get("as_json")))  # progress of a --json command: JSON lines on stderr
+        json_lines = JSON_LINES.set(bool(kwargs.get("as_json")))  # a --json command's progress: JSON on stderr
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -52,6 +52,8 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:
             fail(exc, bool(kwargs.get("as_json")))
             raise typer.Exit(2) from None
+        finally:
+            JSON_LINES.reset(json_lines)  # in-process callers (tests, notebooks) get their mode back
 
     return wrapper
 
