@@ -88,16 +88,7 @@ def approve(
     Idempotent: a second approval by the same person, or one after the promotion, appends nothing.
     """
     ledger = ledger or Ledger(store)
-
-    def approval(state: State) -> tuple[str, dict[str, Any]] | None:
-        release = _release(state, line, version)
-        if state.words(line, version).get(signer.who) == "approved":
-            return None
-        manifest = release.data.get("manifest")
-        fields = {"line": line, "version": version, "manifest": manifest, "note": note}
-        return "approved", _signed(state, "approved", signer, fields, manifest)
-
-    approved = ledger.append(approval)
+    approved = ledger.append(_word("approved", line, version, signer, note))
     return [event for event in (approved, ledger.append(_promotion(line, version, channel))) if event is not None]
 
 
@@ -121,16 +112,21 @@ def reject(
     """Record a signed rejection (None if that is the signer's word already); a note saying why is required."""
     if not note.strip():
         raise ConfigError("a rejection needs a note saying why (--note)")
+    return (ledger or Ledger(store)).append(_word("rejected", line, version, signer, note))
 
-    def rejection(state: State) -> tuple[str, dict[str, Any]] | None:
+
+def _word(kind: str, line: str, version: int, signer: Signer, note: str) -> Any:
+    """The ledger builder of one signed word (approved or rejected); nothing if it is the signer's word already."""
+
+    def build(state: State) -> tuple[str, dict[str, Any]] | None:
         release = _release(state, line, version)
-        if state.words(line, version).get(signer.who) == "rejected":
+        if state.words(line, version).get(signer.who) == kind:
             return None
         manifest = release.data.get("manifest")
         fields = {"line": line, "version": version, "manifest": manifest, "note": note}
-        return "rejected", _signed(state, "rejected", signer, fields, manifest)
+        return kind, _signed(state, kind, signer, fields, manifest)
 
-    return (ledger or Ledger(store)).append(rejection)
+    return build
 
 
 def promote_approved(store: Store, line: str, version: int, channel: str, ledger: Ledger | None = None) -> int:
