@@ -23,17 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-# The script's own directory comes first on sys.path, and bench/evals.py would shadow the `evals` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
+from safetensors.torch import load_file, save_file
 
-import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-
-from shipyard.demo.tiny import TinyModelSpec, build_tiny_model  # noqa: E402
-from shipyard.intake.watch import Checkpoint  # noqa: E402
-from shipyard.intake.watcher import watch_once  # noqa: E402
-from shipyard.orchestration.pipeline import Outcome  # noqa: E402
-from shipyard.settings import Settings  # noqa: E402
+from shipyard.demo.tiny import TinyModelSpec, build_tiny_model
+from shipyard.intake.watch import Checkpoint
+from shipyard.intake.watcher import watch_once
+from shipyard.orchestration.pipeline import Outcome
+from shipyard.settings import Settings
 
 KEEP_IN_RUN = 3
 

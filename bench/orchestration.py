@@ -32,8 +32,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# The script's own directory comes first on sys.path, and bench/evals.py would shadow the `evals` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 TMP = Path(tempfile.mkdtemp(prefix="shipyard-bench-flows-"))
 os.environ["PREFECT_HOME"] = str(TMP / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -75,7 +73,7 @@ def use_home(home: Path) -> Settings:
 def overhead(checkpoint: Checkpoint) -> list[tuple[str, float, float]]:
     from prefect import flow
 
-    from flows.release_checkpoint import release_checkpoint
+    from shipyard.flows.release_checkpoint import release_checkpoint
 
     flow(
         lambda: None, name="warm-up"
@@ -101,7 +99,7 @@ def polling_latency(run: Path) -> float:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
-    from flows.watch_run import watch_run
+    from shipyard.flows.watch_run import watch_run
 
     watched = TMP / "watched"
     shutil.copytree(run, watched, ignore=shutil.ignore_patterns("checkpoint-10"))
@@ -156,7 +154,7 @@ def event_latency(checkpoint: Checkpoint) -> tuple[float, int]:
         code = """
 import time, json, sys
 from prefect.client.orchestration import get_client
-from flows.release_checkpoint import release_checkpoint
+from shipyard.flows.release_checkpoint import release_checkpoint
 from shipyard.orchestration.prefect import emit_detected
 from shipyard.orchestration.serve import detected_trigger
 from shipyard.intake.watch import Checkpoint

@@ -4,7 +4,7 @@ Held-out two-digit additions only (the RL run never trains on them), each proble
 `arithmetic_heldout.jsonl` for exact-match generation, and
 `arithmetic_choice.jsonl`, the same kind of problem as a four-way multiple
 choice (the sum, off by one, off by ten, digits reversed). Run
-`python -m evals.data` to write `evals/data/`; a test checks the files match.
+`python -m shipyard.evals.data` to write `evals/data/`; a test checks the files match.
 """
 
 from __future__ import annotations

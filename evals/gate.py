@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from evals.policy import Policy
-from evals.runner import Item, SuiteResult
-from evals.stats import PairedTest, detectable_effect, holm, items_needed, mcnemar, paired_bootstrap
+from shipyard.evals.policy import Policy
+from shipyard.evals.runner import Item, SuiteResult
+from shipyard.evals.stats import PairedTest, detectable_effect, holm, items_needed, mcnemar, paired_bootstrap
 
 SCHEMA_VERSION = 1
 

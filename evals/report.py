@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
-from evals.gate import Decision
+from shipyard.evals.gate import Decision
 
 FLIPS_SHOWN = 10  # per task and direction; the JSON holds them all
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from evals import health
-from evals.gate import Decision, HealthInput, decide
-from evals.policy import Policy
-from evals.report import markdown
-from evals.runner import SuiteResult, evaluate
-from evals.suite import load_suite
+from shipyard.evals import health
+from shipyard.evals.gate import Decision, HealthInput, decide
+from shipyard.evals.policy import Policy
+from shipyard.evals.report import markdown
+from shipyard.evals.runner import SuiteResult, evaluate
+from shipyard.evals.suite import load_suite
 from shipyard.intake.snapshot import directory_digest
 from shipyard.intake.trainer_state import read_trainer_state
 from shipyard.model_dir import require_model_dir

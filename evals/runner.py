@@ -20,8 +20,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from evals.suite import Suite, overlays
 from shipyard.caches import touch
+from shipyard.evals.suite import Suite, overlays
 from shipyard.hardware import device
 from shipyard.intake.snapshot import directory_digest
 from shipyard.quiet import quiet_libraries

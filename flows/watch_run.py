@@ -23,7 +23,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import StateType
 
-from flows.release_checkpoint import release_checkpoint
+from shipyard.flows.release_checkpoint import release_checkpoint
 from shipyard.intake.watch import FATE_EVENTS, Checkpoint, CheckpointState
 from shipyard.intake.watcher import Settle, Take, watch_once
 from shipyard.orchestration import prefect as orchestration

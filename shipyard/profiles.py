@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from evals.policy import DEFAULT_POLICY
 from shipyard.errors import ConfigError
+from shipyard.evals.policy import DEFAULT_POLICY
 from shipyard.posttraining.recipe import DEFAULT_RECIPE
 from shipyard.settings import Settings
 

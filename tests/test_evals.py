@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from evals import data as eval_data
-from evals.runner import evaluate
-from evals.suite import BUILTIN, load_suite, read_task_yaml
-from safety import data as safety_data
 from shipyard.errors import NotFound
+from shipyard.evals import data as eval_data
+from shipyard.evals.runner import evaluate
+from shipyard.evals.suite import BUILTIN, load_suite, read_task_yaml
+from shipyard.safety import data as safety_data
 
 TASKS = Path(eval_data.__file__).parent / "tasks"
 

@@ -18,10 +18,10 @@ from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
-from flows.approval import await_approval
-from flows.release_checkpoint import release_checkpoint
-from flows.watch_run import watch_run
 from shipyard.app.cli import app
+from shipyard.flows.approval import await_approval
+from shipyard.flows.release_checkpoint import release_checkpoint
+from shipyard.flows.watch_run import watch_run
 from shipyard.intake.sources import open_source
 from shipyard.intake.watch import Checkpoint, scan
 from shipyard.orchestration import pipeline

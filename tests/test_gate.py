@@ -8,11 +8,11 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from evals.gate import HealthInput, decide
-from evals.health import over_optimization, repeated_ngrams
-from evals.policy import DEFAULT_POLICY, load_policy
-from evals.runner import Item, SuiteResult
 from shipyard.app.cli import app
+from shipyard.evals.gate import HealthInput, decide
+from shipyard.evals.health import over_optimization, repeated_ngrams
+from shipyard.evals.policy import DEFAULT_POLICY, load_policy
+from shipyard.evals.runner import Item, SuiteResult
 
 POLICY = load_policy(DEFAULT_POLICY)
 HEALTHY = HealthInput(kl=0.1, length_growth=1.0, p95_growth=1.1, truncation_rate=0.0, repetition=0.0)
@@ -172,8 +172,8 @@ def test_gate_command_passes_a_model_against_itself_and_fails_a_damaged_one(
 def test_the_report_keeps_model_text_inside_its_table_cells() -> None:
     from markdown_it import MarkdownIt
 
-    from evals.gate import Check, Decision, Flip
-    from evals.report import markdown
+    from shipyard.evals.gate import Check, Decision, Flip
+    from shipyard.evals.report import markdown
 
     hostile = "a | b\n# heading\n``` code `x` <script>alert(1)</script>"
     flips = [Flip("t|1", 3, "right→wrong", hostile, hostile, "ok")]

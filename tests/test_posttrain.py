@@ -7,13 +7,13 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from typer.testing import CliRunner
 
-from safety import data as safety_data
-from safety.judge import refusal_rate
 from shipyard.app.cli import app
 from shipyard.demo import arithmetic, preference_data
 from shipyard.demo.generate import answer_logprob
 from shipyard.posttraining.posttrain import posttrain
 from shipyard.posttraining.recipe import DEFAULT_RECIPE
+from shipyard.safety import data as safety_data
+from shipyard.safety.judge import refusal_rate
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,8 @@ def test_the_built_wheel_installed_outside_the_source_tree_evaluates_and_gates(
     tmp_path: Path, rl_checkpoint: Path
 ) -> None:
     dist, source = tmp_path / "dist", tmp_path / "source"  # built from a copy: setuptools writes build/ beside it
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "runs", "test-artifacts"))
+    ignore = shutil.ignore_patterns(".*", "build", "*.egg-info", "runs", "test-artifacts")
+    shutil.copytree(ROOT, source, symlinks=True, ignore=ignore)  # as a clone has it: shipyard/evals links ../evals
     build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist)]
     build.append(str(source))
     subprocess.run(build, check=True, capture_output=True, timeout=600)
@@ -52,7 +53,9 @@ def test_the_built_wheel_installed_outside_the_source_tree_evaluates_and_gates(
         [
             str(python),
             "-c",
-            "import shipyard, evals, safety; print(shipyard.__file__, evals.__file__, safety.__file__)",
+            "import importlib.util as u, shipyard.evals, shipyard.flows, shipyard.safety as s;"
+            "print(s.__file__, shipyard.evals.__file__, shipyard.flows.__file__,"
+            "*(bool(u.find_spec(name)) for name in ('evals', 'flows', 'safety')))",
         ],
         cwd=work,
         env=env,
@@ -60,7 +63,8 @@ def test_the_built_wheel_installed_outside_the_source_tree_evaluates_and_gates(
         text=True,
         check=True,
     ).stdout.split()
-    assert all(path.startswith(str(target)) for path in located), located
+    assert all(path.startswith(str(target / "shipyard")) for path in located[:3]), located
+    assert located[3:] == ["False"] * 3, "the wheel installs no generic top-level package"
     scores = json.loads(
         shipyard("eval", "--model", str(rl_checkpoint), "--suite", "capability", "--suite", "safety", "--json").stdout
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from safety.judge import StringMatchJudge
+from shipyard.safety.judge import StringMatchJudge
 
 JUDGE = StringMatchJudge()
 

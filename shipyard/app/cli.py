@@ -211,8 +211,8 @@ def eval_command(
     as_json: JsonOption = False,
 ) -> None:
     """Run eval suites on a model with lm-eval (the model loaded once; results cached by digests)."""
-    from evals.runner import evaluate
-    from evals.suite import load_suite
+    from shipyard.evals.runner import evaluate
+    from shipyard.evals.suite import load_suite
 
     settings = load_settings(config)
     results = evaluate(require_model_dir(model), [load_suite(s) for s in suite], settings.home)
@@ -248,8 +248,8 @@ def gate_command(
     as_json: JsonOption = False,
 ) -> None:
     """Decide whether a candidate may ship: exit 0 on pass, 1 on fail, 2 on error."""
-    from evals.policy import load_policy
-    from evals.run_gate import run_gate
+    from shipyard.evals.policy import load_policy
+    from shipyard.evals.run_gate import run_gate
     from shipyard.profiles import choice
 
     settings = load_settings(config)

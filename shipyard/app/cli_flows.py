@@ -32,7 +32,7 @@ def watch_command(
     check(settings)
     open_source(settings.watch.source, settings.s3, settings.hub).list_files()  # a wrong run fails before Prefect
     ephemeral_prefect_defaults()
-    from flows.watch_run import watch_run
+    from shipyard.flows.watch_run import watch_run
 
     while True:
         outcomes = watch_run(config=str(config) if config else None, source=source)

@@ -159,7 +159,7 @@ def _watch_while_training(settings: Settings, report: DemoReport, say: Callable[
             heartbeat.say(f"the RL run in {out} is there already: watching what it holds")
             _watch(None, settings, report, heartbeat, every)
             return
-        from flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
+        from shipyard.flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
 
         _watched(settings).mkdir(parents=True, exist_ok=True)  # the run's directory, or its dcp/ with --format dcp
         heartbeat.doing("starting the local Prefect API")
@@ -189,7 +189,7 @@ def _watch(
     approved the moment it is published, so the checkpoints after it are
     gated against it as the champion.
     """
-    from flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
+    from shipyard.flows.watch_run import watch_run  # imports Prefect: after PREFECT_HOME is set
 
     def approve_first(version: int) -> None:
         if not report.approved:

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.policy import load_policy
-from evals.run_gate import run_gate
-from evals.runner import evaluate
-from evals.suite import load_suite
 from shipyard.caches import touch
+from shipyard.evals.policy import load_policy
+from shipyard.evals.run_gate import run_gate
+from shipyard.evals.runner import evaluate
+from shipyard.evals.suite import load_suite
 from shipyard.intake.watch import FATE_EVENTS, Checkpoint, CheckpointState
 from shipyard.posttraining.posttrain import LINEAGE, posttrain
 from shipyard.profiles import choice

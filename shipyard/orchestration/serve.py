@@ -65,9 +65,9 @@ def serve(config: Path | None, settings: Settings, every_seconds: float) -> None
     from prefect import serve as prefect_serve
     from prefect.deployments.runner import RunnerDeployment
 
-    from flows.approval import await_approval, promote_release, rollback_release
-    from flows.release_checkpoint import release_checkpoint
-    from flows.watch_run import watch_run
+    from shipyard.flows.approval import await_approval, promote_release, rollback_release
+    from shipyard.flows.release_checkpoint import release_checkpoint
+    from shipyard.flows.watch_run import watch_run
     from shipyard.orchestration.prefect import ensure_slot
 
     ensure_slot(settings.pipeline)
