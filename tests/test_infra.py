@@ -1,35 +1,83 @@
 """The deployment files are consistent with the code: every entrypoint is a flow, the Terraform validates."""
 
+import asyncio
 import json
+import runpy
 import shutil
 import subprocess
-from importlib import import_module
 from pathlib import Path
+from typing import Any
+from uuid import uuid4
 
+import kubernetes_validate
 import pytest
 import yaml
 from prefect import Flow
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import FlowRun
+from prefect.flows import load_flow_from_entrypoint
+from prefect_kubernetes.worker import KubernetesWorker, KubernetesWorkerJobConfiguration
 
-INFRA = Path(__file__).parents[1] / "infra"
+ROOT = Path(__file__).parents[1]
+INFRA = ROOT / "infra"
 PLUGINS = Path("/opt/tf-plugins")  # where this machine kind keeps the AWS provider (no registry is reachable)
 
 
 def test_every_deployment_names_a_flow_and_a_pool() -> None:
     spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
     for deployment in spec["deployments"]:
-        path, name = deployment["entrypoint"].split(":")
-        flow = getattr(import_module(path.removesuffix(".py").replace("/", ".")), name)
+        flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))  # as a worker loads it
         assert isinstance(flow, Flow), deployment["entrypoint"]
         assert deployment["work_pool"]["name"] in ("shipyard-process", "shipyard-gpu")
     watch = next(d for d in spec["deployments"] if d["entrypoint"].endswith(":watch_run"))
     assert watch["schedules"], "the watch flow runs on a schedule"
 
 
-def test_gpu_job_template_requests_gpus() -> None:
+def gpu_template_module() -> Any:
+    return runpy.run_path(str(INFRA / "kubernetes" / "template.py"))
+
+
+def test_the_gpu_job_template_is_the_kubernetes_workers_default_plus_gpu_variables() -> None:
     template = json.loads((INFRA / "kubernetes" / "gpu-job-template.json").read_text())
-    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
-    assert "gpus" in template["variables"]["properties"]
+    assert json.dumps(template, indent=2, sort_keys=True) + "\n" == gpu_template_module()["render"](), (
+        "gpu-job-template.json is stale: python infra/kubernetes/template.py"
+    )
+    default = KubernetesWorker.get_default_base_job_template()["variables"]["properties"]
+    ours = template["variables"]["properties"]
+    for name, schema in default.items():  # every variable the worker knows, with the same schema
+        assert {k: v for k, v in ours[name].items() if k != "default"} == {
+            k: v for k, v in schema.items() if k != "default"
+        }, name
+    assert set(ours) - set(default) == {"gpus", "node_selector", "tolerations", "shm_size", "home_claim"}
+
+
+def test_a_flow_run_rendered_by_prefect_kubernetes_is_a_valid_gpu_job() -> None:
+    template = json.loads((INFRA / "kubernetes" / "gpu-job-template.json").read_text())
+    values = {"image": "registry.example/shipyard:0.1.0", "gpus": 8, "shm_size": "64Gi", "cpu_request": "32"}
+    values |= {"node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "namespace": "ml"}
+    unused = PrefectClient(api="http://127.0.0.1:9/api")  # asked only for block and variable references: none
+    render = KubernetesWorkerJobConfiguration.from_template_and_values(template, values, client=unused)
+    configuration = asyncio.run(render)
+    run = FlowRun(flow_id=uuid4(), name="step-10", deployment_id=uuid4())
+    configuration.prepare_for_flow_run(run)
+    manifest = configuration.job_manifest
+    kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)  # raises if invalid
+    pod = manifest["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == "registry.example/shipyard:0.1.0"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert container["args"] == ["prefect", "flow-run", "execute"]  # the run is named by PREFECT__FLOW_RUN_ID
+    assert {"name": "PREFECT__FLOW_RUN_ID", "value": str(run.id)} in container["env"]
+    assert {"name": "SHIPYARD_HOME", "value": "/var/lib/shipyard"} in container["env"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in pod["volumes"]
+    assert manifest["metadata"]["namespace"] == "ml"
+
+    broken = json.loads(json.dumps(manifest))
+    broken["spec"]["template"]["spec"]["parallelism"] = 1  # where the worker's default puts it
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, kubernetes_validate.latest_version(), strict=True)
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None or not PLUGINS.is_dir(), reason="terraform not installed")
