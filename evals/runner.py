@@ -1,7 +1,9 @@
 """Running eval suites on a model with lm-eval, keeping every item's result, cached by digests.
 
-The model is loaded once (lm-eval's `HFLM` around it) for all suites of a
-call. Each suite runs through `lm_eval.simple_evaluate` with `log_samples`
+The model is loaded once per backend for all suites of a call: lm-eval's
+`HFLM` around a model loaded here by default, or the suite's `model` backend
+(`hf` with arguments such as `parallelize`, `vllm`, `sglang`) through
+lm-eval's model registry. Each suite runs through `lm_eval.simple_evaluate` with `log_samples`
 and fixed seeds; per item we keep doc id, doc hash, prompt hash, prompt,
 response, target and metric values, so two models can be compared item by
 item. Results are cached under `home/evals/<model digest>/<key>.json`, the key
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.caches import touch
+from shipyard.errors import ConfigError
 from shipyard.evals.suite import Suite, overlays
 from shipyard.hardware import device
 from shipyard.intake.snapshot import directory_digest
@@ -63,7 +66,7 @@ class SuiteResult:
 def evaluate(model_path: Path, suites: list[Suite], home: Path) -> list[SuiteResult]:
     """Each suite's results for the model in `model_path`, from the cache when they are there."""
     model_digest = directory_digest(model_path)
-    lm: Any = None
+    loaded: dict[str, Any] = {}  # one model per backend, shared by the suites that use it
     results = []
     for suite in suites:
         path = home / "evals" / model_digest / f"{cache_key(suite)}.json"
@@ -72,8 +75,10 @@ def evaluate(model_path: Path, suites: list[Suite], home: Path) -> list[SuiteRes
             result.cached = True
             touch(path.parent)
         else:
-            lm = lm or _load(model_path, suite.spec.batch_size)
-            result = run_suite(lm, suite, model_digest)
+            key = backend(suite)
+            if key not in loaded:
+                loaded[key] = _load(model_path, suite)
+            result = run_suite(loaded[key], suite, model_digest)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result.as_dict()))
@@ -126,13 +131,32 @@ def run_suite(lm: Any, suite: Suite, model_digest: str) -> SuiteResult:
     return SuiteResult(spec.name, suite.digest, model_digest, version("lm_eval"), scores, items)
 
 
-def _load(model_path: Path, batch_size: int) -> Any:
+def backend(suite: Suite) -> str:
+    """What a loaded model can be shared by: the same backend, arguments and batch size."""
+    spec = suite.spec
+    return json.dumps([spec.model, spec.model_args, spec.batch_size], sort_keys=True)
+
+
+def _load(model_path: Path, suite: Suite) -> Any:
+    """The model under the suite's backend: `hf` without arguments wraps the model loaded here (on this process's
+    device); any other backend or arguments go through lm-eval's model registry, as `lm_eval --model` would."""
+    from lm_eval.api.registry import get_model
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_libraries()
-    model = AutoModelForCausalLM.from_pretrained(model_path, device_map=device())
-    return HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_path), batch_size=batch_size)
+    spec = suite.spec
+    if spec.model == "hf" and not spec.model_args:
+        model = AutoModelForCausalLM.from_pretrained(model_path, device_map=device())
+        return HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_path), batch_size=spec.batch_size)
+    extra = {"device": device()} if spec.model == "hf" and "parallelize" not in spec.model_args else {}
+    try:  # lm-eval imports a backend's package when it is first asked for
+        kind = get_model(spec.model)
+        return kind.create_from_arg_obj(
+            {"pretrained": str(model_path), **spec.model_args}, {"batch_size": spec.batch_size, **extra}
+        )
+    except ImportError as exc:
+        raise ConfigError(f"{suite.path}: model backend {spec.model!r} is not installed here: {exc}") from None
 
 
 def _scores(values: dict[str, Any]) -> dict[str, float]:

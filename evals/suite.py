@@ -15,10 +15,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shipyard.errors import ConfigError, NotFound
 from shipyard.schema import did_you_mean, load_yaml
@@ -40,6 +40,22 @@ class SuiteSpec(BaseModel):
     gen_kwargs: dict[str, Any] | None = Field(None, description="Generation settings over the tasks' own.")
     batch_size: int = Field(32, ge=1, description="Requests per forward pass.")
     seed: int = Field(0, description="lm-eval's random, numpy, torch and few-shot seeds.")
+    model: Literal["hf", "vllm", "sglang"] = Field(
+        "hf", description="lm-eval's model backend: hf (transformers), vllm or sglang (their packages installed)."
+    )
+    model_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The backend's own arguments, as lm-eval's --model_args: e.g. hf {parallelize: true}, vllm "
+        "{tensor_parallel_size: 4, data_parallel_size: 2, gpu_memory_utilization: 0.9}. The model path is Shipyard's.",
+    )
+
+    @field_validator("model_args")
+    @classmethod
+    def _no_model_path(cls, args: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted({"pretrained", "model", "model_path", "tokenizer"} & set(args))
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: Shipyard sets the model being evaluated; remove it")
+        return args
 
 
 @dataclass(frozen=True)

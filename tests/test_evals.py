@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.errors import NotFound
+from shipyard.errors import ConfigError, NotFound
 from shipyard.evals import data as eval_data
 from shipyard.evals.runner import evaluate
 from shipyard.evals.suite import BUILTIN, load_suite, read_task_yaml
@@ -101,3 +101,33 @@ def test_every_built_in_suite_asks_each_item_once() -> None:
             (data_file,) = task.data_files.values()
             prompts = [json.loads(line)[field.group(1)] for line in Path(data_file).read_text().splitlines()]
             assert len(prompts) >= 14 and len(set(prompts)) == len(prompts), (task.name, data_file)
+
+
+def backend_suite(tmp_path: Path, name: str, backend: str) -> Path:
+    """The capability suite's held-out task, 40 items, under another model backend."""
+    suite = tmp_path / f"{name}.yaml"
+    suite.write_text(f"name: {name}\ntasks: [{TASKS / 'arithmetic_heldout.yaml'}]\nlimit: 40\n{backend}")
+    return suite
+
+
+@pytest.mark.slow
+def test_a_suite_names_its_model_backend_and_the_registry_path_scores_the_same(
+    rl_checkpoint: Path, tmp_path: Path
+) -> None:
+    here = load_suite(str(backend_suite(tmp_path, "here", "")))
+    registry = load_suite(str(backend_suite(tmp_path, "registry", "model: hf\nmodel_args: {dtype: float32}\n")))
+    assert here.digest != registry.digest  # its own cache entry: another backend may score differently
+    ours, theirs = evaluate(rl_checkpoint, [here, registry], tmp_path / "home")
+    assert not theirs.cached
+    assert [(i.doc_id, i.response, i.metrics) for i in theirs.items["shipyard_arithmetic_heldout"]] == [
+        (i.doc_id, i.response, i.metrics) for i in ours.items["shipyard_arithmetic_heldout"]
+    ]
+
+
+def test_a_backend_that_is_not_installed_or_takes_the_model_path_is_named(rl_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"vllm\.yaml: model backend 'vllm'"):
+        evaluate(rl_checkpoint, [load_suite(str(backend_suite(tmp_path, "vllm", "model: vllm\n")))], tmp_path)
+    with pytest.raises(ConfigError, match="pretrained: Shipyard sets the model"):
+        load_suite(str(backend_suite(tmp_path, "mine", "model_args: {pretrained: gpt2}\n")))
+    with pytest.raises(ConfigError, match="model"):
+        load_suite(str(backend_suite(tmp_path, "other", "model: tgi\n")))
