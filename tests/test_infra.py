@@ -2,9 +2,11 @@
 
 import asyncio
 import json
+import re
 import runpy
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -25,10 +27,18 @@ PLUGINS = Path("/opt/tf-plugins")  # where this machine kind keeps the AWS provi
 
 def test_every_deployment_names_a_flow_and_a_pool() -> None:
     spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
+    gpu_variables = json.loads((INFRA / "kubernetes" / "gpu-job-template.json").read_text())["variables"]["properties"]
+    names = set()
     for deployment in spec["deployments"]:
-        flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))  # as a worker loads it
+        flow = load_flow_from_entrypoint(deployment["entrypoint"])  # as a worker loads it: a module of the package
         assert isinstance(flow, Flow), deployment["entrypoint"]
-        assert deployment["work_pool"]["name"] in ("shipyard-process", "shipyard-gpu")
+        names.add(f"{flow.name}/{deployment['name']}")
+        pool = deployment["work_pool"]
+        assert pool["name"] in ("shipyard-light", "shipyard-gpu")
+        if pool["name"] == "shipyard-gpu":  # sizes the Kubernetes template takes
+            assert set(pool["job_variables"]) <= set(gpu_variables), pool["job_variables"]
+    env = spec["definitions"]["env"]  # the deployments the flows start are the ones declared
+    assert {v for k, v in env.items() if k.endswith("_DEPLOYMENT")} <= names
     watch = next(d for d in spec["deployments"] if d["entrypoint"].endswith(":watch_run"))
     assert watch["schedules"], "the watch flow runs on a schedule"
 
@@ -88,3 +98,17 @@ def test_terraform_for_the_release_bucket_validates(tmp_path: Path) -> None:
     validated = subprocess.run(["terraform", "validate", "-json"], cwd=tmp_path, capture_output=True, text=True)
     assert json.loads(validated.stdout)["valid"], validated.stdout
     assert "abort_incomplete_multipart_upload" in (tmp_path / "main.tf").read_text()
+
+
+def test_the_dockerfile_passes_hadolint_and_copies_what_exists() -> None:
+    dockerfile = INFRA / "Dockerfile"
+    linted = subprocess.run(
+        [str(Path(sys.executable).parent / "hadolint"), "--failure-threshold", "info", "-f", "json", str(dockerfile)],
+        capture_output=True,
+        text=True,
+    )
+    assert linted.returncode == 0, linted.stdout
+    copies = [line.split()[1:-1] for line in dockerfile.read_text().splitlines() if line.startswith("COPY ")]
+    assert all((ROOT / source).exists() for sources in copies for source in sources), copies
+    torch_pin = re.search(r"torch==[0-9.]+", (ROOT / "Makefile").read_text())
+    assert torch_pin and torch_pin.group() in dockerfile.read_text()  # the same torch as the tested setup
