@@ -3,7 +3,10 @@
 The flow is `shipyard.orchestration.pipeline.release_checkpoint` (the one composition of the stages)
 with each stage a Prefect task. The compute tasks
 (screening, post-training, gate) run while the flow holds the training slot
-(a strict global concurrency limit, taken once per run); they persist their
+(a strict global concurrency limit, taken once per run), or — with
+`pipeline.posttrain_deployment` / `pipeline.eval_deployment` — as runs of
+their own deployments on their own pools (`flows/stages.py`), which take the
+slot themselves while this run waits holding nothing; they persist their
 results and are cached on their inputs and source, so a crashed or re-run
 flow resumes without redoing a finished stage (the stages also cache by
 digests underneath). Only I/O tasks (champion pull, publishing, recording a
@@ -14,14 +17,17 @@ starts the light approval run for the new release.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.context import FlowRunContext
 
 from shipyard.intake.watch import Checkpoint
 from shipyard.orchestration import pipeline
@@ -37,19 +43,56 @@ def pull_champion(settings: Settings) -> Path | None:
     return pipeline.champion(settings, pipeline.release_store(settings))
 
 
+def split(settings: Settings) -> bool:
+    """Whether a stage runs elsewhere: then each stage takes the slot itself, and this run holds none."""
+    return bool(settings.pipeline.posttrain_deployment or settings.pipeline.eval_deployment)
+
+
+def own_slot(settings: Settings) -> AbstractContextManager[None]:
+    return orchestration.training_slot(settings.pipeline) if split(settings) else nullcontext()
+
+
+def elsewhere(deployment: str, what: str, checkpoint: Checkpoint, settings: Settings, **parameters: Any) -> Any:
+    """Run stage `what` through its deployment, found again by this release run after a crash (same key)."""
+    config = str(settings.config_file.resolve()) if settings.config_file else None
+    parameters = {k: str(v) if isinstance(v, Path) else v for k, v in parameters.items()}
+    parameters |= {"checkpoint": checkpoint.as_dict(), "config": config, "run": settings.run}
+    context = FlowRunContext.get()
+    run_id = context.flow_run.id if context and context.flow_run else ""
+    digest = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    name = f"{what}-{settings.release.line}-step-{checkpoint.step}"
+    return orchestration.run_stage(deployment, parameters, name, key=f"shipyard-stage:{run_id}:{digest}")
+
+
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def screen(checkpoint: Checkpoint, champion: Path | None, settings: Settings) -> tuple[bool, str]:
-    return pipeline.screen(checkpoint, champion, settings)
+    deployment = settings.pipeline.eval_deployment
+    if deployment is None:
+        with own_slot(settings):
+            return pipeline.screen(checkpoint, champion, settings)
+    passed, why, _ = elsewhere(deployment, "screen", checkpoint, settings, stage="screen", champion=champion)
+    return passed, why
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def post_train(checkpoint: Checkpoint, settings: Settings) -> Path:
-    return pipeline.make_candidate(checkpoint, settings)
+    deployment = settings.pipeline.posttrain_deployment
+    if deployment is None:
+        with own_slot(settings):
+            return pipeline.make_candidate(checkpoint, settings)
+    return Path(elsewhere(deployment, "posttrain", checkpoint, settings))
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def gate(candidate: Path, champion: Path | None, checkpoint: Checkpoint, settings: Settings) -> tuple[bool, str, Path]:
-    return pipeline.gate_candidate(candidate, champion, checkpoint, settings)
+    deployment = settings.pipeline.eval_deployment
+    if deployment is None:
+        with own_slot(settings):
+            return pipeline.gate_candidate(candidate, champion, checkpoint, settings)
+    passed, failed, report = elsewhere(
+        deployment, "gate", checkpoint, settings, stage="gate", champion=champion, candidate=candidate
+    )
+    return passed, failed, Path(report)
 
 
 @task(**IO_RETRIES)
@@ -105,14 +148,15 @@ def stages(config: str | None) -> pipeline.Stages:
         gate=gate,
         publish=publish,
         record=record,
-        slot=lambda s: orchestration.training_slot(s.pipeline),
+        slot=lambda s: nullcontext() if split(s) else orchestration.training_slot(s.pipeline),
         gated=_artifacts,
         released=lambda version, s: request_approval(version, s, config),
     )
 
 
 @flow(name="release-checkpoint")
-def release_checkpoint(checkpoint: dict[str, Any], config: str | None = None) -> dict[str, Any]:
-    settings = load_settings(Path(config) if config else None)
+def release_checkpoint(checkpoint: dict[str, Any], config: str | None = None, run: str | None = None) -> dict[str, Any]:
+    """One checkpoint of the run (`run` of the settings' `runs`, if several) through the pipeline."""
+    settings = load_settings(Path(config) if config else None).for_run(run)
     orchestration.ensure_slot(settings.pipeline)
     return pipeline.release_checkpoint(Checkpoint(**checkpoint), settings, stages(config)).as_dict()

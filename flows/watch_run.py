@@ -35,17 +35,17 @@ DONE, FAILED = CheckpointState.DONE, CheckpointState.FAILED
 ENDED = {StateType.COMPLETED: DONE, StateType.FAILED: FAILED, StateType.CRASHED: FAILED}
 
 
-def _in_place(config: str | None) -> Take:
+def _in_place(settings: Settings, config: str | None) -> Take:
     def take(checkpoint: Checkpoint) -> Outcome:
         run = release_checkpoint.with_options(flow_run_name=f"step-{checkpoint.step}")
-        return Outcome(**run(checkpoint.as_dict(), config))
+        return Outcome(**run(checkpoint.as_dict(), config, settings.run))
 
     return take
 
 
-def _by_event(line: str) -> Take:
+def _by_event(settings: Settings) -> Take:
     def take(checkpoint: Checkpoint) -> Outcome:
-        event_id = orchestration.emit_detected(line, checkpoint)
+        event_id = orchestration.emit_detected(settings.release.line, checkpoint, settings.run)
         return Outcome(checkpoint.step, checkpoint.uri, CheckpointState.EMITTED, f"{orchestration.DETECTED} {event_id}")
 
     return take
@@ -55,13 +55,20 @@ def _through(deployment: str, settings: Settings, config: str | None) -> tuple[T
     line = settings.release.line
 
     def take(checkpoint: Checkpoint) -> Outcome:
-        run = orchestration.start_release_run(deployment, line, checkpoint, config)
+        run = orchestration.start_release_run(deployment, line, checkpoint, config, settings.run)
         return Outcome(checkpoint.step, checkpoint.uri, CheckpointState.STARTED, f"release run {run.name}")
 
     def settle(checkpoint: Checkpoint) -> Outcome | None:
-        state = orchestration.release_run_state(line, checkpoint)
-        if state is None:
+        run = orchestration.release_run(line, checkpoint)
+        if run is None:
             return take(checkpoint)  # selected, but the run was never created: start it now
+        state = run.state_type
+        if state is None:
+            return None
+        if state == StateType.CRASHED and run.run_count <= settings.pipeline.crash_retries:
+            orchestration.retry(run, f"crashed (try {run.run_count}); scheduled again by the watch flow")
+            get_run_logger().info("release run %s crashed: scheduled again", run.name)
+            return None
         if state == StateType.CANCELLED:
             return Outcome(
                 checkpoint.step, checkpoint.uri, CheckpointState.SUPERSEDED, "a newer checkpoint took its place"
@@ -74,14 +81,23 @@ def _through(deployment: str, settings: Settings, config: str | None) -> tuple[T
 
 @flow(name="watch-run")
 def watch_run(config: str | None = None, source: str | None = None) -> list[dict[str, Any]]:
-    """One poll of the run: every selected checkpoint released, turned away, or handed to its own release run."""
-    settings = load_settings(Path(config) if config else None, **({"watch": {"source": source}} if source else {}))
+    """One poll of each run (`runs`, or the one `watch.source`; `source` overrides both): every selected checkpoint
+    released, turned away, or handed to its own release run. The runs share the training slot."""
+    overrides: dict[str, Any] = {"watch": {"source": source}, "runs": []} if source else {}
+    settings = load_settings(Path(config) if config else None, **overrides)
     orchestration.ensure_slot(settings.pipeline)
+    if settings.pipeline.release_deployment is not None:
+        orchestration.ensure_crash_detection(settings.pipeline)
+    names: list[str | None] = [run.name for run in settings.runs] or [None]
+    return [outcome for name in names for outcome in _poll(settings.for_run(name), config)]
+
+
+def _poll(settings: Settings, config: str | None) -> list[dict[str, Any]]:
     deployment = settings.pipeline.release_deployment
     if settings.pipeline.emit_events:
-        outcomes = watch_once(settings, take=_by_event(settings.release.line))
+        outcomes = watch_once(settings, take=_by_event(settings))
     elif deployment is None:
-        outcomes = watch_once(settings, take=_in_place(config))
+        outcomes = watch_once(settings, take=_in_place(settings, config))
     else:
         take, settle = _through(deployment, settings, config)
         outcomes = watch_once(settings, take=take, settle=settle)

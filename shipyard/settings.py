@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +40,12 @@ from shipyard.schema import did_you_mean, fields_at
 ENV_PREFIX = "SHIPYARD_"
 ENV_DELIMITER = "__"
 DEFAULT_CONFIG = Path("shipyard.yaml")
+CONFIG_ENV = "SHIPYARD_CONFIG"  # the config file, when no path is given (a worker's environment names it)
+NOT_SETTINGS = {
+    CONFIG_ENV,
+    "SHIPYARD_DEBUG",
+    "SHIPYARD_IMAGE",
+}  # SHIPYARD_ variables, not settings (IMAGE: prefect.yaml)
 
 
 class Section(BaseModel):
@@ -157,6 +172,24 @@ class PipelineSettings(Section):
     approval_deployment: str | None = Field(
         None, description="Start an approval run through this deployment after each release; None: approve by CLI."
     )
+    posttrain_deployment: str | None = Field(
+        None,
+        description="Post-train in a run of this deployment (its own pool, e.g. 8 GPUs) and wait for it; None: here.",
+    )
+    crashed_after_seconds: int = Field(
+        120, ge=5, description="A flow run with no heartbeat for this long is marked crashed (and retried)."
+    )
+    crash_retries: int = Field(2, ge=0, description="How often the watch flow schedules a crashed release run again.")
+    eval_deployment: str | None = Field(
+        None, description="Screen and gate in runs of this deployment (its own pool, e.g. 1 GPU); None: here."
+    )
+
+    @field_validator(
+        "release_deployment", "approval_deployment", "posttrain_deployment", "eval_deployment", mode="before"
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value  # SHIPYARD_PIPELINE__EVAL_DEPLOYMENT= (empty) turns a split off
 
 
 class ApprovalSettings(Section):
@@ -215,6 +248,16 @@ class DashboardSettings(Section):
     session_hours: float = Field(12.0, gt=0, description="How long a login lasts.")
 
 
+class WatchedRun(Section):
+    """One RL run a watch deployment follows, released on a line of its own, by its own policy and recipe."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="The run's name in logs and run names.")
+    source: str = Field(description="As watch.source: a local path, s3://bucket/prefix or hf://org/name.")
+    line: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Its release line (as release.line).")
+    policy: Path | None = Field(None, description="Its gate policy; None: pipeline.policy.")
+    recipe: Path | None = Field(None, description="Its post-training recipe; None: pipeline.recipe.")
+
+
 class Settings(BaseSettings):
     """All of Shipyard's configuration, one section per stage."""
 
@@ -242,6 +285,36 @@ class Settings(BaseSettings):
     trust: TrustSettings = TrustSettings()
     notify: NotifySettings = NotifySettings()
     dashboard: DashboardSettings = DashboardSettings()
+    runs: list[WatchedRun] = Field(
+        default_factory=list,
+        description="Several runs for one watch deployment, each polled once per watch run; none: watch.source.",
+    )
+    run: str | None = Field(None, description="Which of `runs` these settings are for (set by for_run).")
+
+    @model_validator(mode="after")
+    def _distinct_runs(self) -> Settings:
+        for key in ("name", "line", "source"):
+            values = [getattr(run, key) for run in self.runs]
+            if len(set(values)) != len(values):
+                raise ValueError(f"runs: each needs its own {key}; got {values}")
+        return self
+
+    def for_run(self, name: str | None) -> Settings:
+        """These settings as `name` of `runs` sees them (its source, line, policy, recipe); None: as they are."""
+        if name is None:
+            return self
+        run = next((r for r in self.runs if r.name == name), None)
+        if run is None:
+            raise ConfigError(f"no run named {name!r} in runs{did_you_mean(name, [r.name for r in self.runs])}")
+        pipeline = {k: v for k, v in (("policy", run.policy), ("recipe", run.recipe)) if v is not None}
+        return self.model_copy(
+            update={
+                "run": name,
+                "watch": self.watch.model_copy(update={"source": run.source}),
+                "release": self.release.model_copy(update={"line": run.line}),
+                "pipeline": self.pipeline.model_copy(update=pipeline),
+            }
+        )
 
     @classmethod
     def settings_customise_sources(
@@ -271,6 +344,9 @@ PATH_KEYS = (
     "pipeline.policy",
     "trust.key",
     "trust.door_keys.*",
+    "runs[].source",
+    "runs[].policy",
+    "runs[].recipe",
 )
 
 
@@ -285,10 +361,13 @@ class RelativeYaml(YamlConfigSettingsSource):
         data: dict[str, Any] = super()._read_files(*args, **kwargs)
         for key in PATH_KEYS:
             *parents, name = key.split(".")
-            section: Any = data
-            for part in parents:
-                section = section.get(part) if isinstance(section, dict) else None
-            if isinstance(section, dict):
+            sections: list[Any] = [data]
+            for part in parents:  # "[]": every item of a list
+                found: list[Any] = [s.get(part.removesuffix("[]")) if isinstance(s, dict) else None for s in sections]
+                if part.endswith("[]"):
+                    found = [item for f in found if isinstance(f, list) for item in f]
+                sections = found
+            for section in (s for s in sections if isinstance(s, dict)):
                 for each in list(section) if name == "*" else [name] if name in section else []:
                     section[each] = _relative_to(self.base, section[each])
         return data
@@ -333,10 +412,12 @@ def release_store_uri(settings: Settings, override: str | None = None) -> str:
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from `config` (or ./shipyard.yaml if present), the environment and `overrides`.
+    """Settings from `config` (or $SHIPYARD_CONFIG, or ./shipyard.yaml if present), the environment and `overrides`.
 
     An explicitly named file must exist; the default one is optional.
     """
+    if config is None and os.environ.get(CONFIG_ENV):
+        config = Path(os.environ[CONFIG_ENV])
     if config is not None and not config.is_file():
         raise ConfigError(f"{config}: config file not found")
     if config is None and DEFAULT_CONFIG.is_file():
@@ -357,7 +438,7 @@ def env_var(loc: tuple[str | int, ...]) -> str:
 
 def _reject_unknown_env() -> None:
     for name in os.environ:
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         parts = tuple(name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER))
         model: type[BaseModel] = Settings

@@ -1,6 +1,7 @@
 """The flows on a real Prefect API (the test harness): releases, crash and rerun, approvals through the API."""
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from uuid import UUID
 
 import httpx
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
@@ -19,6 +21,7 @@ from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
 from shipyard.app.cli import app
+from shipyard.evals.policy import DEFAULT_POLICY as POLICY
 from shipyard.flows.approval import await_approval
 from shipyard.flows.release_checkpoint import release_checkpoint
 from shipyard.flows.watch_run import watch_run
@@ -227,11 +230,38 @@ def test_release_runs_through_a_deployment_are_idempotent_and_superseded_ones_ca
     orchestration.start_release_run(name, "main", newer, None)
     cancelled = orchestration.cancel_superseded("main", keep=1)
     assert [run.id for run in cancelled] == [first.id]
-    assert orchestration.release_run_state("main", older) == StateType.CANCELLED
-    assert orchestration.release_run_state("main", newer) == StateType.SCHEDULED
+    assert getattr(orchestration.release_run("main", older), "state_type", None) == StateType.CANCELLED
+    assert getattr(orchestration.release_run("main", newer), "state_type", None) == StateType.SCHEDULED
 
 
 def test_settings_know_the_flow_knobs() -> None:
     settings = load_settings(None, pipeline={"release_deployment": "release-checkpoint/x"})
     assert settings.pipeline.slot == "shipyard-training" and settings.approval.channel == "stable"
     assert isinstance(Settings().notify.events, list)
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_one_watch_deployment_follows_two_runs_each_on_its_own_line_and_policy(
+    rl_checkpoint: Path, home: Path, env: Path, tmp_path: Path
+) -> None:
+    for name in ("a", "b"):
+        shutil.copytree(rl_checkpoint, tmp_path / name / "checkpoint-10")
+    strict = tmp_path / "strict.yaml"  # run b's policy: a floor no checkpoint of the demo reaches
+    strict.write_text(POLICY.read_text().replace("exact_match, min: 0.3", "exact_match, min: 0.99"))
+    config = tmp_path / "shipyard.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "runs": [
+                    {"name": "a", "source": "a", "line": "run-a"},
+                    {"name": "b", "source": "b", "line": "run-b", "policy": "strict.yaml"},
+                ]
+            }
+        )
+    )
+    outcomes = watch_run(config=str(config))
+    assert [(o["step"], o["state"], o["version"]) for o in outcomes] == [(10, "released", 1), (10, "gate_failed", None)]
+    ledger = Ledger(LocalStore(env)).refresh()
+    assert list(ledger.releases) == [("run-a", 1)]
+    assert "shipyard_arithmetic_heldout" in outcomes[1]["reason"]
+    assert watch_run(config=str(config)) == []  # each run's own watch state: nothing new in either

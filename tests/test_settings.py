@@ -112,3 +112,42 @@ def test_outside_the_demo_profile_the_recipe_policy_and_screening_suite_must_be_
     assert choice(plain, "recipe", Path("mine.yaml")) == Path("mine.yaml")
     monkeypatch.setenv("SHIPYARD_PIPELINE__SCREENING_SUITE", "my-suite.yaml")
     assert choice(load_settings(), "screening_suite") == "my-suite.yaml"
+
+
+def test_shipyard_config_names_the_file_and_is_not_taken_for_a_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPYARD_CONFIG", str(write(tmp_path / "w.yaml", "demo: {seed: 4}\n")))
+    monkeypatch.setenv("SHIPYARD_DEBUG", "1")
+    monkeypatch.setenv("SHIPYARD_IMAGE", "registry.example/shipyard:0.1.0")  # prefect.yaml's, not a setting
+    assert load_settings().demo.seed == 4
+    monkeypatch.setenv("SHIPYARD_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
+        load_settings()
+
+
+def test_runs_each_see_their_own_source_line_policy_and_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "lab.yaml",
+        "pipeline: {policy: default.yaml, recipe: r.yaml}\nruns:\n"
+        "  - {name: math, source: runs/math, line: math, policy: strict.yaml}\n"
+        "  - {name: code, source: s3://lab/code, line: code}\n",
+    )
+    settings = load_settings(config)
+    math, code = settings.for_run("math"), settings.for_run("code")
+    assert (math.run, math.watch.source, math.release.line) == ("math", str(tmp_path / "runs/math"), "math")
+    assert math.pipeline.policy == tmp_path / "strict.yaml" and math.pipeline.recipe == tmp_path / "r.yaml"
+    assert (code.watch.source, code.pipeline.policy) == ("s3://lab/code", tmp_path / "default.yaml")
+    assert settings.for_run(None) is settings
+    with pytest.raises(ConfigError, match=r"no run named 'maht'.*math"):
+        settings.for_run("maht")
+    same_line = "runs:\n  - {name: a, source: x, line: main}\n  - {name: b, source: y, line: main}\n"
+    with pytest.raises(ConfigError, match="each needs its own line"):
+        load_settings(write(tmp_path / "bad.yaml", same_line))
+
+
+def test_an_empty_stage_deployment_turns_the_split_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPYARD_PIPELINE__EVAL_DEPLOYMENT", "evaluate-checkpoint/gpu")
+    assert load_settings().pipeline.eval_deployment == "evaluate-checkpoint/gpu"
+    monkeypatch.setenv("SHIPYARD_PIPELINE__EVAL_DEPLOYMENT", "")
+    assert load_settings().pipeline.eval_deployment is None

@@ -7,6 +7,9 @@
   by `shipyard serve`), the watch flow starts one release run per checkpoint
   through it, with an idempotency key from the checkpoint digest, and
   cancels runs that have not started when a newer checkpoint supersedes them.
+- With stage deployments configured (`pipeline.posttrain_deployment`,
+  `pipeline.eval_deployment`), the release run starts post-training and
+  evaluation as runs of their own on their own pools and waits for them.
 - Approval runs wait paused with tags naming the release; any door resumes
   the one waiting for a release through `resume_approval`.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
@@ -35,9 +39,9 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL
-from prefect.states import Cancelled
+from prefect.states import AwaitingRetry, Cancelled
 
-from shipyard.errors import ConfigError
+from shipyard.errors import ConfigError, OrchestrationError
 from shipyard.settings import PipelineSettings
 
 if TYPE_CHECKING:  # the watcher imports torch; a door that only resumes a run should not pay for it
@@ -47,6 +51,7 @@ DETECTED = "shipyard.checkpoint.detected"
 EVENT_NAMESPACE = UUID("6f1c9a52-2d0e-4c1b-9a57-5d3f0e0b7a11")  # event ids are uuid5 in this namespace
 APPROVAL_FLOW = "await-approval"
 RELEASE_FLOW = "release-checkpoint"
+CRASH_DETECTION = "shipyard-crash-detection"
 WAITING = [StateType.SCHEDULED, StateType.PENDING]
 
 
@@ -82,13 +87,15 @@ def idempotency_key(line: str, checkpoint: Checkpoint) -> str:
     return f"shipyard-release:{line}:{checkpoint.digest}"
 
 
-def start_release_run(deployment: str, line: str, checkpoint: Checkpoint, config: str | None) -> FlowRun:
+def start_release_run(
+    deployment: str, line: str, checkpoint: Checkpoint, config: str | None, of_run: str | None = None
+) -> FlowRun:
     """Start (or find, by idempotency key) the release run of `checkpoint` through `deployment`; do not wait."""
     from prefect.deployments import run_deployment
 
     run = run_deployment(
         deployment,
-        parameters={"checkpoint": checkpoint.as_dict(), "config": config},
+        parameters={"checkpoint": checkpoint.as_dict(), "config": config, "run": of_run},
         flow_run_name=f"step-{checkpoint.step}",
         tags=release_tags(line, checkpoint),
         idempotency_key=idempotency_key(line, checkpoint),
@@ -99,12 +106,28 @@ def start_release_run(deployment: str, line: str, checkpoint: Checkpoint, config
     return run
 
 
+def run_stage(deployment: str, parameters: dict[str, Any], name: str, key: str) -> Any:
+    """Run a heavy stage as a run of `deployment` (on its own pool) and wait for it; the stage's result.
+
+    The idempotency key names the stage and its inputs' digests: a release run that crashed while it waited finds
+    the same stage run again (running or finished) instead of starting a second one. The result is small (a path in
+    the shared Shipyard home, a verdict); models and scores stay in that home, keyed by digest.
+    """
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(deployment, parameters=parameters, flow_run_name=name, idempotency_key=key, timeout=None)
+    assert isinstance(run, FlowRun) and run.state is not None
+    if not run.state.is_completed():
+        raise OrchestrationError(f"{deployment} run {run.name} ended {run.state.name}: {run.state.message or ''}")
+    return run.state.result()
+
+
 def detected_event_id(line: str, checkpoint: Checkpoint) -> UUID:
     """Deterministic: the same checkpoint content on the same line is always the same event (one triggered run)."""
     return uuid5(EVENT_NAMESPACE, f"{line}:{checkpoint.digest}")
 
 
-def emit_detected(line: str, checkpoint: Checkpoint) -> UUID:
+def emit_detected(line: str, checkpoint: Checkpoint, of_run: str | None = None) -> UUID:
     """Emit `shipyard.checkpoint.detected` for a deployment trigger to start the release run; the event id."""
     from prefect.events import emit_event
 
@@ -112,16 +135,50 @@ def emit_detected(line: str, checkpoint: Checkpoint) -> UUID:
     emit_event(
         DETECTED,
         resource={"prefect.resource.id": f"shipyard.checkpoint.{checkpoint.digest[:16]}", "shipyard.line": line},
-        payload={"checkpoint": checkpoint.as_dict()},
+        payload={"checkpoint": checkpoint.as_dict(), "run": of_run},
         id=event_id,
     )
     return event_id
 
 
-def release_run_state(line: str, checkpoint: Checkpoint) -> StateType | None:
-    """The state of the newest release run of `checkpoint`, or None if there is none."""
+def release_run(line: str, checkpoint: Checkpoint) -> FlowRun | None:
+    """The newest release run of `checkpoint`, or None if there is none."""
     runs = _runs(RELEASE_FLOW, [f"line:{line}", f"checkpoint:{checkpoint.digest[:16]}"])
-    return runs[0].state_type if runs else None
+    return runs[0] if runs else None
+
+
+def retry(run: FlowRun, why: str) -> None:
+    """Schedule a crashed run again now: a worker takes it, its finished stages come from their caches."""
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, AwaitingRetry(message=why), force=True)
+
+
+def ensure_crash_detection(pipeline: PipelineSettings) -> None:
+    """An automation that marks a flow run Crashed when its heartbeats stop for `pipeline.crashed_after_seconds`
+    (its worker or machine died); the watch flow then schedules the run again. Flow runs send heartbeats when
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set in their environment (infra/prefect.yaml sets it)."""
+    from prefect.automations import AutomationCore, ChangeFlowRunState, EventTrigger, Posture
+
+    with get_client(sync_client=True) as client:
+        if client.read_automations_by_name(CRASH_DETECTION):
+            return
+    ended = [f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed", "Paused")]
+    automation = AutomationCore(
+        name=CRASH_DETECTION,
+        description="Mark a flow run Crashed when its heartbeats stop (Shipyard then retries release runs).",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Suspended", *ended},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=pipeline.crashed_after_seconds),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message="its heartbeats stopped")],
+    )
+    with get_client(sync_client=True) as client:
+        client.create_automation(automation)
 
 
 def cancel_superseded(line: str, keep: int) -> list[FlowRun]:

@@ -93,6 +93,7 @@ def detected_trigger(config: str | None) -> Any:
         match={"prefect.resource.id": "shipyard.checkpoint.*"},
         parameters={
             "checkpoint": "{{ event.payload.checkpoint }}",  # one placeholder: the payload's object itself
+            "run": "{{ event.payload.run }}",
             "config": config,
         },
     )

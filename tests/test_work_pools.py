@@ -1,0 +1,227 @@
+"""Work pools end to end: a real `prefect server`, `prefect deploy` of infra/prefect.yaml as written, and
+`prefect worker start` processes for the light pool and the heavy (GPU) pool, here both process pools.
+
+A checkpoint appears in the watched run → the scheduled watch run starts a release run on the light pool → it runs
+post-training and the gate as runs of their own on the heavy pool → the light worker is killed with its release
+run mid-release, and a new one started → the run is marked crashed (heartbeats), scheduled again by the watch flow,
+and resumes from its cached stages → one release → the approval run suspends (its process exits) → an approval by
+the CLI resumes it → `stable` moves. The workers' and the server's logs are kept in test-artifacts/ on failure.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from shipyard.registry.doors import hash_token
+from shipyard.registry.ledger import Ledger
+from shipyard.registry.policy import DoorRule
+from shipyard.registry.stores import LocalStore
+
+from .conftest import _free_port
+from .helpers import Keys, protect
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "work-pools"
+BIN = Path(sys.executable).parent
+
+
+class Cluster:
+    """A Prefect server and workers, each a process group of its own, logging under `logs`."""
+
+    def __init__(self, logs: Path, env: dict[str, str]) -> None:
+        self.logs, self.env, self.procs = logs, env, {}  # type: dict[str, subprocess.Popen[bytes]]
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, *command: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        """The process and everything it started, at once: the machine went away."""
+        proc = self.procs.pop(name)
+        family = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+        for pid in family:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(30)
+
+    def prefect(self, *args: str, env: dict[str, str] | None = None) -> str:
+        command = [str(BIN / "prefect"), *args]
+        done = subprocess.run(
+            command, env=self.env | (env or {}), cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.kill(name)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, logs: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; logs in {logs}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SHIPYARD_"))}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        # A watch run the killed worker had taken but not started holds the deployment's slot (concurrency_limit 1)
+        # until its lease expires: 300 s by default, the least Prefect allows here.
+        "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "30",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "TQDM_DISABLE": "1",
+        "SHIPYARD_PROFILE": "demo",
+    }
+    cluster = Cluster(tmp_path / "logs", env)
+    cluster.start("server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port))
+    wait_for("the server", lambda: _healthy(env["PREFECT_API_URL"]), 120, cluster.logs)
+    yield cluster
+    cluster.stop()
+    if getattr(request.node, "failed_call", True):  # set by conftest's report hook
+        shutil.rmtree(ARTIFACTS, ignore_errors=True)
+        shutil.copytree(cluster.logs, ARTIFACTS)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def configure(tmp_path: Path, cluster: Cluster, keys: Keys) -> tuple[Path, Path]:
+    """A protected release store, a run directory still empty, and the config file workers are pointed at."""
+    store, run = tmp_path / "releases", tmp_path / "run"
+    run.mkdir()
+    protect(LocalStore(store), keys, doors={"prefect-ui": DoorRule(key=keys.public("prefect-ui"), attests=["ana"])})
+    config = {
+        "home": str(tmp_path / "home"),
+        "release": {"store": str(store)},
+        "watch": {"source": str(run)},
+        "approval": {"poll_seconds": 1},
+        "pipeline": {"crashed_after_seconds": 45},
+        "trust": {"owners": [keys.fingerprint("owner")], "door_keys": {"prefect-ui": str(keys.path("prefect-ui"))}},
+        "dashboard": {"tokens": {"ana": hash_token("ana-token")}},
+    }
+    (tmp_path / "shipyard.yaml").write_text(yaml.safe_dump(config))
+    cluster.env["SHIPYARD_CONFIG"] = str(tmp_path / "shipyard.yaml")
+    return store, run
+
+
+@contextmanager
+def client_of(cluster: Cluster) -> Iterator[Any]:
+    """A Prefect client of the test's server (Prefect's settings are read once per process: set them here)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: cluster.env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        yield client
+
+
+def runs_of(cluster: Cluster, flow: str) -> list[Any]:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with client_of(cluster) as client:
+        return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])))
+
+
+def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_loses_nothing(
+    tmp_path: Path, rl_checkpoint: Path, cluster: Cluster
+) -> None:
+    keys = Keys(tmp_path / "keys")
+    store, run = configure(tmp_path, cluster, keys)
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    cluster.prefect("work-pool", "create", "shipyard-light", "--type", "process")
+    cluster.prefect("work-pool", "create", "shipyard-gpu", "--type", "process")  # a Kubernetes pool on a cluster
+    deploy = ["--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml", "--all"]
+    cluster.prefect(*deploy, env={"SHIPYARD_IMAGE": "unused-by-process-pools"})
+    with client_of(cluster) as client:  # the operator's knob: poll every 10 s instead of 300
+        watch = client.read_deployment_by_name("watch-run/light")
+        [schedule] = client.read_deployment_schedules(watch.id)
+        client.update_deployment_schedule(
+            watch.id, schedule.id, schedule=IntervalSchedule(interval=timedelta(seconds=10))
+        )
+
+    worker = [str(BIN / "prefect"), "worker", "start", "--type", "process", "--pool"]
+    cluster.start("light-1", *worker, "shipyard-light")
+    cluster.start("gpu", *worker, "shipyard-gpu")
+    shutil.copytree(rl_checkpoint, run / "checkpoint-10")  # a checkpoint appears in the watched run
+
+    running = StateType.RUNNING
+    wait_for(
+        "post-training to start on the GPU pool",
+        lambda: any(r.state_type == running for r in runs_of(cluster, "posttrain-checkpoint")),
+        600,
+        cluster.logs,
+    )
+    [release] = runs_of(cluster, "release-checkpoint")
+    cluster.kill("light-1")  # the light worker and the release run it was executing
+    cluster.start("light-2", *worker, "shipyard-light")
+
+    def published() -> bool:
+        return Ledger(LocalStore(store)).refresh().channel("main", "candidate") == 1
+
+    wait_for("the release", published, 900, cluster.logs)
+    wait_for(
+        "the approval run to suspend",
+        lambda: [r for r in runs_of(cluster, "await-approval") if r.state and r.state.name == "Suspended"],
+        300,
+        cluster.logs,
+    )
+    approve = [str(BIN / "shipyard"), "approve", "v1", "--key", str(keys.path("ana")), "--note", "through the pools"]
+    done = subprocess.run(approve, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    wait_for(
+        "stable to move", lambda: Ledger(LocalStore(store)).refresh().channel("main", "stable") == 1, 300, cluster.logs
+    )
+    wait_for(
+        "the approval run to finish",
+        lambda: all(r.state_type == StateType.COMPLETED for r in runs_of(cluster, "await-approval")),
+        300,
+        cluster.logs,
+    )
+
+    ledger = Ledger(LocalStore(store)).refresh()
+    assert list(ledger.releases) == [("main", 1)]  # published once
+    with client_of(cluster) as client:
+        release = client.read_flow_run(release.id)
+        history = [s.name for s in client.read_flow_run_states(release.id)]
+    assert release.state_type == StateType.COMPLETED and release.work_pool_name == "shipyard-light"
+    assert "Crashed" in history and release.run_count >= 2, history  # crashed with its worker, then resumed
+    [posttrain] = runs_of(cluster, "posttrain-checkpoint")  # not run again after the crash
+    assert posttrain.state_type == StateType.COMPLETED and posttrain.work_pool_name == "shipyard-gpu"
+    gates = [r for r in runs_of(cluster, "evaluate-checkpoint") if r.parameters["stage"] == "gate"]
+    assert [r.work_pool_name for r in gates] == ["shipyard-gpu"]
