@@ -1,6 +1,9 @@
 """Post-training on the demo's tiny model: DPO and safety training move the model the right way; caching; LoRA."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,8 @@ from typer.testing import CliRunner
 from shipyard.app.cli import app
 from shipyard.demo import arithmetic, preference_data
 from shipyard.demo.generate import answer_logprob
+from shipyard.evals.runner import evaluate
+from shipyard.evals.suite import load_suite
 from shipyard.posttraining.posttrain import posttrain
 from shipyard.posttraining.recipe import DEFAULT_RECIPE
 from shipyard.safety import data as safety_data
@@ -112,3 +117,33 @@ def test_sft_stage_trains_on_conversations(rl_checkpoint: Path, tmp_path: Path) 
     stage = candidate.lineage["stages"][0]
     assert stage["method"] == "sft" and stage["steps"] == 8 and stage["loss"] > 0
     assert candidate.lineage["data_digests"]["answers"]
+
+
+def test_two_processes_under_accelerate_make_one_candidate_within_the_noise_of_one_process(
+    rl_checkpoint: Path, tmp_path: Path
+) -> None:
+    recipe = preference_recipe(tmp_path)
+    env = {**os.environ, "SHIPYARD_HOME": str(tmp_path / "home"), "TQDM_DISABLE": "1"}
+    # accelerate's --cpu launcher starts one process (its multi-CPU path is MPI); --multi_gpu starts them with
+    # torchrun, and on a machine without GPUs they train as gloo peers.
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+    command = [*launch, "-m", "shipyard.app.cli", "posttrain", "--checkpoint", str(rl_checkpoint)]
+    command += ["--recipe", str(recipe), "--out", str(tmp_path / "ddp"), "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)  # one report, from the main process
+    assert report["lineage"]["world_size"] == 2 and not report["cached"]
+    single = posttrain(rl_checkpoint, recipe, tmp_path / "home", progress=False)
+    assert single.lineage["world_size"] == 1 and single.digest != report["lineage"]["candidate_digest"]
+
+    base = heldout_margin(*load(rl_checkpoint))
+    one, two = heldout_margin(*load(single.path)), heldout_margin(*load(tmp_path / "ddp"))
+    assert one > base and two > base  # both learned the preference
+    assert abs(two - one) < 0.25 * (one - base), (base, one, two)  # the same batch and steps, sharded: close
+    scores = [
+        evaluate(path, [load_suite("capability")], tmp_path / "home")[0].scores
+        for path in (single.path, tmp_path / "ddp")
+    ]
+    for task in ("shipyard_arithmetic_heldout", "shipyard_arithmetic_choice"):
+        metric = "exact_match" if task.endswith("heldout") else "acc"
+        assert abs(scores[0][task][metric] - scores[1][task][metric]) <= 0.05, scores

@@ -182,12 +182,14 @@ def posttrain_command(
     as_json: JsonOption = False,
 ) -> None:
     """Post-train a checkpoint with a recipe's stages into a release candidate (cached by digests)."""
-    from shipyard.posttraining.posttrain import posttrain
+    from shipyard.posttraining.posttrain import launched, posttrain
     from shipyard.profiles import choice
 
     settings = load_settings(config)
     recipe_file = choice(settings, "recipe", recipe)
     candidate = posttrain(checkpoint, recipe_file, settings.home, out, progress=True)
+    if not launched().is_main_process:
+        return  # one report per launch, from its main process
     if as_json:
         print_json({"path": str(candidate.path), "cached": candidate.cached, "lineage": candidate.lineage})
         return

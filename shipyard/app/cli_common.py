@@ -14,6 +14,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from shipyard.errors import ShipyardError
 from shipyard.progress import JSON_LINES
@@ -63,11 +64,13 @@ def fail(exc: BaseException, as_json: bool) -> None:
         traceback.print_exception(exc)
     if isinstance(exc, ShipyardError):
         shown = exc.as_dict()
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     else:
         shown = {"error": "internal", "type": type(exc).__name__, "message": str(exc)}
         hint = "" if Debug.on else "; shipyard --debug … shows the traceback"
-        err.print(f"[bold red]error ({type(exc).__name__}):[/] {exc}{hint}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error ({type(exc).__name__}):[/] {escape(str(exc))}{hint}", highlight=False, soft_wrap=True
+        )
     if as_json:
         print_json(shown)
 

@@ -12,6 +12,11 @@ checkpoint's files, the recipe, the data and the library versions — not of
 paths — so a second call with the same inputs trains nothing. Its
 `lineage.json` records all of that plus each stage's final metrics and the
 candidate digest. Called by `shipyard posttrain` and the release flow.
+
+Under `accelerate launch` every process trains (DDP; FSDP or DeepSpeed from the
+recipe's `fsdp`/`deepspeed` settings), a stage's `batch_size` is the global
+batch split over the processes, the world size is part of the key and the
+lineage, and the main process writes the candidate.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from rich.progress import MofNCompleteColumn, Progress, TaskID, TextColumn
 from transformers import (
     AutoModelForCausalLM,
@@ -46,7 +52,7 @@ from shipyard.hardware import device
 from shipyard.intake.snapshot import checkpoint_digest, directory_digest
 from shipyard.model_dir import require_model_dir
 from shipyard.posttraining.data import StageData, load_stage_data
-from shipyard.posttraining.recipe import Recipe, Stage, load_recipe, recipe_digest
+from shipyard.posttraining.recipe import Recipe, Stage, load_recipe, recipe_digest, sharding
 from shipyard.progress import progress_bar
 from shipyard.quiet import quiet_libraries
 
@@ -72,18 +78,42 @@ def posttrain(
     require_model_dir(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     data = [load_stage_data(recipe_file, stage, tokenizer) for stage in recipe.stages]
-    inputs = _inputs(checkpoint, recipe, data)
+    processes = launched()
+    if processes.num_processes > 1:
+        data = [_on_disk(d, home / "candidates" / ".datasets", processes) for d in data]
+    inputs = _inputs(checkpoint, recipe, data) | {"world_size": processes.num_processes}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     entry = home / "candidates" / key
     cached = (entry / LINEAGE).is_file()
     if cached:
         touch(entry)
     else:
-        _build(checkpoint, tokenizer, recipe, data, inputs | {"key": key}, entry, progress)
+        main = processes.is_main_process
+        lineage = inputs | {"key": key, "sharding": sharding(recipe, recipe_file)}
+        _build(checkpoint, tokenizer, recipe, data, lineage, entry, progress and main, main)
+        processes.wait_for_everyone()  # the main process has written the candidate
     lineage = json.loads((entry / LINEAGE).read_text())
-    if out is not None:
+    if out is not None and processes.is_main_process:
         _materialize(entry, out, key)
     return Candidate(out or entry, lineage["candidate_digest"], cached, lineage)
+
+
+def launched() -> PartialState:
+    """The processes of this launch (`accelerate launch`, `torchrun`: DDP, FSDP, DeepSpeed), else just this one.
+
+    Built as the Trainer builds it (the state is shared, the first one built wins): on a CPU it takes the
+    launcher's processes as gloo peers, which the Trainer would otherwise do."""
+    return PartialState(cpu=device() == "cpu")
+
+
+def _on_disk(data: StageData, directory: Path, processes: PartialState) -> StageData:
+    """The stage's rows in one arrow file all processes share: TRL caches per-dataset results (the reference
+    log-probs) beside a dataset's file, written by the main process for all, and an in-memory dataset's cache
+    is a directory of each process's own."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with processes.main_process_first():
+        shared = data.dataset.flatten_indices(cache_file_name=str(directory / f"{data.digest}.arrow"))
+    return StageData(shared, data.digest, data.origin)
 
 
 def _inputs(checkpoint: Path, recipe: Recipe, data: list[StageData]) -> dict[str, Any]:
@@ -106,7 +136,9 @@ def _build(
     lineage: dict[str, Any],
     entry: Path,
     progress: bool,
+    main: bool = True,
 ) -> None:
+    """Train every stage (in each process of a launch); the main process writes the candidate."""
     dtype = torch.float32 if device() == "cpu" else "auto"
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -116,8 +148,11 @@ def _build(
         progress_bar(progress, MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}")) as bar,
     ):
         for stage, stage_data in zip(recipe.stages, data, strict=True):
-            model, metrics = train_stage(model, tokenizer, stage, stage_data, Path(work) / stage.name, bar)
+            work_dir = Path(work) / stage.name
+            model, metrics = train_stage(model, tokenizer, stage, stage_data, work_dir, bar, lineage["sharding"])
             stages.append({"name": stage.name, "method": stage.method, "rows": len(stage_data.dataset), **metrics})
+        if not main:
+            return
         building = Path(work) / "candidate"
         model.save_pretrained(building)
         tokenizer.save_pretrained(building)
@@ -146,6 +181,7 @@ def train_stage(
     data: StageData,
     work: Path,
     bar: Progress | None = None,
+    sharded: dict[str, Any] | None = None,
 ) -> tuple[PreTrainedModel, dict[str, float]]:
     """Train `model` for one stage; return the (merged) model and the stage's final metrics."""
     from peft import LoraConfig, PeftModel
@@ -154,10 +190,14 @@ def train_stage(
     from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
 
-    on = device()
+    on, processes = device(), launched().num_processes
+    if stage.batch_size % processes:
+        raise ConfigError(
+            f"stage {stage.name}: batch_size {stage.batch_size} does not split over {processes} processes"
+        )
     common: dict[str, Any] = {
         "output_dir": str(work),
-        "per_device_train_batch_size": stage.batch_size,
+        "per_device_train_batch_size": stage.batch_size // processes,  # the recipe's batch is the global batch
         "learning_rate": stage.learning_rate,
         "max_steps": stage.max_steps or -1,
         "num_train_epochs": stage.epochs or 1.0,
@@ -171,6 +211,7 @@ def train_stage(
         "save_strategy": "no",
         "report_to": "none",
         "disable_tqdm": True,
+        **(sharded or {}),  # the recipe's fsdp / deepspeed
     }
     lora = stage.lora
     peft_config = (

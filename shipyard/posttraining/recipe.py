@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -70,6 +70,23 @@ class Recipe(Strict):
     """Post-training as data: stages run in order, each on the previous stage's model."""
 
     stages: list[Stage] = Field(min_length=1, description="Stages in order, e.g. preference then safety.")
+    fsdp: str | None = Field(
+        None,
+        description="FSDP for every stage under `accelerate launch`, as transformers' TrainingArguments.fsdp, "
+        "e.g. 'full_shard auto_wrap'.",
+    )
+    fsdp_config: dict[str, Any] | None = Field(
+        None, description="TrainingArguments.fsdp_config, e.g. {fsdp_version: 2, transformer_layer_cls_to_wrap: [...]}."
+    )
+    deepspeed: str | dict[str, Any] | None = Field(
+        None, description="A DeepSpeed config (a JSON file relative to the recipe, or inline), as TrainingArguments."
+    )
+
+    @model_validator(mode="after")
+    def _one_sharding(self) -> Recipe:
+        if self.fsdp and self.deepspeed:
+            raise ValueError("fsdp and deepspeed: choose one")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Recipe:
@@ -82,6 +99,18 @@ class Recipe(Strict):
 def load_recipe(path: Path) -> Recipe:
     """The recipe in `path`, checked; a `ConfigError` names the file and every problem."""
     return load_yaml(path, Recipe)
+
+
+def sharding(recipe: Recipe, recipe_file: Path) -> dict[str, Any]:
+    """The recipe's FSDP or DeepSpeed settings as TrainingArguments keywords (a DeepSpeed file made absolute)."""
+    if recipe.fsdp:
+        return {"fsdp": recipe.fsdp, **({"fsdp_config": recipe.fsdp_config} if recipe.fsdp_config else {})}
+    if isinstance(recipe.deepspeed, str):
+        path = (recipe_file.parent / recipe.deepspeed).resolve()
+        if not path.is_file():
+            raise ConfigError(f"{recipe_file}: deepspeed config {recipe.deepspeed} not found (looked at {path})")
+        return {"deepspeed": str(path)}
+    return {"deepspeed": recipe.deepspeed} if recipe.deepspeed else {}
 
 
 def recipe_digest(recipe: Recipe) -> str:
