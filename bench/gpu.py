@@ -28,6 +28,7 @@ SIZES = {
     "1.5B": {"hidden_size": 1536, "num_layers": 28, "num_heads": 12, "intermediate_size": 8960},
 }
 ROUNDS = 2
+KINDS = ("shipyard", "trl", "trl-log-every-step")  # the last: TRL with Shipyard's logging_steps=1 and data_seed
 
 
 def one(kind: str, model_dir: Path) -> dict[str, float]:
@@ -50,7 +51,7 @@ def build(out: Path, shape: dict[str, int]) -> Path:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] in ("shipyard", "trl"):
+    if len(sys.argv) == 3 and sys.argv[1] in KINDS:
         print(json.dumps(one(sys.argv[1], Path(sys.argv[2]))))
         return
     out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else None
@@ -58,7 +59,7 @@ def main() -> None:
     for size, shape in SIZES.items():
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = build(Path(tmp) / "model", shape)
-            runs: dict[str, list[dict[str, float]]] = {"shipyard": [], "trl": []}
+            runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
             for _ in range(ROUNDS):
                 for kind in runs:
                     done = subprocess.run(
@@ -72,6 +73,9 @@ def main() -> None:
             for kind, rs in runs.items()
         }
         row["ratio"] = {key: row["shipyard"][key] / row["trl"][key] for key in ("seconds", "peak_cuda_gb")}
+        row["ratio to the peer logging every step"] = {
+            "seconds": row["shipyard"]["seconds"] / row["trl-log-every-step"]["seconds"]
+        }
         results[size] = row
         print(json.dumps({size: row}), flush=True)
         if out_dir:

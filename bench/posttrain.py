@@ -30,11 +30,19 @@ from shipyard.quiet import quiet_libraries
 ROUNDS = 5
 
 
+# The peer, and the peer with Shipyard's two extra settings (a log line per step, a data seed): the second tells
+# whether a gap between Shipyard and the peer is those settings or Shipyard's own code.
+PEERS: dict[str, dict[str, int]] = {"trl": {}, "trl-log-every-step": {"logging_steps": 1, "data_seed": 0}}
+
+
 def train(kind: str, model_dir: Path, **device: bool) -> float:
     """Seconds from building the trainer to the end of the recipe's preference stage: Shipyard's, or TRL's
-    `DPOTrainer` as one would call it directly with the same hyper-parameters; `device` goes to `DPOConfig`."""
+    `DPOTrainer` as one would call it directly with the same hyper-parameters (`PEERS[kind]` added); `device`
+    goes to `DPOConfig`."""
+    import peft  # noqa: F401  (train_stage imports it on its first call: imported here, both sides time training)
     from trl.trainer.dpo_config import DPOConfig
     from trl.trainer.dpo_trainer import DPOTrainer
+    from trl.trainer.sft_trainer import SFTTrainer  # noqa: F401  (likewise)
 
     quiet_libraries()
     stage = load_recipe(DEFAULT_RECIPE).stages[0]
@@ -58,6 +66,7 @@ def train(kind: str, model_dir: Path, **device: bool) -> float:
                 report_to="none",
                 save_strategy="no",
                 disable_tqdm=True,
+                **PEERS[kind],
                 **device,
             )
             DPOTrainer(model=model, args=args, train_dataset=data.dataset, processing_class=tokenizer).train()

@@ -139,11 +139,11 @@ def test_two_processes_under_accelerate_make_one_candidate_within_the_noise_of_o
     base = heldout_margin(*load(rl_checkpoint))
     one, two = heldout_margin(*load(single.path)), heldout_margin(*load(tmp_path / "ddp"))
     assert one > base and two > base  # both learned the preference
-    assert abs(two - one) < 0.25 * (one - base), (base, one, two)  # the same batch and steps, sharded: close
+    assert abs(two - one) < 0.01 * (one - base), (base, one, two)  # the same global batches, averaged: ~equal
     scores = [
         evaluate(path, [load_suite("capability")], tmp_path / "home")[0].scores
         for path in (single.path, tmp_path / "ddp")
     ]
     for task in ("shipyard_arithmetic_heldout", "shipyard_arithmetic_choice"):
         metric = "exact_match" if task.endswith("heldout") else "acc"
-        assert abs(scores[0][task][metric] - scores[1][task][metric]) <= 0.05, scores
+        assert abs(scores[0][task][metric] - scores[1][task][metric]) <= 0.01, scores  # measured: equal
