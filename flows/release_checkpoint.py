@@ -17,7 +17,6 @@ starts the light approval run for the new release.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from contextlib import AbstractContextManager, nullcontext
@@ -27,7 +26,6 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
-from prefect.context import FlowRunContext
 
 from shipyard.intake.watch import Checkpoint
 from shipyard.orchestration import pipeline
@@ -57,11 +55,7 @@ def elsewhere(deployment: str, what: str, checkpoint: Checkpoint, settings: Sett
     config = str(settings.config_file.resolve()) if settings.config_file else None
     parameters = {k: str(v) if isinstance(v, Path) else v for k, v in parameters.items()}
     parameters |= {"checkpoint": checkpoint.as_dict(), "config": config, "run": settings.run}
-    context = FlowRunContext.get()
-    run_id = context.flow_run.id if context and context.flow_run else ""
-    digest = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:32]
-    name = f"{what}-{settings.release.line}-step-{checkpoint.step}"
-    return orchestration.run_stage(deployment, parameters, name, key=f"shipyard-stage:{run_id}:{digest}")
+    return orchestration.run_stage(deployment, f"{what}-{settings.release.line}-step-{checkpoint.step}", parameters)
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)

@@ -38,6 +38,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "work-pools"
 BIN = Path(sys.executable).parent
+CRASHED_AFTER = 45  # seconds without a heartbeat (runs send one every 30 s, as infra/prefect.yaml sets)
 
 
 class Cluster:
@@ -130,7 +131,7 @@ def configure(tmp_path: Path, cluster: Cluster, keys: Keys) -> tuple[Path, Path]
         "release": {"store": str(store)},
         "watch": {"source": str(run)},
         "approval": {"poll_seconds": 1},
-        "pipeline": {"crashed_after_seconds": 45},
+        "pipeline": {"crashed_after_seconds": CRASHED_AFTER},
         "trust": {"owners": [keys.fingerprint("owner")], "door_keys": {"prefect-ui": str(keys.path("prefect-ui"))}},
         "dashboard": {"tokens": {"ana": hash_token("ana-token")}},
     }
@@ -201,6 +202,8 @@ def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_
         300,
         cluster.logs,
     )
+    time.sleep(CRASHED_AFTER + 20)  # a suspended run sends no heartbeats, and must not be taken for a dead one
+    assert [r.state.name for r in runs_of(cluster, "await-approval") if r.state] == ["Suspended"]
     approve = [str(BIN / "shipyard"), "approve", "v1", "--key", str(keys.path("ana")), "--note", "through the pools"]
     done = subprocess.run(approve, env=cluster.env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -18,6 +18,8 @@ Called by the flows and the CLI; nothing here decides what to release.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
@@ -52,6 +54,15 @@ EVENT_NAMESPACE = UUID("6f1c9a52-2d0e-4c1b-9a57-5d3f0e0b7a11")  # event ids are 
 APPROVAL_FLOW = "await-approval"
 RELEASE_FLOW = "release-checkpoint"
 CRASH_DETECTION = "shipyard-crash-detection"
+SHIPYARD_FLOWS = (  # the flows crash detection watches: only Shipyard's, on a server others share
+    "watch-run",
+    RELEASE_FLOW,
+    "posttrain-checkpoint",
+    "evaluate-checkpoint",
+    APPROVAL_FLOW,
+    "promote-release",
+    "rollback-release",
+)
 WAITING = [StateType.SCHEDULED, StateType.PENDING]
 
 
@@ -106,15 +117,20 @@ def start_release_run(
     return run
 
 
-def run_stage(deployment: str, parameters: dict[str, Any], name: str, key: str) -> Any:
+def run_stage(deployment: str, name: str, parameters: dict[str, Any]) -> Any:
     """Run a heavy stage as a run of `deployment` (on its own pool) and wait for it; the stage's result.
 
-    The idempotency key names the stage and its inputs' digests: a release run that crashed while it waited finds
-    the same stage run again (running or finished) instead of starting a second one. The result is small (a path in
-    the shared Shipyard home, a verdict); models and scores stay in that home, keyed by digest.
+    The idempotency key is the calling flow run and a digest of the parameters: a release run that crashed while
+    it waited finds the same stage run again (running or finished) instead of starting a second one. The result
+    is small (a path in the shared Shipyard home, a verdict); models and scores stay in that home, by digest.
     """
+    from prefect.context import FlowRunContext
     from prefect.deployments import run_deployment
 
+    context = FlowRunContext.get()
+    caller = context.flow_run.id if context and context.flow_run else ""
+    digest = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    key = f"shipyard-stage:{caller}:{digest}"
     run = run_deployment(deployment, parameters=parameters, flow_run_name=name, idempotency_key=key, timeout=None)
     assert isinstance(run, FlowRun) and run.state is not None
     if not run.state.is_completed():
@@ -154,9 +170,10 @@ def retry(run: FlowRun, why: str) -> None:
 
 
 def ensure_crash_detection(pipeline: PipelineSettings) -> None:
-    """An automation that marks a flow run Crashed when its heartbeats stop for `pipeline.crashed_after_seconds`
-    (its worker or machine died); the watch flow then schedules the run again. Flow runs send heartbeats when
-    PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set in their environment (infra/prefect.yaml sets it)."""
+    """An automation that marks a Shipyard flow run Crashed when its heartbeats stop for
+    `pipeline.crashed_after_seconds` (its worker or machine died); the watch flow then schedules the run again.
+    Flow runs send heartbeats when PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set in their environment (infra/prefect.yaml
+    sets it)."""
     from prefect.automations import AutomationCore, ChangeFlowRunState, EventTrigger, Posture
 
     with get_client(sync_client=True) as client:
@@ -165,11 +182,12 @@ def ensure_crash_detection(pipeline: PipelineSettings) -> None:
     ended = [f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed", "Paused")]
     automation = AutomationCore(
         name=CRASH_DETECTION,
-        description="Mark a flow run Crashed when its heartbeats stop (Shipyard then retries release runs).",
+        description="Mark a Shipyard flow run Crashed when its heartbeats stop (Shipyard retries release runs).",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
             expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Suspended", *ended},
             match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": list(SHIPYARD_FLOWS)},
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
