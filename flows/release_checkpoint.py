@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +40,6 @@ def pull_champion(settings: Settings) -> Path | None:
     return pipeline.champion(settings, pipeline.release_store(settings))
 
 
-def split(settings: Settings) -> bool:
-    """Whether a stage runs elsewhere: then each stage takes the slot itself, and this run holds none."""
-    return bool(settings.pipeline.posttrain_deployment or settings.pipeline.eval_deployment)
-
-
-def own_slot(settings: Settings) -> AbstractContextManager[None]:
-    return orchestration.training_slot(settings.pipeline) if split(settings) else nullcontext()
-
-
 def elsewhere(deployment: str, what: str, checkpoint: Checkpoint, settings: Settings, **parameters: Any) -> Any:
     """Run stage `what` through its deployment, found again by this release run after a crash (same key)."""
     config = str(settings.config_file.resolve()) if settings.config_file else None
@@ -62,7 +52,7 @@ def elsewhere(deployment: str, what: str, checkpoint: Checkpoint, settings: Sett
 def screen(checkpoint: Checkpoint, champion: Path | None, settings: Settings) -> tuple[bool, str]:
     deployment = settings.pipeline.eval_deployment
     if deployment is None:
-        with own_slot(settings):
+        with orchestration.stage_slot(settings.pipeline):
             return pipeline.screen(checkpoint, champion, settings)
     passed, why, _ = elsewhere(deployment, "screen", checkpoint, settings, stage="screen", champion=champion)
     return passed, why
@@ -72,7 +62,7 @@ def screen(checkpoint: Checkpoint, champion: Path | None, settings: Settings) ->
 def post_train(checkpoint: Checkpoint, settings: Settings) -> Path:
     deployment = settings.pipeline.posttrain_deployment
     if deployment is None:
-        with own_slot(settings):
+        with orchestration.stage_slot(settings.pipeline):
             return pipeline.make_candidate(checkpoint, settings)
     return Path(elsewhere(deployment, "posttrain", checkpoint, settings))
 
@@ -81,7 +71,7 @@ def post_train(checkpoint: Checkpoint, settings: Settings) -> Path:
 def gate(candidate: Path, champion: Path | None, checkpoint: Checkpoint, settings: Settings) -> tuple[bool, str, Path]:
     deployment = settings.pipeline.eval_deployment
     if deployment is None:
-        with own_slot(settings):
+        with orchestration.stage_slot(settings.pipeline):
             return pipeline.gate_candidate(candidate, champion, checkpoint, settings)
     passed, failed, report = elsewhere(
         deployment, "gate", checkpoint, settings, stage="gate", champion=champion, candidate=candidate
@@ -142,7 +132,7 @@ def stages(config: str | None) -> pipeline.Stages:
         gate=gate,
         publish=publish,
         record=record,
-        slot=lambda s: nullcontext() if split(s) else orchestration.training_slot(s.pipeline),
+        slot=lambda s: orchestration.release_slot(s.pipeline),
         gated=_artifacts,
         released=lambda version, s: request_approval(version, s, config),
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
@@ -83,6 +83,21 @@ def training_slot(pipeline: PipelineSettings) -> Iterator[None]:
     """Hold the slot while post-training or evaluating; strict: a missing limit is an error, not a free pass."""
     with concurrency(pipeline.slot, occupy=1, strict=True):
         yield
+
+
+def split(pipeline: PipelineSettings) -> bool:
+    """Whether a heavy stage runs as a run of its own deployment (then each stage run takes the slot itself)."""
+    return bool(pipeline.posttrain_deployment or pipeline.eval_deployment)
+
+
+def release_slot(pipeline: PipelineSettings) -> AbstractContextManager[None]:
+    """What a release run holds from screening to the gate's verdict: the slot, or nothing when split."""
+    return nullcontext() if split(pipeline) else training_slot(pipeline)
+
+
+def stage_slot(pipeline: PipelineSettings) -> AbstractContextManager[None]:
+    """What a stage done in the release run itself holds: the slot when split (the release run holds none)."""
+    return training_slot(pipeline) if split(pipeline) else nullcontext()
 
 
 def release_tags(line: str, checkpoint: Checkpoint) -> list[str]:
