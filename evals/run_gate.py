@@ -1,7 +1,8 @@
 """Gating a candidate end to end: evaluate both models (cached), measure RL health, decide, write the report.
 
-Writes `gate.json`, `gate.md` and the candidate's `evals.json` (scores per
-task) into the report directory
+Writes `gate.json` (the decision, naming the candidate, the gate policy and
+the per-item results by digest, which the pipeline then signs), `gate.md`
+and the candidate's `evals.json` (scores per task) into the report directory
 (`home/gates/<candidate digest>-<champion digest>/` unless given). Called by
 `shipyard gate` and the release flow.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from shipyard.digests import digest_json
 from shipyard.evals import health
 from shipyard.evals.gate import Decision, HealthInput, decide
 from shipyard.evals.policy import Policy
@@ -53,7 +55,11 @@ def run_gate(
         / f"{directory_digest(candidate)[:16]}-{directory_digest(champion)[:16] if champion else 'none'}"
     )
     out.mkdir(parents=True, exist_ok=True)
-    named = decision.as_dict() | {"candidate_digest": model_digest(candidate)}  # publish checks it is this candidate
+    named = decision.as_dict() | {
+        "candidate_digest": model_digest(candidate),  # publish checks it is this candidate
+        "policy_digest": digest_json(policy.model_dump(mode="json")),
+        "items_digest": digest_json([{k: v for k, v in r.as_dict().items() if k != "cached"} for r in ours]),
+    }
     (out / "gate.json").write_text(json.dumps(named, indent=1) + "\n")
     (out / "gate.md").write_text(markdown(decision, str(candidate), str(champion) if champion else None))
     scores = {task: values for result in ours for task, values in result.scores.items()}

@@ -15,6 +15,7 @@ snapshots, post-training, evaluation and publishing.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -22,9 +23,15 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 RACY_NS = 2 * 10**9  # a file modified this recently may still change within the same mtime
 _local = threading.local()
+
+
+def digest_json(value: Any) -> str:
+    """sha256 of the canonical JSON of `value` (sorted keys, no spaces): a digest of data, not of a file."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def cache_path() -> Path:

@@ -210,6 +210,9 @@ class TrustSettings(Section):
         description="Pinned fingerprints (SHA256:…) of the store's owner keys; a store whose root differs is refused.",
     )
     key: Path | None = Field(None, description="Your signing key for CLI decisions (an OpenSSH Ed25519 key).")
+    gate_key: Path | None = Field(
+        None, description="The pipeline's key: it signs each gate verdict; the store's policy names its public half."
+    )
     door_keys: dict[str, Path] = Field(
         default_factory=dict, description="Door (dashboard, prefect-ui) → the key it signs attestations with."
     )
@@ -343,6 +346,7 @@ PATH_KEYS = (
     "pipeline.recipe",
     "pipeline.policy",
     "trust.key",
+    "trust.gate_key",
     "trust.door_keys.*",
     "runs[].source",
     "runs[].policy",

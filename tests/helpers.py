@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ class Keys:
         return Signer(who, load_private(self.path(key or who)), door)
 
 
+PIPELINE = Keys(Path(tempfile.mkdtemp(prefix="shipyard-tests-pipeline-")))  # the tests' gate-signing pipeline
+
+
 def protect(store: Any, keys: Keys, approvers: tuple[str, ...] = ("ana", "bo"), **rules: Any) -> Any:
     """Sign a policy into `store`, owned by `keys`' owner: these approvers with their keys, `rules` on top."""
     from shipyard.registry.policy import Policy
@@ -58,18 +62,31 @@ def protect(store: Any, keys: Keys, approvers: tuple[str, ...] = ("ana", "bo"), 
     policy = Policy(
         owners=[keys.public("owner")],
         approvers={who: [keys.public(who)] for who in approvers},
-        **rules,
+        **({"gate": [PIPELINE.public("gate")]} | rules),
     )
     set_policy(store, policy, [keys.path("owner")])
     return policy
 
 
-def gated(directory: Path, copy_of: Path | None = None, **decision: Any) -> Path:
-    """`directory` (a copy of `copy_of`, if given) with a passing gate decision naming its digest."""
+def gated(directory: Path, copy_of: Path | None = None, signed: bool = True, **decision: Any) -> Path:
+    """`directory` (a copy of `copy_of`, if given) with a passing gate decision naming its digest, signed by the
+    tests' pipeline key (the gate key `protect` names) unless not `signed`."""
+    from shipyard.registry.policy import sign_gate
     from shipyard.registry.publish import model_digest
+    from shipyard.registry.signing import load_private
 
     if copy_of is not None:
         shutil.copytree(copy_of, directory)
-    gate = {"passed": True, "checks": [], **decision}
-    (directory / "gate.json").write_text(json.dumps(gate | {"candidate_digest": model_digest(directory)}))
+    gate = {"passed": True, "checks": [], **decision} | {"candidate_digest": model_digest(directory)}
+    if signed:
+        gate = sign_gate(gate, load_private(PIPELINE.path("gate")), "checkpoint-digest")
+    (directory / "gate.json").write_text(json.dumps(gate))
     return directory
+
+
+def candidate(directory: Path, weights: bytes = b"weights", signed: bool = True, **decision: Any) -> Path:
+    """A small candidate directory (config and weights bytes) with a passing gate decision (`gated`)."""
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text("{}")
+    (directory / "model.safetensors").write_bytes(weights)
+    return gated(directory, signed=signed, **decision)

@@ -1,25 +1,23 @@
 """Approvals under the store's signed policy: signed words, N distinct approvers, doors, vetoes, ungated releases."""
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from shipyard.errors import ConfigError, TrustError
 from shipyard.registry.approvals import approve, approvers_of, promote_approved, reject, rollback
-from shipyard.registry.ledger import Ledger, State
+from shipyard.registry.ledger import Ledger
 from shipyard.registry.policy import ChannelRule, DoorRule
+from shipyard.registry.publish import publish
 from shipyard.registry.stores import LocalStore
 
-from .helpers import Keys, protect
+from .helpers import PIPELINE, Keys, candidate, protect
 
 
-def released(store: LocalStore, version: int = 1, **extra: Any) -> LocalStore:
-    def build(state: State) -> tuple[str, dict[str, object]]:
-        data = {"line": "main", "version": version, "candidate_digest": f"c{version}", "manifest": f"m{version}"}
-        return "released", data | extra
-
-    Ledger(store).append(build)
+def released(store: LocalStore, version: int = 1, ungated: str | None = None) -> LocalStore:
+    """`store` with its next release, a small candidate gated and signed by the tests' pipeline key."""
+    model = candidate(store.root.parent / f"{store.root.name}-c{version}", f"weights {version}".encode())
+    assert publish(model, "main", store, ungated=ungated).release.version == version
     return store
 
 
@@ -42,7 +40,10 @@ def test_two_distinct_signed_approvals_promote(store: LocalStore, keys: Keys) ->
     assert state.channel("main", "stable") == 1 and approvers_of(state, "main", 1) == ["ana", "bo"]
     assert state.ignored == {}
     approval = state.approvals[("main", 1)][0]
-    assert approval["manifest"] == "m1" and approval["signature"]["key"].startswith("ssh-ed25519 ")
+    release = state.releases[("main", 1)]
+    assert approval["manifest"] == release.data["manifest"] and approval["signature"]["key"].startswith("ssh-ed25519 ")
+    assert approval["store"] == state.store_id and approval["from_version"] is None and approval["channel"] == "stable"
+    assert approval["gated_by"] == PIPELINE.fingerprint("gate")
 
 
 def test_strangers_wrong_keys_and_doors_beyond_their_list_are_refused(store: LocalStore, keys: Keys) -> None:
@@ -80,7 +81,8 @@ def test_ungated_releases_stay_off_channels_that_forbid_them(store: LocalStore, 
     assert [e.type for e in approve(store, "main", 2, keys.signer("ana"), "stable")] == ["approved"]
     with pytest.raises(TrustError, match="ungated"):
         promote_approved(store, "main", 2, "stable")
-    assert promote_approved(store, "main", 2, "beta") == 2
+    assert [e.type for e in approve(store, "main", 2, keys.signer("ana"), "beta")] == ["approved", "promoted"]
+    assert promote_approved(store, "main", 2, "candidate") == 2  # an unprotected channel moves without signatures
 
 
 def test_a_protected_rollback_needs_an_approvers_signature(store: LocalStore, keys: Keys) -> None:

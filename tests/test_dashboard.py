@@ -210,10 +210,10 @@ class CountingStore(LocalStore):
 
     event_reads = 0
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
         if key.startswith("ledger/events/"):
             self.event_reads += 1
-        return super().get(key)
+        return super().get(key, limit)
 
 
 def test_pages_read_only_new_events_and_errors_are_html_pages_with_their_status(

@@ -78,7 +78,7 @@ def two_releases(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
             "not_found",
         ),
         (["rollback", "--channel", "beta"], "has held only v1: nothing to go back to", "conflict"),
-        (["promote", "candidate"], "cannot go to stable", "not_allowed"),
+        (["promote", "candidate"], "moves only by signed approvals", "not_allowed"),
         (["ledger", "verify", "--store", "{root}/stroe"], "no release store here", "not_found"),
     ],
 )

@@ -60,7 +60,7 @@ def test_promotion_and_rollback_move_the_channel_and_keep_history(tmp_path: Path
         ledger.append(release("main", candidate))
     ledger.append(lambda s: ("promoted", {"line": "main", "channel": "stable", "version": 1}))
     ledger.append(lambda s: ("promoted", {"line": "main", "channel": "stable", "version": 2}))
-    ledger.append(lambda s: ("rolled_back", {"line": "main", "channel": "stable", "to_version": 1, "from_version": 2}))
+    ledger.append(lambda s: ("rolled_back", {"line": "main", "channel": "stable", "version": 1, "from_version": 2}))
     assert ledger.state.channel("main", "stable") == 1
     assert ledger.state.channels[("main", "stable")] == [1, 2, 1]
 

@@ -19,16 +19,7 @@ from shipyard.registry.publish import blob_key, model_digest, publish, pull, ver
 from shipyard.registry.stores import LocalStore
 from shipyard.registry.trust import anchor_problems, head, set_policy
 
-from .helpers import Keys, protect
-
-
-def candidate(directory: Path, weights: bytes = b"weights") -> Path:
-    directory.mkdir(parents=True)
-    (directory / "config.json").write_text("{}")
-    (directory / "model.safetensors").write_bytes(weights)
-    gate = {"passed": True, "checks": [], "candidate_digest": model_digest(directory)}
-    (directory / "gate.json").write_text(json.dumps(gate))
-    return directory
+from .helpers import Keys, candidate, protect
 
 
 @pytest.fixture
@@ -63,7 +54,7 @@ def test_forged_approvals_and_promotions_are_ignored_and_reported(store: LocalSt
     assert set(state.ignored) == {unsigned, promoted}
     problems = verify(store)
     assert any(f"{event_key(unsigned)}: ignored by every reader: not signed" in p for p in problems)
-    assert any(f"{event_key(promoted)}: ignored by every reader: 0 of the 1 approval" in p for p in problems)
+    assert any(f"{event_key(promoted)}: ignored by every reader: stable is protected" in p for p in problems)
 
 
 def test_a_signature_replayed_onto_another_release_does_not_count(store: LocalStore) -> None:
@@ -260,7 +251,8 @@ def test_an_existing_store_gets_owners_and_a_policy_with_one_command(tmp_path: P
     assert done.exit_code == 0, done.output
     assert owner.is_file() and "pin its owners" in done.output
     state = Ledger(store).refresh()
-    assert state.channel("main", "stable") == 1 and state.words("main", 1) == {"ana": "approved"}  # history kept
+    assert state.channel("main", "stable") == 1 and state.words("main", 1) == {}  # history kept, never a decision
+    assert [(a["by"], a["counts"]) for a in state.approvals[("main", 1)]] == [("ana", False)]
     assert state.root == [keys_fingerprint(owner)]
     forge(store, "approved", {"line": "main", "version": 1, "by": "bo", "note": "after", "door": "cli"})
     assert "not signed" in next(iter(Ledger(store).refresh().ignored.values()))

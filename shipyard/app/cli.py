@@ -246,17 +246,25 @@ def gate_command(
         Path | None, typer.Option(help="The RL checkpoint's trainer_state.json, for the over-optimization check.")
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Directory for gate.json and gate.md.")] = None,
+    checkpoint_digest: Annotated[
+        str, typer.Option(help="Digest of the checkpoint the candidate was made from, for the signed verdict.")
+    ] = "",
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Decide whether a candidate may ship: exit 0 on pass, 1 on fail, 2 on error."""
+    """Decide whether a candidate may ship: exit 0 on pass, 1 on fail, 2 on error.
+
+    With trust.gate_key set, the verdict in gate.json is signed with it (the store's policy names that key).
+    """
     from shipyard.evals.policy import load_policy
     from shipyard.evals.run_gate import run_gate
     from shipyard.profiles import choice
+    from shipyard.registry.trust import sign_gate_report
 
     settings = load_settings(config)
     rules = load_policy(choice(settings, "policy", policy))
     decision, out = run_gate(candidate, champion, rules, settings.home, trainer_state, report)
+    sign_gate_report(out / "gate.json", settings, checkpoint_digest)
     if as_json:
         print_json(decision.as_dict())
     else:

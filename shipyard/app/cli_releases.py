@@ -1,7 +1,8 @@
 """The release commands: publish, pull, releases list|show|diff, promote, mirror.
 
 Thin shells over `shipyard.registry` (publish, mirror, the ledger); `shipyard.app.cli` registers them.
-Every command refuses a store whose root policy is not owned by the pinned keys (`trust.owners`).
+Every command refuses a store whose root policy is not owned by the pinned keys (`trust.owners`), or whose log
+no longer holds the pinned anchor or the head this reader saw last.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def open_checked(
     (`of_line`), the line must have releases: a typo is an error, not an empty table.
     """
     from shipyard.registry.ledger import Ledger
-    from shipyard.registry.policy import check_root
     from shipyard.registry.publish import require_line, require_store
     from shipyard.registry.stores import open_store
+    from shipyard.registry.trust import check_anchors
 
     settings = load_settings(config)
     releases = open_store(
@@ -53,7 +54,7 @@ def open_checked(
     state = Ledger(releases).refresh()
     if not new:
         require_store(state, releases.uri)
-    check_root(state.root, settings.trust.owners, releases.uri)
+    check_anchors(releases, settings, state)
     name = line or settings.release.line
     if not new and of_line:
         require_line(state, name, releases.uri)

@@ -28,10 +28,11 @@ from shipyard.evals.suite import load_suite
 from shipyard.intake.watch import FATE_EVENTS, Checkpoint, CheckpointState
 from shipyard.posttraining.posttrain import LINEAGE, posttrain
 from shipyard.profiles import choice
-from shipyard.registry.ledger import EventType, Ledger
+from shipyard.registry.ledger import EventType
 from shipyard.registry.publish import pull
 from shipyard.registry.releases import Registry
 from shipyard.registry.stores import Store, open_store
+from shipyard.registry.trust import checked_state, sign_gate_report
 from shipyard.settings import Settings, release_store_uri
 
 SCREENED_OUT, GATE_FAILED = CheckpointState.SCREENED_OUT, CheckpointState.GATE_FAILED
@@ -61,7 +62,7 @@ def release_store(settings: Settings) -> Store:
 def champion(settings: Settings, store: Store) -> Path | None:
     """The model a candidate must beat, pulled once into `home/champions/v<N>`; None before the first promotion."""
     line, channel = settings.release.line, settings.pipeline.champion_channel
-    version = Ledger(store).refresh().channel(line, channel)
+    version = checked_state(store, settings).channel(line, channel)
     if version is None:
         return None
     path = settings.home / "champions" / line / f"v{version}"
@@ -102,6 +103,7 @@ def gate_candidate(
     trainer_state = Path(checkpoint.path) / "trainer_state.json"
     history = trainer_state if trainer_state.is_file() else None
     decision, report = run_gate(candidate, champion_dir, policy, settings.home, history)
+    sign_gate_report(report / "gate.json", settings, checkpoint.digest)
     return decision.passed, "; ".join(c.name for c in decision.failed), report
 
 

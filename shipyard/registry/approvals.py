@@ -5,10 +5,12 @@ event: the person's own key (CLI), or the key of a door that authenticated
 them (dashboard, Prefect form). What counts is decided by the signed policy in
 the store (`shipyard.registry.policy`), never by the caller's settings: each decision is
 checked against it before it is written, so an honest door never writes an
-event that readers would ignore. With enough distinct approvals and no
-standing rejection (a veto, by default), the release is promoted to the
-approval channel (one more event, which readers accept only because the
-approvals justify it). Called by the doors, the approval flow and the CLI.
+event that readers would ignore. An approval is a compare-and-swap statement
+(`shipyard.registry.moves`): it names the channel's head it leaves and who
+signed the release's gate verdict (read from the signed manifest here, by the
+signer's own tool); the n-th matching one moves the channel, and a
+`promoted` event announces it. A rollback is the same signed move towards an
+earlier release. Called by the doors, the approval flow and the CLI.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shipyard.errors import ConfigError, Conflict, NotFound, TrustError
-from shipyard.registry import publish, signing
+from shipyard.errors import ConfigError, Conflict, LedgerError, NotFound, TrustError
+from shipyard.registry import moves, publish, signing
 from shipyard.registry.ledger import Event, Ledger, Release, State
-from shipyard.registry.policy import Policy, decision, decision_problem, promotion_problem
+from shipyard.registry.policy import Policy, decision, decision_problem, gate_signer
 from shipyard.registry.stores import Store
 
 
@@ -70,9 +72,34 @@ def _signed(state: State, kind: str, signer: Signer, fields: dict[str, Any], man
     if signer.who not in policy.approvers:
         raise TrustError(f"'{signer.who}' is not an approver in policy v{policy.version} (approvers: {_names(policy)})")
     data = decision(signer.key, kind, signer.who, signer.door, fields)
-    if why := decision_problem(policy, kind, data, manifest):
+    if why := decision_problem(policy, kind, data, manifest, state.store_id):
         raise TrustError(f"{signer.who} ({signer.door}): {why}")
     return data
+
+
+def gated_by(store: Store, state: State, release: Release) -> str | None:
+    """The gate key of the policy that signed the release's passing verdict, read from its manifest; else None."""
+    try:
+        body = publish.manifest(store, release)
+    except LedgerError:
+        return None
+    return None if "ungated" in body else gate_signer(state.policy, body.get("gate"), release.candidate_digest)[0]
+
+
+def _statement(store: Store, state: State, line: str, version: int, channel: str) -> dict[str, Any]:
+    """What a move's signer signs: this store, the release and its manifest, the channel and the head it leaves."""
+    release = _release(state, line, version)
+    head, since = moves.head_of(state, line, channel)
+    return {
+        "store": state.store_id,
+        "line": line,
+        "version": version,
+        "manifest": release.data.get("manifest"),
+        "channel": channel,
+        "from_version": head,
+        "from_seq": since,
+        "gated_by": gated_by(store, state, release),
+    }
 
 
 def approvers_of(state: State, line: str, version: int) -> list[str]:
@@ -83,25 +110,44 @@ def approvers_of(state: State, line: str, version: int) -> list[str]:
 def approve(
     store: Store, line: str, version: int, signer: Signer, channel: str, note: str = "", ledger: Ledger | None = None
 ) -> list[Event]:
-    """Record a signed approval; promote to `channel` when the policy allows it now. The events appended.
+    """Record a signed approval for `channel`; when it is the n-th the policy asks for, the channel moves with it
+    and a `promoted` event announces the move. The events appended.
 
-    Idempotent: a second approval by the same person, or one after the promotion, appends nothing.
+    Idempotent: approving again while the channel's head is unchanged, or after the move, appends nothing.
     """
     ledger = ledger or Ledger(store)
-    approved = ledger.append(_word("approved", line, version, signer, note))
-    return [event for event in (approved, ledger.append(_promotion(line, version, channel))) if event is not None]
 
-
-def _promotion(line: str, version: int, channel: str) -> Any:
     def build(state: State) -> tuple[str, dict[str, Any]] | None:
-        policy, release = _policy(state), _release(state, line, version)
-        words = state.words(line, version)
         if state.channel(line, channel) == version:
             return None
-        if promotion_problem(policy, channel, words, bool(release.data.get("ungated"))):
+        fields = _statement(store, state, line, version, channel) | {"note": note}
+        if _standing(state, line, version, signer.who, fields):
+            return None
+        return "approved", _signed(
+            state, "approved", signer, fields, _release(state, line, version).data.get("manifest")
+        )
+
+    approved = ledger.append(build)
+    if approved is None:
+        return []
+    return [approved, *filter(None, [ledger.append(_announce(line, version, channel, approved.seq))])]
+
+
+def _standing(state: State, line: str, version: int, who: str, fields: dict[str, Any]) -> bool:
+    """Whether `who`'s latest counted word on the release is this very approval (same channel, same head left)."""
+    mine = [e for e in state.approvals.get((line, version), []) if e["counts"] and e["by"] == who]
+    keys = ("channel", "from_version", "from_seq")
+    return bool(mine) and mine[-1]["type"] != "rejected" and all(mine[-1].get(k) == fields[k] for k in keys)
+
+
+def _announce(line: str, version: int, channel: str, seq: int) -> Any:
+    """A `promoted` event announcing the move the signed approval at `seq` made (nothing if it made none)."""
+
+    def build(state: State) -> tuple[str, dict[str, Any]] | None:
+        if state.channel(line, channel) != version or state.moved_at.get((line, channel)) != seq:
             return None
         by = approvers_of(state, line, version)
-        return "promoted", {"line": line, "channel": channel, "version": version, "approved_by": by}
+        return "promoted", {"line": line, "channel": channel, "version": version, "approved_by": by, "moved_by": seq}
 
     return build
 
@@ -112,41 +158,38 @@ def reject(
     """Record a signed rejection (None if that is the signer's word already); a note saying why is required."""
     if not note.strip():
         raise ConfigError("a rejection needs a note saying why (--note)")
-    return (ledger or Ledger(store)).append(_word("rejected", line, version, signer, note))
-
-
-def _word(kind: str, line: str, version: int, signer: Signer, note: str) -> Any:
-    """The ledger builder of one signed word (approved or rejected); nothing if it is the signer's word already."""
 
     def build(state: State) -> tuple[str, dict[str, Any]] | None:
         release = _release(state, line, version)
-        if state.words(line, version).get(signer.who) == kind:
+        if state.words(line, version).get(signer.who) == "rejected":
             return None
         manifest = release.data.get("manifest")
-        fields = {"line": line, "version": version, "manifest": manifest, "note": note}
-        return kind, _signed(state, kind, signer, fields, manifest)
+        fields = {"store": state.store_id, "line": line, "version": version, "manifest": manifest, "note": note}
+        return "rejected", _signed(state, "rejected", signer, fields, manifest)
 
-    return build
+    return (ledger or Ledger(store)).append(build)
 
 
 def promote_approved(store: Store, line: str, version: int, channel: str, ledger: Ledger | None = None) -> int:
-    """Point `channel` at the release; a protected channel only when the policy's approvals justify it."""
+    """Point an unprotected `channel` at the release; a protected one moves only by signed approvals."""
     ledger = ledger or Ledger(store)
     state = ledger.refresh()
-    release = _release(state, line, version)
+    _release(state, line, version)
     if state.policy is not None and channel in state.policy.channels:
-        words, ungated = state.words(line, version), bool(release.data.get("ungated"))
-        if why := promotion_problem(state.policy, channel, words, ungated):
-            raise TrustError(f"v{version} cannot go to {channel}: {why} (shipyard approve v{version})")
-        ledger.append(_promotion(line, version, channel))
-        return version
+        if state.channel(line, channel) == version:
+            return version
+        _, why = moves.tally(state, line, channel, version)
+        raise TrustError(
+            f"{channel} is protected and moves only by signed approvals: {why} (shipyard approve v{version})"
+        )
     return publish.promote(store, line, version, channel, ledger).version
 
 
 def rollback(
     store: Store, line: str, channel: str, signer: Signer | None, note: str = "", ledger: Ledger | None = None
 ) -> Release:
-    """Move `channel` back to the release before its head; a protected channel needs an approver's signature."""
+    """Move `channel` back to the release before its head; the release on it afterwards. On a protected channel
+    this is a signed move like an approval: the policy's `required` signatures, and a rejection vetoes it."""
     ledger = ledger or Ledger(store)
 
     def build(state: State) -> tuple[str, dict[str, Any]]:
@@ -159,14 +202,23 @@ def rollback(
             raise NotFound(f"{store.uri}: line '{line}' has no channel '{channel}' (channels: {shown})")
         if not earlier:
             raise Conflict(f"{store.uri}: {line}'s channel '{channel}' has held only v{current}: nothing to go back to")
-        fields = {"line": line, "channel": channel, "from_version": current, "to_version": earlier[-1], "note": note}
         if state.policy is None or channel not in state.policy.channels:
+            fields = {"line": line, "channel": channel, "version": earlier[-1], "from_version": current, "note": note}
             return "rolled_back", fields | ({"by": signer.who} if signer else {})
         if signer is None:
             raise TrustError(f"{channel} is protected: a rollback must be signed by an approver (--key)")
-        return "rolled_back", _signed(state, "rolled_back", signer, fields, None)
+        fields = _statement(store, state, line, earlier[-1], channel) | {"note": note}
+        return "rolled_back", _signed(
+            state, "rolled_back", signer, fields, _release(state, line, earlier[-1]).data.get("manifest")
+        )
 
-    ledger.append(build)
+    event = ledger.append(build)
+    assert event is not None
+    if (why := ledger.state.ignored.get(event.seq)) is None and ledger.state.channel(line, channel) != event.data[
+        "version"
+    ]:
+        _, why = moves.tally(ledger.state, line, channel, int(event.data["version"]))
+        raise TrustError(f"rollback of {channel} to v{event.data['version']} signed and recorded; not moved: {why}")
     version = ledger.state.channel(line, channel)
     assert version is not None
     return ledger.state.releases[(line, version)]

@@ -7,8 +7,14 @@ lost, the writer reads the slot back: its own nonce there means the write won
 (a lost acknowledgement looks exactly like a lost race otherwise). Versions,
 channels, approvals and channel history are folds over the log (`fold`),
 under the signed policy the log itself holds (`shipyard.registry.policy`): a
-decision or a promotion the policy does not allow is ignored, with the
-reason kept in `State.ignored` for `verify`.
+decision the policy does not allow is ignored, with the reason kept in
+`State.ignored` for `verify`. A protected channel moves only when signed
+statements that leave its current head add up (`shipyard.registry.moves`);
+a `promoted` or `rolled_back` event never moves one by itself. Decisions
+written before the store's first policy stay readable and never count.
+Malformed events and store objects are ignored and reported, never fatal:
+an event slot that does not parse (or exceeds `MAX_EVENT_BYTES`) is chained
+by the digest of its bytes, so the log goes on after it.
 Appends are built from the state they extend (`append(build)`), so two
 publishers racing on one candidate produce one release. A `Ledger` keeps
 the events it has read and probes the slots after them, so an append reads
@@ -33,6 +39,7 @@ from functools import cached_property
 from typing import Any
 
 from shipyard.errors import LedgerError, StoreError
+from shipyard.registry import moves
 from shipyard.registry import policy as rules
 from shipyard.registry.policy import Policy
 from shipyard.registry.stores import Store
@@ -57,9 +64,11 @@ class EventType(StrEnum):
 
 
 TYPES = tuple(EventType)
+MALFORMED = "malformed"  # the type a reader gives a slot that holds no event
 PACKS = "ledger/packs/"
 PACK_EVERY = 1000  # the events are stored again as one pack every this many, so a new reader reads few objects
 ATTEMPTS = 100
+MAX_EVENT_BYTES = 1 << 20  # an event is a small JSON object; a bigger slot is not read, only reported
 
 
 @dataclass(frozen=True)
@@ -103,12 +112,14 @@ class State:
     channels: dict[tuple[str, str], list[int]] = field(
         default_factory=dict
     )  # (line, channel) -> versions, oldest first
-    approvals: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    approvals: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)  # decisions, with "counts"
+    moved_at: dict[tuple[str, str], int] = field(default_factory=dict)  # (line, channel) -> seq that set its head
     mirrors: list[dict[str, Any]] = field(default_factory=list)  # data of `mirrored` events
     events: int = 0  # the sequence number of the last event folded in
     head: str = ""  # its digest
     policy: Policy | None = None  # the signed policy in force; None before the first
     root: list[str] = field(default_factory=list)  # owner fingerprints of the first policy
+    store_id: str = ""  # digest of the first policy event: decisions name it, so they count in no other store
     ignored: dict[int, str] = field(default_factory=dict)  # seq -> why the event does not count
     _by_candidate: dict[tuple[str, str], Release] = field(default_factory=dict, repr=False)
     _latest: dict[str, int] = field(default_factory=dict, repr=False)
@@ -119,8 +130,12 @@ class State:
         self._latest[release.line] = max(self._latest.get(release.line, 0), release.version)
 
     def words(self, line: str, version: int) -> dict[str, str]:
-        """Each approver's latest counted word on the release: approved or rejected."""
-        return {entry["by"]: entry["type"] for entry in self.approvals.get((line, version), [])}
+        """Each approver's latest counted word on the release (approved or rejected; a signed rollback approves)."""
+        return {
+            e["by"]: "rejected" if e["type"] == "rejected" else "approved"
+            for e in self.approvals.get((line, version), [])
+            if e["counts"]
+        }
 
     def latest(self, line: str) -> int:
         return self._latest.get(line, 0)
@@ -146,7 +161,7 @@ def apply(state: State, event: Event) -> None:
     state.events, state.head = event.seq, event.digest
     try:
         why = _apply(state, event.type, event.data, event)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         why = f"malformed {event.type} event ({type(exc).__name__}: {exc})"
     if why:
         state.ignored[event.seq] = why
@@ -154,61 +169,78 @@ def apply(state: State, event: Event) -> None:
 
 def _apply(state: State, kind: str, d: dict[str, Any], event: Event) -> str:
     """Why the event does not count ("" when it was folded in)."""
+    if not isinstance(d, dict):
+        return f"malformed {kind} event (its data is a {type(d).__name__}, not an object)"
     if kind == "policy":
         new, why = rules.policy_problem(state.policy, d, event.prev)
         if new is not None:
-            state.root = state.root or new.owner_fingerprints()
+            if state.policy is None:
+                state.root, state.store_id = new.owner_fingerprints(), event.digest
             state.policy = new
         return why
     if kind == "released":
-        line, version = d["line"], int(d["version"])
+        line, version = str(d["line"]), int(d["version"])
         if (line, version) in state.releases:
             return f"v{version} of {line} was released before"
-        state.add_release(Release(line, version, d["candidate_digest"], d, event.seq, event.at))
-        state.channels.setdefault((line, "candidate"), []).append(version)
+        state.add_release(Release(line, version, str(d["candidate_digest"]), d, event.seq, event.at))
+        if not _protected(state, "candidate"):
+            _point(state, line, "candidate", version, event.seq)
         return ""
     if kind == "mirrored":
         state.mirrors.append(d)
         return ""
-    if kind in ("approved", "rejected"):
-        return _decision(state, kind, d, event.at)
+    if kind in ("approved", "rejected") or (kind == "rolled_back" and _protected(state, d["channel"])):
+        return _decision(state, kind, d, event)
     if kind in ("promoted", "rolled_back"):
-        return _move(state, kind, d)
-    return ""
+        return _move(state, kind, d, event.seq)
+    if kind == MALFORMED:
+        return f"not a ledger event ({d['error']})"
+    return "" if kind in TYPES else f"unknown event type {kind!r}"
 
 
-def _decision(state: State, kind: str, d: dict[str, Any], at: float) -> str:
-    line, version = d["line"], int(d["version"])
-    release = state.releases.get((line, version))
-    if release is None:
-        return f"line '{line}' has no version {version}"
-    if state.policy is not None and (
-        why := rules.decision_problem(state.policy, kind, d, release.data.get("manifest"))
-    ):
-        return why
-    state.approvals.setdefault((line, version), []).append({"type": kind, **d, "at": at})
-    return ""
+def _protected(state: State, channel: str) -> bool:
+    return state.policy is not None and channel in state.policy.channels
 
 
-def _move(state: State, kind: str, d: dict[str, Any]) -> str:
-    """A channel moved: promoted, or rolled back to a version it held before."""
-    line, channel = d["line"], d["channel"]
-    version = int(d["to_version"] if kind == "rolled_back" else d["version"])
-    release = state.releases.get((line, version))
-    if release is None:
-        return f"line '{line}' has no version {version}"
-    policy = state.policy
-    protected = policy is not None and channel in policy.channels
-    if kind == "promoted" and policy is not None and protected:
-        ungated = bool(release.data.get("ungated"))
-        if why := rules.promotion_problem(policy, channel, state.words(line, version), ungated):
-            return why
-    if kind == "rolled_back":
-        if version not in state.channels.get((line, channel), [])[:-1]:
-            return f"v{version} was never on {channel} before its head"
-        if policy is not None and protected and (why := rules.decision_problem(policy, kind, d, None)):
-            return why
+def _point(state: State, line: str, channel: str, version: int, seq: int) -> None:
     state.channels.setdefault((line, channel), []).append(version)
+    state.moved_at[(line, channel)] = seq
+
+
+def _decision(state: State, kind: str, d: dict[str, Any], event: Event) -> str:
+    """A signed word on a release; the n-th matching one moves a protected channel (`moves.tally`)."""
+    line, version = str(d["line"]), int(d["version"])
+    release = state.releases.get((line, version))
+    if release is None:
+        return f"line '{line}' has no version {version}"
+    entry = {"type": kind, **d, "at": event.at, "seq": event.seq}
+    if state.policy is None:  # history from before the first policy: readable, never a decision
+        state.approvals.setdefault((line, version), []).append(entry | {"counts": False})
+        return ""
+    if why := rules.decision_problem(state.policy, kind, d, release.data.get("manifest"), state.store_id):
+        return why
+    state.approvals.setdefault((line, version), []).append(entry | {"counts": True})
+    channel = str(d.get("channel"))
+    if kind != "rejected" and _protected(state, channel):
+        counted, _ = moves.tally(state, line, channel, version)
+        if counted:
+            _point(state, line, channel, version, event.seq)
+    return ""
+
+
+def _move(state: State, kind: str, d: dict[str, Any], seq: int) -> str:
+    """An unsigned move: promoted, or rolled back to a version the channel held before; never a protected channel."""
+    line, channel = str(d["line"]), str(d["channel"])
+    version = int(d["version"])
+    if (line, version) not in state.releases:
+        return f"line '{line}' has no version {version}"
+    if _protected(state, channel):
+        if kind == "promoted" and state.channel(line, channel) == version:
+            return ""  # announces the move its signatures made
+        return f"{channel} is protected: it moves only by signed statements, not by a bare {kind} event"
+    if kind == "rolled_back" and version not in state.channels.get((line, channel), [])[:-1]:
+        return f"v{version} was never on {channel} before its head"
+    _point(state, line, channel, version, seq)
     return ""
 
 
@@ -259,9 +291,8 @@ class Ledger:
     def _refresh(self) -> State:
         if self.state.events == 0:
             self._load_packs()
-        while (body := self.store.get(event_key(self.state.events + 1))) is not None:
-            key = event_key(self.state.events + 1)
-            event = self._parse(key, body)
+        while (body := self.store.get(key := event_key(self.state.events + 1), MAX_EVENT_BYTES)) is not None:
+            event = self._slot(self.state.events + 1, body)
             if event.seq != self.state.events + 1 or event.prev != self.state.head:
                 raise LedgerError(f"{self.store.uri}/{key}: does not follow event {self.state.events} (tampered?)")
             apply(self.state, event)
@@ -269,6 +300,17 @@ class Ledger:
             self._unpacked = [] if event.seq % PACK_EVERY == 1 else self._unpacked
             self._unpacked.append(body)
         return self.state
+
+    def _slot(self, seq: int, body: bytes) -> Event:
+        """The event in slot `seq`; a slot that holds no event reads as an ignored one, chained by its bytes' digest."""
+        try:
+            if len(body) > MAX_EVENT_BYTES:
+                raise LedgerError(f"larger than {MAX_EVENT_BYTES} bytes")
+            return self._parse(event_key(seq), body)
+        except LedgerError as exc:
+            hole = Event(seq, MALFORMED, {"error": str(exc).rpartition(": ")[2]}, 0.0, "", self.state.head)
+            hole.__dict__["digest"] = hashlib.sha256(body).hexdigest()  # what the next event chains to
+            return hole
 
     def append(self, build: Callable[[State], tuple[str, dict[str, Any]] | None]) -> Event | None:
         """Append the event `build` makes from the current state; None if `build` decides there is nothing to do."""
@@ -284,7 +326,8 @@ class Ledger:
             event = Event(state.events + 1, kind, data, self.clock(), nonce, state.head)
             if self._put(event):
                 self.refresh()
-                if event.seq % PACK_EVERY == 0 and len(self._unpacked) == PACK_EVERY:
+                packable = all(b"\n" not in body for body in self._unpacked)  # a malformed slot is never packed
+                if event.seq % PACK_EVERY == 0 and len(self._unpacked) == PACK_EVERY and packable:
                     self.store.put_if_absent(pack_key(event.seq), b"\n".join(self._unpacked))
                 if self.on_append is not None:
                     self.on_append(event)
@@ -338,34 +381,38 @@ class Ledger:
 
     def _parse(self, key: str, body: bytes) -> Event:
         try:
-            return Event(**json.loads(body))
-        except (json.JSONDecodeError, TypeError) as exc:
+            event = Event(**json.loads(body))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
             raise LedgerError(f"{self.store.uri}/{key}: not a ledger event ({exc})") from None
+        if not isinstance(event.seq, int) or not isinstance(event.prev, str) or not isinstance(event.type, str):
+            raise LedgerError(f"{self.store.uri}/{key}: not a ledger event (seq, prev or type of the wrong type)")
+        return event
 
     def verify(self) -> list[str]:
         """Problems: a tampered, missing or reordered event, a pack that differs from the log, an ignored event."""
         problems = []
-        prev = ""
-        folded = State()
+        checker = Ledger(self.store)
         for number, key in enumerate(self.store.keys(EVENTS), 1):
-            try:
-                event = self._read(key)
-            except LedgerError as exc:
-                problems.append(str(exc))
-                continue
             if key != event_key(number):
-                problems.append(f"{self.store.uri}/{key}: event {number} missing before it")
-            if event.prev != prev:
+                problems.append(f"{self.store.uri}/{key}: event {number} missing before it, or not an event's name")
+                break
+            body = self.store.get(key, MAX_EVENT_BYTES) or b""
+            event = checker._slot(number, body)
+            if event.prev != checker.state.head or event.seq != number:
                 problems.append(f"{self.store.uri}/{key}: does not chain to the event before (tampered or reordered)")
-            prev = event.digest
-            apply(folded, event)
+            apply(checker.state, event)
         for key in self.store.keys(PACKS):
-            seq = int(key.removeprefix(PACKS).removesuffix(".json"))
+            name = key.removeprefix(PACKS).removesuffix(".json")
+            if not name.isdigit() or int(name) % PACK_EVERY:
+                problems.append(f"{self.store.uri}/{key}: not a pack of the ledger (ignored)")
+                continue
+            seq = int(name)
             body = self.store.get(key) or b""
             expected = b"\n".join(self.store.get(event_key(n)) or b"" for n in range(seq - PACK_EVERY + 1, seq + 1))
             if body != expected:
                 problems.append(f"{self.store.uri}/{key}: differs from the events it packs")
         problems += [
-            f"{self.store.uri}/{event_key(seq)}: ignored by every reader: {why}" for seq, why in folded.ignored.items()
+            f"{self.store.uri}/{event_key(seq)}: ignored by every reader: {why}"
+            for seq, why in checker.state.ignored.items()
         ]
         return problems

@@ -39,7 +39,7 @@ def text(event: Event) -> str:
         "approved": f"{release} approved by {d.get('by')}" + (f": {d['note']}" if d.get("note") else ""),
         "rejected": f"{release} rejected by {d.get('by')}: {d.get('note', '')}",
         "promoted": f"{release} promoted to {d.get('channel')}",
-        "rolled_back": f"{d.get('line')} {d.get('channel')} rolled back to v{d.get('to_version')}",
+        "rolled_back": f"{d.get('line')} {d.get('channel')} rolled back to v{d.get('version')}",
     }
     return lines.get(event.type, f"{event.type}: {json.dumps(d, sort_keys=True)}")
 

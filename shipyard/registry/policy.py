@@ -8,12 +8,17 @@ ledger event signed by the store's owner keys; the first one is the root, and
 readers pin its owners' fingerprints (`trust.owners`). A later policy needs
 the signatures of `threshold` owners of the policy in force and of its own
 (as TUF rotates its root). Decisions (`approved`, `rejected`, `rolled_back`)
-carry the signature of the person, or of a door that authenticated them,
-over the release's manifest digest, the note and the time. The fold
-(`shipyard.registry.ledger.apply`) asks `policy_problem`, `decision_problem` and
-`promotion_problem` whether an event counts; an event that does not is
-ignored by every reader and reported by `shipyard ledger verify`. Nothing here
-reads the caller's settings: a caller can only narrow what the store allows.
+are statements signed by the person, or by a door that authenticated them:
+the store (its root policy event's digest), the line, the version and its
+manifest digest, the channel and the head it leaves (version and the seq of
+the event that put it there), who signed the gate verdict, the note and the
+time; a signature made for one of them means nothing for any other. The
+pipeline's own keys (`gate`) sign gate verdicts (`gate_statement`). The fold
+(`shipyard.registry.ledger.apply`) asks `policy_problem` and `decision_problem`
+whether an event counts, and `shipyard.registry.moves` whether the signatures
+move a channel; an event that does not count is ignored by every reader and
+reported by `shipyard ledger verify`. Nothing here reads the caller's
+settings: a caller can only narrow what the store allows.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ class DoorRule(BaseModel):
 
     key: str = Field(description="The public key the door signs its attestations with.")
     attests: list[str] = Field(description="The approvers this door may attest for (after it authenticated them).")
+    several: bool = Field(
+        False, description="Whether its attestations for different people may together meet a channel's `required`."
+    )
 
 
 class Policy(BaseModel):
@@ -58,16 +66,26 @@ class Policy(BaseModel):
     channels: dict[str, ChannelRule] = Field(default_factory=lambda: {"stable": ChannelRule()})
     veto: bool = Field(True, description="One standing rejection keeps a release off every protected channel.")
     doors: dict[str, DoorRule] = Field(default_factory=dict, description="Door name → its key and whom it attests.")
+    gate: list[str] = Field(
+        default_factory=list, description="Public keys the pipeline signs gate verdicts with; none: nothing is gated."
+    )
+    signature_days: float | None = Field(
+        None, gt=0, description="Days a signed decision counts towards a move after it was signed; None: no expiry."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
-        for line in [*self.owners, *(k for keys in self.approvers.values() for k in keys)]:
+        people = {signing.fingerprint(k) for keys in self.approvers.values() for k in keys}
+        for line in [*self.owners, *self.gate]:
             signing.parse_public(line)
         for name, door in self.doors.items():
-            signing.parse_public(door.key)
+            if signing.fingerprint(door.key) in people:
+                raise ValueError(f"door '{name}' signs with an approver's key; a door key must be a key of its own")
             strangers = sorted(set(door.attests) - set(self.approvers))
             if strangers:
                 raise ValueError(f"door '{name}' attests for {strangers}, who are not approvers")
+        if people & {signing.fingerprint(k) for k in self.gate}:
+            raise ValueError("a gate key is also an approver's key; the pipeline must sign with a key of its own")
         if self.threshold > len(self.owners):
             raise ValueError(f"threshold {self.threshold} > {len(self.owners)} owner key(s)")
         for channel, rule in self.channels.items():
@@ -145,19 +163,25 @@ def policy_problem(current: Policy | None, data: dict[str, Any], prev: str) -> t
 def decision(
     key: Ed25519PrivateKey, kind: str, who: str, door: str, fields: dict[str, Any], now: float | None = None
 ) -> dict[str, Any]:
-    """The data of a signed decision event: `fields` (line, version, manifest, note…) plus who, door, time."""
+    """The data of a signed decision event: `fields` (store, line, version, manifest, channel…) plus who, door, time."""
     data = fields | {"by": who, "door": door, "signed_at": now if now is not None else time.time()}
     return data | {"signature": signing.sign(key, kind, data)}
 
 
-def decision_problem(policy: Policy, kind: str, data: dict[str, Any], manifest: str | None) -> str:
-    """Why a decision event does not count under `policy` ("" when it does)."""
+def decision_problem(policy: Policy, kind: str, data: dict[str, Any], manifest: str | None, store: str) -> str:
+    """Why a decision event does not count under `policy` in the store whose root event is `store` ("" if it does)."""
     who, door, signature = data.get("by"), data.get("door"), data.get("signature")
     unsigned = {k: v for k, v in data.items() if k != "signature"}
     if not isinstance(signature, dict) or not signing.valid(signature, kind, unsigned):
         return "not signed, or the signature does not match"
-    if manifest is not None and data.get("manifest") != manifest:
+    if data.get("store") != store:
+        return "signed for another store (its root policy differs)"
+    if data.get("manifest") != manifest:
         return "signed for another manifest than the release's"
+    if kind != "rejected" and not isinstance(data.get("channel"), str):
+        return "names no channel"
+    if not isinstance(data.get("signed_at"), int | float):
+        return "carries no signing time"
     if who not in policy.approvers:
         return f"'{who}' is not an approver in policy v{policy.version}"
     signer = signing.fingerprint(signature["key"])
@@ -169,20 +193,41 @@ def decision_problem(policy: Policy, kind: str, data: dict[str, Any], manifest: 
     return f"signed by {signer}, which policy v{policy.version} gives neither to '{who}' nor to door '{door}'"
 
 
-def promotion_problem(policy: Policy, channel: str, words: dict[str, str], ungated: bool) -> str:
-    """Why a release with these latest words (approver → approved/rejected) may not move `channel` ("" if it may)."""
-    rule = policy.channels.get(channel)
-    if rule is None:
-        return ""
-    vetoed = sorted(who for who, word in words.items() if word == "rejected")
-    if policy.veto and vetoed:
-        return f"rejected by {', '.join(vetoed)} (a rejection is a veto)"
-    approved = sorted(who for who, word in words.items() if word == "approved")
-    if len(approved) < rule.required:
-        return f"{len(approved)} of the {rule.required} approval(s) {channel} needs"
-    if ungated and not rule.allow_ungated:
-        return f"published ungated; the policy keeps ungated releases off {channel}"
-    return ""
+def gate_statement(gate: dict[str, Any], checkpoint_digest: str) -> dict[str, Any]:
+    """What the pipeline signs of a gate decision: the candidate, the gate policy, the per-item results, the
+    checkpoint it was made from, and the verdict."""
+    return {
+        "candidate_digest": gate.get("candidate_digest"),
+        "policy_digest": gate.get("policy_digest"),
+        "items_digest": gate.get("items_digest"),
+        "checkpoint_digest": checkpoint_digest,
+        "verdict": "pass" if gate.get("passed") is True else "fail",
+    }
+
+
+def sign_gate(gate: dict[str, Any], key: Ed25519PrivateKey, checkpoint_digest: str) -> dict[str, Any]:
+    """The gate decision with its statement signed by the pipeline's key."""
+    statement = gate_statement(gate, checkpoint_digest)
+    return gate | {"statement": statement, "signature": signing.sign(key, "gate", statement)}
+
+
+def gate_signer(policy: Policy | None, gate: Any, candidate_digest: str) -> tuple[str | None, str]:
+    """The fingerprint of the gate key of `policy` that signed a passing verdict on this candidate, or why none did."""
+    if not isinstance(gate, dict):
+        return None, "no gate decision"
+    statement, signature = gate.get("statement"), gate.get("signature")
+    if not isinstance(statement, dict) or not signing.valid(signature, "gate", statement):
+        return None, "the gate decision is not signed"
+    if statement.get("candidate_digest") != candidate_digest or statement != gate_statement(
+        gate, str(statement.get("checkpoint_digest"))
+    ):
+        return None, "the signed gate statement is about another candidate or decision"
+    if statement.get("verdict") != "pass":
+        return None, "the signed gate verdict is a fail"
+    signer = signing.fingerprint(str(signature["key"]))  # type: ignore[index]  # valid() checked it is a dict
+    if policy is None or signer not in {signing.fingerprint(k) for k in policy.gate}:
+        return None, f"signed by {signer}, which the store's policy does not name as a gate key"
+    return signer, ""
 
 
 def check_root(root: list[str], pins: list[str], uri: str) -> None:

@@ -8,7 +8,8 @@ release whose files are missing. The version comes from the ledger's state at
 the moment the event is written, and a candidate already released on the line
 is not released again. Only a candidate whose gate decision passed and names
 its digest is published, unless the publisher records why not (`ungated`);
-trainer pickles are never published. Every read of a manifest checks its
+where the store's policy names gate keys, the verdict must be signed by one
+(a hand-written `gate.json` is refused). Trainer pickles are never published. Every read of a manifest checks its
 digest, and `pull` writes only names that stay inside its output directory.
 Promotion writes one event and copies no weights. Called by the CLI and the
 release flow.
@@ -34,7 +35,7 @@ from shipyard.intake.snapshot import checkpoint_digest
 from shipyard.model_dir import require_model_dir
 from shipyard.progress import progress_bar
 from shipyard.registry.ledger import Event, Ledger, Release, State
-from shipyard.registry.policy import check_root
+from shipyard.registry.policy import check_root, gate_signer
 from shipyard.registry.stores import Store
 
 MANIFEST_SCHEMA = 1
@@ -109,8 +110,14 @@ def publish(
     if ungated is None and (why := gate_problem(model_dir, candidate)):
         raise TrustError(f"{model_dir}: not published: {why}; gate it, or publish --ungated --reason TEXT")
     ledger = ledger or Ledger(store)
-    if (existing := ledger.refresh().release_of(line, candidate)) is not None:
+    state = ledger.refresh()
+    if (existing := state.release_of(line, candidate)) is not None:
         return Published(existing, None)
+    if ungated is None and state.policy is not None and state.policy.gate:
+        signer, why = gate_signer(state.policy, _json(model_dir / "gate.json"), candidate)
+        if signer is None:
+            hint = "sign it with the pipeline's gate key (trust.gate_key)"
+            raise TrustError(f"{model_dir}: not published: {why}; {hint}")
     missing = [name for name in paths if not store.exists(blob_key(digests[name]))]
     total = sum(paths[name].stat().st_size for name in missing)
     with progress_bar(progress, DownloadColumn(), TransferSpeedColumn()) as bar:

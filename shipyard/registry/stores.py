@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,8 +38,8 @@ class Store(Protocol):
         """Write or overwrite `key` (hints only; never events)."""
         ...
 
-    def get(self, key: str) -> bytes | None:
-        """The object at `key`, or None if there is none."""
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
+        """The object at `key` (at most `limit` + 1 bytes of it, when given), or None if there is none."""
         ...
 
     def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
@@ -99,11 +100,18 @@ class LocalStore:
         os.replace(self._write_tmp(path, body), path)
         _fsync_dir(path.parent)
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
+        """Read without following a link; an entry that is not a regular file (a link, a directory) reads as empty."""
         try:
-            return self._path(key).read_bytes()
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        except OSError:  # ELOOP: a link, never followed
+            return b""
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return b""
+            return f.read() if limit is None else f.read(limit + 1)
 
     def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
         directory = self._path(prefix).parent if not prefix.endswith("/") else self._path(prefix)
@@ -244,14 +252,18 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"{self.uri}/{key}: cannot write ({exc})") from None
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int | None = None) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        ranged = {} if limit is None else {"Range": f"bytes=0-{limit}"}
         try:
-            return bytes(self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read())
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **ranged)["Body"].read())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
                 return None
+            if code == "InvalidRange":  # an empty object asked for a range
+                return b""
             raise StoreError(f"{self.uri}/{key}: cannot read ({exc})") from None
         except BotoCoreError as exc:
             raise StoreError(f"{self.uri}/{key}: cannot read ({exc})") from None

@@ -1,12 +1,14 @@
 """What a reader trusts, from its own settings: the pinned root, its signing keys, and anchors outside the store.
 
-- `checked_state` refuses a store whose root policy is not owned by the keys
-  pinned in `trust.owners`.
+- `checked_state` and `check_anchors` refuse a store whose root policy is not
+  owned by the keys pinned in `trust.owners`, or whose log no longer holds an
+  anchor: every reader goes through them.
 - `cli_signer` and `door_signer` load the key a person or a door signs with.
 - Anchors: `SEQ:DIGEST` of a ledger event, kept outside the store (printed by
   `shipyard ledger head`, carried by every webhook receipt, remembered by each
   reader in `<home>/anchors/`). A log that no longer holds that event has been
   cut or rewritten, whatever its chain says.
+- `sign_gate_report` signs a gate decision with the pipeline's key (`trust.gate_key`).
 - `set_policy` writes a new signed policy (the first one turns an existing
   store into a protected one; its history stays readable).
 
@@ -17,22 +19,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from shipyard.errors import ConfigError, LedgerError
 from shipyard.registry import signing
 from shipyard.registry.approvals import Signer, person
 from shipyard.registry.ledger import Event, Ledger, State, event_key
-from shipyard.registry.policy import Policy, check_root, signed_policy
+from shipyard.registry.policy import Policy, check_root, sign_gate, signed_policy
 from shipyard.registry.stores import Store
 from shipyard.settings import Settings
 
 
 def checked_state(store: Store, settings: Settings) -> State:
-    """The ledger's state, refused if the store's root is not the pinned one."""
+    """The ledger's state, refused unless the reader's anchors hold (`check_anchors`)."""
     state = Ledger(store).refresh()
-    check_root(state.root, settings.trust.owners, store.uri)
+    check_anchors(store, settings, state)
     return state
+
+
+def check_anchors(store: Store, settings: Settings, state: State, events: list[Event] | None = None) -> None:
+    """Refuse a log whose root is not the pinned one, that no longer holds the pinned `trust.anchor`, or that no
+    longer holds the head this reader saw last (kept under `<home>/anchors/`); then remember its head. Every
+    reader calls it: the CLI, the doors, the dashboard and the flows. A long-lived reader passes the `events` it
+    folded: the anchors are checked against what it shows, with no read of the store."""
+    check_root(state.root, settings.trust.owners, store.uri)
+    problems = anchor_problems(store, settings.trust.anchor, events) if settings.trust.anchor else []
+    problems = problems or check_remembered(settings.home, store, state, events)
+    if problems:
+        raise LedgerError(f"{problems[0]}; refusing to read it (shipyard ledger verify says more)")
 
 
 def cli_signer(settings: Settings, state: State, key: Path | None, claimed: str | None) -> Signer:
@@ -48,6 +63,16 @@ def door_signer(settings: Settings, door: str, who: str) -> Signer:
     if path is None:
         raise ConfigError(f"door '{door}' has no key (trust.door_keys.{door}); it cannot attest decisions")
     return Signer(who, signing.load_private(path.expanduser()), door)
+
+
+def sign_gate_report(gate_json: Path, settings: Settings, checkpoint_digest: str) -> bool:
+    """Sign the gate decision in `gate_json` with the pipeline's key, in place; False if no key is configured."""
+    if settings.trust.gate_key is None:
+        return False
+    key = signing.load_private(settings.trust.gate_key.expanduser())
+    gate = json.loads(gate_json.read_text())
+    gate_json.write_text(json.dumps(sign_gate(gate, key, checkpoint_digest), indent=1) + "\n")
+    return True
 
 
 def set_policy(store: Store, policy: Policy, keys: list[Path]) -> Event:
@@ -72,16 +97,22 @@ def head(state: State) -> str:
     return f"{state.events}:{state.head}"
 
 
-def anchor_problems(store: Store, anchor: str) -> list[str]:
-    """Why the log no longer holds the event `anchor` (SEQ:DIGEST) names; empty if it does."""
+def anchor_problems(store: Store, anchor: str, events: list[Event] | None = None) -> list[str]:
+    """Why the log (or the `events` a reader folded from it) no longer holds the event `anchor` (SEQ:DIGEST)
+    names; empty if it does."""
     seq_text, _, digest = anchor.partition(":")
     if not seq_text.isdigit() or len(digest) != 64:
         raise ConfigError(f"anchor {anchor!r}: expected SEQ:DIGEST as `shipyard ledger head` prints it")
     seq = int(seq_text)
-    body = store.get(event_key(seq))
-    if body is None:
+    found: str | None
+    if events is not None and 0 < seq <= len(events):
+        found = events[seq - 1].digest
+    else:
+        body = store.get(event_key(seq))
+        found = hashlib.sha256(body).hexdigest() if body is not None else None
+    if found is None:
         return [f"{store.uri}/{event_key(seq)}: the anchored event {seq} is gone (the log was cut)"]
-    if hashlib.sha256(body).hexdigest() != digest:
+    if found != digest:
         return [f"{store.uri}/{event_key(seq)}: differs from the anchored event {seq} (the log was rewritten)"]
     return []
 
@@ -90,20 +121,25 @@ def remembered(home: Path, store: Store) -> Path:
     return home / "anchors" / f"{hashlib.sha256(store.uri.encode()).hexdigest()[:24]}.json"
 
 
-def check_remembered(home: Path, store: Store) -> list[str]:
+def check_remembered(
+    home: Path, store: Store, state: State | None = None, events: list[Event] | None = None
+) -> list[str]:
     """Compare the log with the head this reader saw last time; remember the new head when sound."""
     path = remembered(home, store)
     problems = []
     if path.is_file():
         try:
-            problems = anchor_problems(store, json.loads(path.read_text())["anchor"])
-        except (json.JSONDecodeError, KeyError, ConfigError) as exc:
+            problems = anchor_problems(store, json.loads(path.read_text())["anchor"], events)
+        except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as exc:
             raise LedgerError(f"{path}: not an anchor this reader wrote ({exc})") from None
     if not problems:
         try:
-            state = Ledger(store).refresh()
+            state = state or Ledger(store).refresh()
         except LedgerError:
             return problems
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"store": store.uri, "anchor": head(state)}) + "\n")
+        if state.events:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"store": store.uri, "anchor": head(state)}) + "\n")
+            os.replace(tmp, path)  # readers sharing a home never see half a file
     return problems

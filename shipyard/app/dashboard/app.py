@@ -119,7 +119,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
-        state, events = views.read(registry, settings.trust.owners)
+        state, events = views.read(registry, settings)
         rows = views.releases(store, state, line, rules.channel)
         series = views.scores_by_step(store, state, line)
         markers = [(float(r["step"]), f"v{r['version']}") for r in rows if r["step"] is not None]
@@ -142,7 +142,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/releases/{version}", response_class=HTMLResponse)
     def release(request: Request, version: int) -> HTMLResponse:
-        state, _ = views.read(registry, settings.trust.owners)
+        state, _ = views.read(registry, settings)
         found = resolve(state, line, str(version))
         body = manifest(store, found)
         previous = state.releases.get((line, version - 1))
@@ -154,7 +154,11 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             version=version,
             store=store.uri,
             heads=[c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
-            approvals=[f"{a['by']} {a['type']} ({a['door']})" for a in state.approvals.get((line, version), [])],
+            approvals=[
+                f"{a.get('by')} {a['type']} ({a.get('door')})"
+                + ("" if a["counts"] else " — before the policy, not counted")
+                for a in state.approvals.get((line, version), [])
+            ],
             evidence=nh3.clean(markdown.render(evidence(store, line, version, rules.channel))),
             flips=(body.get("gate") or {}).get("flips", []),
             lineage=[(k, lineage[k]) for k in sorted(lineage) if k not in ("recipe", "files", "stages")],
@@ -163,7 +167,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/stream", response_class=HTMLResponse)
     def stream(request: Request) -> HTMLResponse:
-        _, events = views.read(registry, settings.trust.owners)
+        _, events = views.read(registry, settings)
         return page(request, "stream.html", "checkpoint stream", rows=views.stream(events, line))
 
     @app.get("/login", response_class=HTMLResponse)

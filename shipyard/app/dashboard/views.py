@@ -7,20 +7,23 @@ from typing import Any
 
 import humanize
 
+from shipyard.errors import LedgerError
+from shipyard.registry.evidence import verdict
 from shipyard.registry.ledger import Event, State
-from shipyard.registry.policy import check_root
 from shipyard.registry.publish import manifest
 from shipyard.registry.releases import Registry
 from shipyard.registry.stores import Store
+from shipyard.registry.trust import check_anchors
+from shipyard.settings import Settings
 
 FATES = {"skipped": "skipped", "refused": "refused", "gate_failed": "failed the gate", "released": "released"}
 
 
-def read(registry: Registry, pins: list[str]) -> tuple[State, list[Event]]:
-    """The state and every event, from a store whose root is the pinned one. The registry lives as long as the
+def read(registry: Registry, settings: Settings) -> tuple[State, list[Event]]:
+    """The state and every event, from a store whose anchors hold. The registry lives as long as the
     dashboard: each page reads only the events written since the last (one GET when there are none)."""
     state, events = registry.snapshot()
-    check_root(state.root, pins, registry.store.uri)
+    check_anchors(registry.store, settings, state, events)
     return state, events
 
 
@@ -56,13 +59,16 @@ def releases(store: Store, state: State, line: str, approval_channel: str) -> li
     for (name, version), release in sorted(state.releases.items(), reverse=True):
         if name != line:
             continue
-        gate = (manifest(store, release).get("gate") or {}).get("passed")
+        try:
+            gate = verdict(state, release, manifest(store, release)).split(" ")[0].lower()
+        except LedgerError:  # a missing or altered manifest: shown as such, never a crash
+            gate = "unreadable"
         words = state.words(line, version)
         rows.append(
             {
                 "version": version,
                 "step": release.data.get("step"),
-                "gate": "pass" if gate else "fail" if gate is False else "—",
+                "gate": gate,
                 "approvals": [f"{who} {word}" for who, word in sorted(words.items())],
                 "age": age(release.at),
                 "heads": [c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
