@@ -249,6 +249,10 @@ class DashboardSettings(Section):
     )
     open_read: bool = Field(True, description="Read-only pages without login; False: every page needs a login.")
     session_hours: float = Field(12.0, gt=0, description="How long a login lasts.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed; none: the peer only.",
+    )
 
 
 class WatchedRun(Section):

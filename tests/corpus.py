@@ -107,7 +107,7 @@ HOSTILE: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "NaN weights": (_nan, r"tensor model.layers.1.mlp.up_proj.weight has 12 NaN values"),
     "config disagrees": (_wrong_shape, r"model.layers.0.mlp.(gate|up|down)_proj.weight has shape \[\d+, \d+\], config"),
     "pickle payload": (_pickle_payload, r"pytorch_model.bin: pickle weights refused"),
-    "symlink out": (_symlink_out, r"{ckpt}/model.safetensors: points outside the checkpoint"),
+    "symlink out": (_symlink_out, r"{ckpt}/model.safetensors: a symbolic link; run files are opened without following"),
     "index escapes": (_index_escape, r"shard name '../evil.safetensors' escapes the checkpoint directory"),
     "name not UTF-8": (_not_utf8, r"{ckpt}/'notes-\\udcff.txt': file name is not valid UTF-8"),
     "own code": (_own_code, r"config.json: names its own code \(auto_map\); Shipyard never runs code"),

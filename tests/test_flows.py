@@ -36,7 +36,7 @@ from shipyard.registry.publish import publish
 from shipyard.registry.stores import LocalStore
 from shipyard.settings import Settings, load_settings
 
-from .helpers import Keys, gated, protect
+from .helpers import PIPELINE, Keys, gated, protect
 
 pytestmark = pytest.mark.slow
 TOKENS = {"ana": "ana-door-token", "bo": "bo-door-token"}
@@ -69,6 +69,7 @@ def env(home: Path, tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SHIPYARD_APPROVAL__POLL_SECONDS", "1")
     monkeypatch.setenv("SHIPYARD_TRUST__OWNERS", json.dumps([keys.fingerprint("owner")]))
     monkeypatch.setenv("SHIPYARD_TRUST__DOOR_KEYS", json.dumps({"prefect-ui": str(keys.path("prefect-ui"))}))
+    monkeypatch.setenv("SHIPYARD_TRUST__GATE_KEY", str(PIPELINE.path("gate")))
     monkeypatch.setenv("SHIPYARD_DASHBOARD__TOKENS", json.dumps({w: hash_token(t) for w, t in TOKENS.items()}))
     return tmp_path / "releases"
 

@@ -31,7 +31,7 @@ from shipyard.registry.policy import DoorRule
 from shipyard.registry.stores import LocalStore
 
 from .conftest import _free_port
-from .helpers import Keys, protect
+from .helpers import PIPELINE, Keys, protect
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +132,11 @@ def configure(tmp_path: Path, cluster: Cluster, keys: Keys) -> tuple[Path, Path]
         "watch": {"source": str(run)},
         "approval": {"poll_seconds": 1},
         "pipeline": {"crashed_after_seconds": CRASHED_AFTER},
-        "trust": {"owners": [keys.fingerprint("owner")], "door_keys": {"prefect-ui": str(keys.path("prefect-ui"))}},
+        "trust": {
+            "owners": [keys.fingerprint("owner")],
+            "door_keys": {"prefect-ui": str(keys.path("prefect-ui"))},
+            "gate_key": str(PIPELINE.path("gate")),
+        },
         "dashboard": {"tokens": {"ana": hash_token("ana-token")}},
     }
     (tmp_path / "shipyard.yaml").write_text(yaml.safe_dump(config))

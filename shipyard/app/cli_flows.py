@@ -111,7 +111,9 @@ def dashboard_command(
     settings = load_settings(config, **({"release": {"store": store}} if store else {}))
     address = (host or settings.dashboard.host, port or settings.dashboard.port)
     Console().print(f"dashboard: http://{address[0]}:{address[1]}  (store {release_store(settings).uri})")
-    uvicorn.run(create_app(settings, release_store(settings)), host=address[0], port=address[1], log_level="warning")
+    app = create_app(settings, release_store(settings))
+    # Forwarded headers are judged by the app against dashboard.trusted_proxies, never by uvicorn's defaults.
+    uvicorn.run(app, host=address[0], port=address[1], log_level="warning", proxy_headers=False)
 
 
 @clear_errors

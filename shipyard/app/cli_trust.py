@@ -8,6 +8,7 @@ store's policy, never from a flag.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -79,8 +80,11 @@ def policy_set_command(
     if as_json:
         print_json(shown)
         return
-    Console().print(f"{releases.uri}: policy v{shown['policy_version']} in force (event {event.seq})")
-    Console().print(f"pin its owners in every reader's settings: trust: {{owners: {policy.owner_fingerprints()}}}")
+    pins = json.dumps(policy.owner_fingerprints())
+    print(f"{releases.uri}: policy v{shown['policy_version']} in force (event {event.seq})")
+    print("pin its owners in every reader's settings (shipyard.yaml, or the environment):")
+    print(f"trust: {{owners: {pins}}}")  # plain print: a terminal's width never wraps a line to paste
+    print(f"SHIPYARD_TRUST__OWNERS='{pins}'")
 
 
 @policy_app.command("show")

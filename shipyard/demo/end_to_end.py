@@ -41,6 +41,7 @@ FATES = ("skipped", "gate_failed", "refused")
 TOKEN_FILE = "you.token"
 KEY_FILE = "you.key"
 DOORS = ("dashboard", "prefect-ui")
+PIPELINE = "pipeline"  # the release flow's own key: it signs gate verdicts
 CONFIG = {
     "profile": "demo",
     "home": ".shipyard",
@@ -63,6 +64,7 @@ POLICY = {
     "channels": {"stable": {"required": 1}},
     "veto": True,
     "doors": {door: {"key": f"keys/{door}.key.pub", "attests": [YOU]} for door in DOORS},
+    "gate": [f"keys/{PIPELINE}.key.pub"],  # the pipeline signs each gate verdict with its own key
 }
 
 
@@ -88,6 +90,7 @@ def prepare(directory: Path, fmt: str = "hf") -> Path:
         token_file.chmod(0o600)
         owners = _protect(directory)
         trust = {"owners": owners, "key": KEY_FILE, "door_keys": {d: f"keys/{d}.key" for d in DOORS}}
+        trust |= {"gate_key": f"keys/{PIPELINE}.key"}
         dashboard = {**CONFIG["dashboard"], "tokens": {YOU: digest}}  # type: ignore[dict-item]
         settings = {**CONFIG, "dashboard": dashboard, "trust": trust}
         if fmt == "dcp":
@@ -109,7 +112,7 @@ def _protect(directory: Path) -> list[str]:
 
     keys = directory / "keys"
     owner = keygen(keys / "owner.key", "demo-owner")
-    for name in (DEMO_APPROVER, *DOORS):
+    for name in (DEMO_APPROVER, *DOORS, PIPELINE):
         keygen(keys / f"{name}.key", name)
     keygen(directory / KEY_FILE, YOU)
     policy_file = directory / "policy.yaml"

@@ -8,13 +8,15 @@ Hugging Face Hub repo (huggingface_hub). Called by the watcher.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Collection
-from pathlib import Path
-from typing import Protocol
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -53,10 +55,10 @@ class Source(Protocol):
 CHUNK = 8 << 20
 
 
-def copy_hashing(source: Path, dest: Path) -> str:
-    """Copy `source` to `dest` and return its sha256, reading each byte once."""
+def copy_hashing(src: BinaryIO, dest: Path) -> str:
+    """Copy the open file `src` to `dest` and return its sha256, reading each byte once."""
     digest = hashlib.sha256()
-    with source.open("rb") as src, dest.open("wb") as dst:
+    with dest.open("xb") as dst:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
             dst.write(chunk)
@@ -93,22 +95,57 @@ class LocalSource:
             raise SourceError(f"{self.root / path}: cannot read ({exc.strerror})") from None
 
     def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
+        """Copy one run file, opened once without following a link at any step below the run's root, and checked
+        as opened (a regular file): a writer of the run directory cannot swap in a file from elsewhere."""
         path = self.root / checkpoint / name
-        inside = (self.root / checkpoint).resolve()
-        if not path.resolve().is_relative_to(inside):
-            raise InvalidCheckpoint(f"{path}: points outside the checkpoint ({path.resolve()})")
         try:
-            return copy_hashing(path, dest)
+            fd = open_beneath(self.root, f"{checkpoint}/{name}")
         except FileNotFoundError:
             gone = not (self.root / checkpoint).is_dir()
             raise CheckpointInFlux(f"{path}: vanished while being copied", gone=gone) from None
+        except OSError as exc:
+            raise InvalidCheckpoint(f"{path}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidCheckpoint(f"{path}: not a regular file")
+            return copy_hashing(src, dest)
 
     def version(self, checkpoint: str, name: str) -> str | None:
         try:
-            st = (self.root / checkpoint / name).stat()
+            st = (self.root / checkpoint / name).stat(follow_symlinks=False)
         except FileNotFoundError:
             return None
         return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def open_beneath(root: Path, relative: str) -> int:
+    """A read-only descriptor of `root`/`relative`, each component opened relative to the one before with
+    O_NOFOLLOW: a symbolic link anywhere below `root` is refused (ELOOP, or ENOTDIR for a directory), never
+    followed."""
+    parts = PurePosixPath(relative).parts
+    if not parts or any(part in ("", ".", "..") for part in parts) or PurePosixPath(relative).is_absolute():
+        raise OSError(errno.EINVAL, "not a plain relative name")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    raise OSError(
+                        exc.errno, f"{part} is a symbolic link or not a directory; links are never followed"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = inner
+        try:
+            return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(exc.errno, "a symbolic link; run files are opened without following links") from None
+            raise
+    finally:
+        os.close(fd)
 
 
 class S3Source:
@@ -253,7 +290,8 @@ class HubSource:
         return self._download(path).read_text(errors="replace")
 
     def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
-        return copy_hashing(self._download(f"{checkpoint}/{name}"), dest)
+        with self._download(f"{checkpoint}/{name}").open("rb") as src:  # a file of our own cache
+            return copy_hashing(src, dest)
 
     def version(self, checkpoint: str, name: str) -> str | None:
         virtual = checkpoint.partition("/")[0]

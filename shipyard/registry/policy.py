@@ -122,6 +122,7 @@ def load_policy(path: Path, **fields: Any) -> Policy:
             who: [_key(path, k) for k in keys or []] for who, keys in data.get("approvers", {}).items()
         }
         data["doors"] = {name: door | {"key": _key(path, door["key"])} for name, door in data.get("doors", {}).items()}
+        data["gate"] = [_key(path, k) for k in data.get("gate", [])]
         return Policy(**data)
     except (ValidationError, ConfigError, TypeError, KeyError, AttributeError) as exc:
         raise ConfigError(f"{path}: invalid policy: {exc}") from None
@@ -131,9 +132,16 @@ def _key(policy_file: Path, entry: str) -> str:
     if entry.startswith(signing.KEY_TYPE):
         return entry
     try:
-        return (policy_file.parent / entry).read_text().strip()
+        line = (policy_file.parent / entry).read_text(errors="replace").strip()
     except OSError as exc:
         raise ConfigError(f"{policy_file}: key file {entry}: {exc.strerror}") from None
+    try:
+        signing.parse_public(line)
+    except ConfigError:  # never echo the file: it may be a private key given by mistake
+        raise ConfigError(
+            f"{policy_file}: key file {entry}: not an OpenSSH public key line ('ssh-ed25519 AAAA… [comment]')"
+        ) from None
+    return line
 
 
 def signed_policy(policy: Policy, keys: list[Ed25519PrivateKey], prev: str) -> dict[str, Any]:

@@ -17,10 +17,12 @@ release flow.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -231,24 +233,55 @@ def unsafe_name(name: str) -> str:
     return ""
 
 
-def pull(store: Store, line: str, ref: str, out: Path) -> Release:
-    """Materialize a release in `out`, verifying every file's digest; no name may leave `out`."""
-    release = resolve(Ledger(store).refresh(), line, ref)
+def pull(store: Store, line: str, ref: str, out: Path, state: State | None = None) -> Release:
+    """Materialize a release in `out`, verifying every file's digest; no name may leave `out`.
+
+    Each file is downloaded into a private directory this call creates inside `out` (so nothing planted in `out`
+    is ever written through), checked, and renamed into place relative to directory handles opened without
+    following links: a link planted at any name of the release is replaced, never followed.
+    """
+    release = resolve(state or Ledger(store).refresh(), line, ref)
     files = manifest(store, release)["files"]
     out.mkdir(parents=True, exist_ok=True)
-    root = out.resolve()
-    for name, meta in files.items():
-        dest = out / name
-        if not dest.resolve().is_relative_to(root):  # a symlink already in `out` would lead out
-            raise LedgerError(f"{out}: {name} would be written outside it")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(f".{dest.name}.part")
-        store.get_file(blob_key(meta["digest"]), part)
-        if hash_file(part) != meta["digest"]:
-            part.unlink()
-            raise LedgerError(f"{store.uri}/{blob_key(meta['digest'])}: content does not match its digest ({name})")
-        os.replace(part, dest)
+    staging = Path(tempfile.mkdtemp(prefix=".shipyard-pull-", dir=out))
+    staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    out_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for number, (name, meta) in enumerate(files.items()):
+            part = staging / str(number)
+            store.get_file(blob_key(meta["digest"]), part)
+            if hash_file(part) != meta["digest"]:
+                raise LedgerError(f"{store.uri}/{blob_key(meta['digest'])}: content does not match its digest ({name})")
+            *folders, leaf = name.split("/")
+            parent = _folder(out_fd, folders, out)
+            try:
+                os.rename(str(number), leaf, src_dir_fd=staging_fd, dst_dir_fd=parent)
+            except IsADirectoryError:
+                raise LedgerError(f"{out}/{name}: a directory is in the way") from None
+            finally:
+                os.close(parent)
+    finally:
+        os.close(out_fd)
+        os.close(staging_fd)
+        shutil.rmtree(staging, ignore_errors=True)
     return release
+
+
+def _folder(top: int, folders: list[str], out: Path) -> int:
+    """A handle on `out`/`folders`, made where missing, each step opened without following a link."""
+    fd = os.dup(top)
+    for index, folder in enumerate(folders):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o755, dir_fd=fd)
+        try:
+            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            where = "/".join(folders[: index + 1])
+            raise LedgerError(f"{out}/{where}: a link or a file, not a folder of the release; not followed") from None
+        os.close(fd)
+        fd = inner
+    return fd
 
 
 def verify(store: Store, deep: bool = False, pins: list[str] | None = None) -> list[str]:

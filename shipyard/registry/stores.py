@@ -132,10 +132,17 @@ class LocalStore:
         return path.stat().st_size if path.is_file() else None
 
     def get_file(self, key: str, dest: Path) -> None:
+        """Copy the object to a new file `dest`; a link or a non-file in the store is not followed (read as empty)."""
         try:
-            shutil.copyfile(self._path(key), dest)
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             raise StoreError(f"{self.uri}/{key}: missing") from None
+        except OSError:
+            dest.write_bytes(b"")
+            return
+        with os.fdopen(fd, "rb") as src, dest.open("wb") as dst:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                shutil.copyfileobj(src, dst, 8 << 20)
 
     def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
         """A reflink of `source` where the file system can, else a hard link on the same file system (the file,

@@ -26,7 +26,7 @@ from markdown_it import MarkdownIt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipyard.app.dashboard import views
-from shipyard.app.dashboard.auth import COOKIE, Auth
+from shipyard.app.dashboard.auth import COOKIE, Auth, client_address, secure
 from shipyard.app.dashboard.plots import line_chart
 from shipyard.errors import ShipyardError
 from shipyard.registry.card import model_card
@@ -71,6 +71,15 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         return set(door.attests) if door else set()
 
     auth = Auth(settings.dashboard, attested, settings.home)
+    proxies = settings.dashboard.trusted_proxies
+
+    def peer_address(request: Request) -> str:
+        peer = request.client.host if request.client else "?"
+        return client_address(peer, request.headers.get("x-forwarded-for"), proxies)
+
+    def over_https(request: Request) -> bool:
+        peer = request.client.host if request.client else "?"
+        return secure(request.url.scheme, peer, request.headers.get("x-forwarded-proto"), proxies)
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -174,7 +183,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     def login_form(request: Request) -> HTMLResponse:
         nonce = secrets.token_hex(16)
         response = page(request, "login.html", "sign in", login_csrf=auth.csrf(nonce))
-        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict")
+        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", secure=over_https(request))
         return response
 
     @app.post("/login")
@@ -182,14 +191,14 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         fields = await form(request)
         if not auth.check_csrf(request.cookies.get(LOGIN_COOKIE), fields.get("csrf", "")):
             raise HTTPException(403, "bad or missing CSRF token")
-        name, address = fields.get("name", ""), request.client.host if request.client else "?"
-        if auth.throttled(name, address):
+        name, address = fields.get("name", ""), peer_address(request)
+        if auth.throttled(address):
             return RedirectResponse("/login?flash=throttled", status_code=303)
         if not auth.check_login(name, fields.get("token", "")):
-            auth.failed(name, address)
+            auth.failed(address)
             return RedirectResponse("/login?flash=bad-login", status_code=303)
         response = RedirectResponse("/?flash=signed-in", status_code=303)
-        response.set_cookie(COOKIE, auth.session(name), httponly=True, samesite="strict")
+        response.set_cookie(COOKIE, auth.session(name), httponly=True, samesite="strict", secure=over_https(request))
         response.delete_cookie(LOGIN_COOKIE)
         return response
 

@@ -6,8 +6,11 @@ salt, so a form posted from another site (which cannot read the cookie) cannot
 carry it. Both are keyed by `dashboard.secret`
 (random per process when unset: logins then end with the process). Signing
 out revokes the session id (kept under `<home>/dashboard/revoked`, so a
-restart does not bring it back). Failed logins are throttled per name and
-per client address.
+restart does not bring it back), and every request re-reads that file when it
+changed, so a sign-out holds in every dashboard process that shares the home.
+Failed logins are throttled per connecting address only (`client_address`:
+`X-Forwarded-For` counts only from a configured trusted proxy), so one
+person's failures never lock out another. Cookies are `Secure` over https.
 """
 
 from __future__ import annotations
@@ -42,18 +45,30 @@ class Auth:
         self.cookies = URLSafeSerializer(key, salt="shipyard-session")
         self.csrf_signer = Signer(key, salt="shipyard-csrf")
         self.revoked_file = home / "dashboard" / "revoked"
-        self.revoked = set(self.revoked_file.read_text().split()) if self.revoked_file.is_file() else set()
+        self._revoked: set[str] = set()
+        self._revoked_seen: tuple[int, int] | None = None  # (size, mtime_ns) of the file when last read
         self.failures: dict[str, list[float]] = {}
 
-    def throttled(self, *who: str, now: float | None = None) -> bool:
-        """True if any of these (a name, an address) failed too often lately."""
-        t = now or time.time()
-        return any(len([f for f in self.failures.get(w, []) if t - f < WINDOW]) >= FAILURES_ALLOWED for w in who)
+    @property
+    def revoked(self) -> set[str]:
+        """Revoked session ids, re-read whenever another process (or this one) added to the file."""
+        try:
+            st = self.revoked_file.stat()
+        except FileNotFoundError:
+            return self._revoked
+        if (st.st_size, st.st_mtime_ns) != self._revoked_seen:
+            self._revoked = set(self.revoked_file.read_text().split())
+            self._revoked_seen = (st.st_size, st.st_mtime_ns)
+        return self._revoked
 
-    def failed(self, *who: str, now: float | None = None) -> None:
+    def throttled(self, address: str, now: float | None = None) -> bool:
+        """True if sign-ins from this address failed too often lately."""
         t = now or time.time()
-        for w in who:
-            self.failures[w] = [f for f in self.failures.get(w, []) if t - f < WINDOW] + [t]
+        return len([f for f in self.failures.get(address, []) if t - f < WINDOW]) >= FAILURES_ALLOWED
+
+    def failed(self, address: str, now: float | None = None) -> None:
+        t = now or time.time()
+        self.failures[address] = [f for f in self.failures.get(address, []) if t - f < WINDOW] + [t]
 
     def check_login(self, name: str, token: str) -> bool:
         """True if `name` is an approver with a configured token and `token` hashes to it."""
@@ -85,7 +100,7 @@ class Auth:
     def revoke(self, cookie: str) -> None:
         if (opened := self._opened(cookie)) is None:
             return
-        self.revoked.add(opened[2])
+        self._revoked.add(opened[2])
         self.revoked_file.parent.mkdir(parents=True, exist_ok=True)
         with self.revoked_file.open("a") as f:
             f.write(opened[2] + "\n")
@@ -95,3 +110,16 @@ class Auth:
 
     def check_csrf(self, cookie: str | None, token: str) -> bool:
         return bool(cookie) and hmac.compare_digest(self.csrf(cookie or ""), token)
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted_proxies: list[str]) -> str:
+    """The address a request comes from: the connecting peer, or, only when that peer is a trusted proxy, the
+    last address the proxy appended to `X-Forwarded-For` (the ones before it are the client's to write)."""
+    if peer in trusted_proxies and forwarded_for:
+        return forwarded_for.split(",")[-1].strip() or peer
+    return peer
+
+
+def secure(scheme: str, peer: str, forwarded_proto: str | None, trusted_proxies: list[str]) -> bool:
+    """Whether the browser reached us over https (directly, or through a trusted proxy that says so)."""
+    return scheme == "https" or (peer in trusted_proxies and (forwarded_proto or "").lower() == "https")
