@@ -15,6 +15,7 @@ earlier release. Called by the doors, the approval flow and the CLI.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +122,7 @@ def approve(
         if state.channel(line, channel) == version:
             return None
         fields = _statement(store, state, line, version, channel) | {"note": note}
-        if _standing(state, line, version, signer.who, fields):
+        if _standing(state, line, version, signer, fields):
             return None
         return "approved", _signed(
             state, "approved", signer, fields, _release(state, line, version).data.get("manifest")
@@ -133,11 +134,16 @@ def approve(
     return [approved, *filter(None, [ledger.append(_announce(line, version, channel, approved.seq))])]
 
 
-def _standing(state: State, line: str, version: int, who: str, fields: dict[str, Any]) -> bool:
-    """Whether `who`'s latest counted word on the release is this very approval (same channel, same head left)."""
-    mine = [e for e in state.approvals.get((line, version), []) if e["counts"] and e["by"] == who]
-    keys = ("channel", "from_version", "from_seq")
-    return bool(mine) and mine[-1]["type"] != "rejected" and all(mine[-1].get(k) == fields[k] for k in keys)
+def _standing(state: State, line: str, version: int, signer: Signer, fields: dict[str, Any]) -> bool:
+    """Whether the signer's latest counted word on the release is this very approval: same door, channel and
+    head left, and not expired under the policy's `signature_days`."""
+    mine = [e for e in state.approvals.get((line, version), []) if e["counts"] and e["by"] == signer.who]
+    if not mine or mine[-1]["type"] == "rejected" or mine[-1].get("door") != signer.door:
+        return False
+    days = state.policy.signature_days if state.policy else None
+    if days is not None and float(mine[-1]["signed_at"]) < time.time() - days * moves.DAY:
+        return False
+    return all(mine[-1].get(k) == fields[k] for k in ("channel", "from_version", "from_seq"))
 
 
 def _announce(line: str, version: int, channel: str, seq: int) -> Any:

@@ -194,7 +194,7 @@ def _apply(state: State, kind: str, d: dict[str, Any], event: Event) -> str:
     if kind in ("promoted", "rolled_back"):
         return _move(state, kind, d, event.seq)
     if kind == MALFORMED:
-        return f"not a ledger event ({d['error']})"
+        return str(d["error"])
     return "" if kind in TYPES else f"unknown event type {kind!r}"
 
 
@@ -303,12 +303,13 @@ class Ledger:
 
     def _slot(self, seq: int, body: bytes) -> Event:
         """The event in slot `seq`; a slot that holds no event reads as an ignored one, chained by its bytes' digest."""
+        key = event_key(seq)
         try:
             if len(body) > MAX_EVENT_BYTES:
-                raise LedgerError(f"larger than {MAX_EVENT_BYTES} bytes")
-            return self._parse(event_key(seq), body)
+                raise LedgerError(f"{self.store.uri}/{key}: not a ledger event (larger than {MAX_EVENT_BYTES} bytes)")
+            return self._parse(key, body)
         except LedgerError as exc:
-            hole = Event(seq, MALFORMED, {"error": str(exc).rpartition(": ")[2]}, 0.0, "", self.state.head)
+            hole = Event(seq, MALFORMED, {"error": str(exc).rpartition(f"{key}: ")[2]}, 0.0, "", self.state.head)
             hole.__dict__["digest"] = hashlib.sha256(body).hexdigest()  # what the next event chains to
             return hole
 
@@ -384,8 +385,9 @@ class Ledger:
             event = Event(**json.loads(body))
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
             raise LedgerError(f"{self.store.uri}/{key}: not a ledger event ({exc})") from None
-        if not isinstance(event.seq, int) or not isinstance(event.prev, str) or not isinstance(event.type, str):
-            raise LedgerError(f"{self.store.uri}/{key}: not a ledger event (seq, prev or type of the wrong type)")
+        shapes = ((event.seq, int), (event.prev, str), (event.type, str), (event.data, dict), (event.at, int | float))
+        if not all(isinstance(value, shape) for value, shape in shapes) or isinstance(event.seq, bool):
+            raise LedgerError(f"{self.store.uri}/{key}: not a ledger event (a field of the wrong type)")
         return event
 
     def verify(self) -> list[str]:

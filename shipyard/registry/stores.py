@@ -108,9 +108,10 @@ class LocalStore:
             return None
         except OSError:  # ELOOP: a link, never followed
             return b""
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return b""
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return b""
             return f.read() if limit is None else f.read(limit + 1)
 
     def keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
@@ -118,7 +119,7 @@ class LocalStore:
         if not directory.is_dir():
             return
         base = directory.relative_to(self.root).as_posix()
-        names = sorted(e.name for e in os.scandir(directory) if e.is_file() and not e.name.startswith(".tmp-"))
+        names = sorted(e.name for e in os.scandir(directory) if not e.name.startswith(".tmp-"))
         for name in names:
             key = f"{base}/{name}" if base != "." else name
             if key.startswith(prefix) and key > start_after:
@@ -140,9 +141,13 @@ class LocalStore:
         except OSError:
             dest.write_bytes(b"")
             return
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        if not regular:
+            os.close(fd)
+            dest.write_bytes(b"")
+            return
         with os.fdopen(fd, "rb") as src, dest.open("wb") as dst:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                shutil.copyfileobj(src, dst, 8 << 20)
+            shutil.copyfileobj(src, dst, 8 << 20)
 
     def put_file(self, key: str, source: Path, progress: Progress | None = None) -> None:
         """A reflink of `source` where the file system can, else a hard link on the same file system (the file,

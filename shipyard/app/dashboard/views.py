@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -101,10 +102,13 @@ def scores_by_step(store: Store, state: State, line: str) -> dict[str, list[tupl
         step = release.data.get("step")
         if name != line or step is None:
             continue
-        for task, metrics in (manifest(store, release).get("evals") or {}).items():
-            for metric, value in metrics.items():
-                if not metric.endswith("_stderr"):
-                    series.setdefault(f"{task} {metric}", []).append((float(step), float(value)))
+        try:
+            for task, metrics in (manifest(store, release).get("evals") or {}).items():
+                for metric, value in metrics.items():
+                    if not metric.endswith("_stderr"):
+                        series.setdefault(f"{task} {metric}", []).append((float(step), float(value)))
+        except (LedgerError, AttributeError, TypeError, ValueError):
+            continue  # an unreadable or malformed manifest: `verify` names it; the page shows the rest
     return series
 
 
@@ -113,8 +117,10 @@ def rl_by_step(events: list[Event], line: str, names: tuple[str, ...]) -> dict[s
     seen: dict[str, dict[float, float]] = {}
     for e in events:
         step, metrics = e.data.get("step"), e.data.get("metrics") or {}
-        if e.type in FATES and e.data.get("line") == line and step is not None:
+        if e.type in FATES and e.data.get("line") == line and step is not None and isinstance(metrics, dict):
             for name in names:
-                if name in metrics:
-                    seen.setdefault(name, {})[float(step)] = float(metrics[name])
+                with contextlib.suppress(TypeError, ValueError):  # a forged event's odd values are not plotted
+                    seen.setdefault(name, {})[float(step)] = float(metrics[name]) if name in metrics else 0.0
+                    if name not in metrics:
+                        del seen[name][float(step)]
     return {name: sorted(points.items()) for name, points in seen.items()}
