@@ -403,3 +403,22 @@ def test_policy_set_never_prints_a_key_file_and_prints_pins_unwrapped(tmp_path: 
     pin = fingerprint((tmp_path / "owner.key.pub").read_text())
     assert f'trust: {{owners: ["{pin}"]}}' in done.stdout.splitlines()
     assert f"SHIPYARD_TRUST__OWNERS='[\"{pin}\"]'" in done.stdout.splitlines()
+
+
+def test_the_threat_model_names_only_tests_that_exist() -> None:
+    """THREATS.md is kept true: every test it cites for a "cannot" exists (a bare name: in any test file)."""
+    import re
+
+    tests = Path(__file__).parent
+    defined = {p.name: set(re.findall(r"^def (test_\w+)", p.read_text(), re.M)) for p in tests.glob("test_*.py")}
+    anywhere = set().union(*defined.values())
+    cited = re.findall(r"`((?:test_\w+\.py)?(?:::)?(?:test_\w+)?)`", (tests.parent / "THREATS.md").read_text())
+    assert len(cited) > 20
+    for name in cited:
+        module, _, function = name.rpartition("::") if "::" in name else ("", "", name)
+        if function.endswith(".py"):
+            assert function in defined, name
+        elif module:
+            assert function in defined.get(module, set()), name
+        else:
+            assert function in anywhere, name
