@@ -213,6 +213,10 @@ class TrustSettings(Section):
     gate_key: Path | None = Field(
         None, description="The pipeline's key: it signs each gate verdict; the store's policy names its public half."
     )
+    release_key: Path | None = Field(
+        None,
+        description="The publisher's EC key (shipyard keygen --ec): signs each release for consumers (Model Signing).",
+    )
     door_keys: dict[str, Path] = Field(
         default_factory=dict, description="Door (dashboard, prefect-ui) → the key it signs attestations with."
     )
@@ -351,6 +355,7 @@ PATH_KEYS = (
     "pipeline.policy",
     "trust.key",
     "trust.gate_key",
+    "trust.release_key",
     "trust.door_keys.*",
     "runs[].source",
     "runs[].policy",

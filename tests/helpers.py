@@ -43,6 +43,15 @@ class Keys:
 
         return fingerprint(self.public(name))
 
+    def ec(self, name: str) -> Path:
+        """A release-signing EC key (its public PEM beside it, `.pub`)."""
+        from shipyard.registry.attest import keygen_ec
+
+        path = self.directory / f"{name}.pem"
+        if not path.exists():
+            keygen_ec(path)
+        return path
+
     def signer(self, who: str, door: str = "cli", key: str | None = None) -> Any:
         """`who` deciding with their own key, or (with `door`'s key named in `key`) attested by a door."""
         from shipyard.registry.approvals import Signer

@@ -422,3 +422,42 @@ def test_the_threat_model_names_only_tests_that_exist() -> None:
             assert function in defined.get(module, set()), name
         else:
             assert function in anywhere, name
+
+
+def test_a_consumer_checks_a_pulled_release_without_shipyard(tmp_path: Path, keys: Keys) -> None:
+    """The release's Model Signing bundle passes the real `model_signing verify key` and fails after one byte."""
+    import shutil
+    import subprocess
+    import sys
+
+    release_key = keys.ec("release")
+    store = LocalStore(tmp_path / "store")
+    protect(store, keys, release_keys=[(tmp_path / "keys" / "release.pem.pub").read_text()])
+    model = candidate(tmp_path / "c1", b"weights")
+    (model / "lineage.json").write_text(json.dumps({"run": "s3://runs/a", "step": 40, "checkpoint_digest": "ab" * 32}))
+    publish(model, "main", store, release_key=release_key)
+    approve(store, "main", 1, keys.signer("ana"), "stable")
+    out = tmp_path / "pulled"
+    done = cli("pull", "stable", "--out", str(out), "--verify", "--json", "--store", str(store.root))
+    assert done.exit_code == 0, done.output
+    held = json.loads(done.stdout)["verified"]
+    assert any("model.sig: every file checked" in h for h in held) and any("signed decisions by ana" in h for h in held)
+    tool = [str(Path(sys.executable).with_name("model_signing")), "verify", "key", str(out)]
+    tool += ["--signature", str(out / "model.sig"), "--public_key", str(tmp_path / "keys" / "release.pem.pub")]
+    passed = subprocess.run(tool, capture_output=True, text=True)
+    assert passed.returncode == 0 and "Verification succeeded" in passed.stdout, passed.stderr
+    changed = tmp_path / "changed"
+    shutil.copytree(out, changed)
+    weights = changed / "model.safetensors"
+    weights.write_bytes(b"W" + weights.read_bytes()[1:])
+    failed = subprocess.run([*tool[:3], str(changed), *tool[4:]], capture_output=True, text=True)
+    assert failed.returncode == 1 and "Verification failed" in failed.stderr
+    # A store writer who swaps the provenance for one of their own is refused by pull --verify.
+    manifest = json.loads(
+        (store.root / blob_key(Ledger(store).refresh().releases[("main", 1)].data["manifest"])).read_text()
+    )
+    provenance = store.root / blob_key(manifest["attestations"]["provenance.intoto.json"]["digest"])
+    os.chmod(provenance, 0o644)
+    provenance.write_text(provenance.read_text().replace('"payloadType"', '"payloadType" ', 1))
+    refused = cli("pull", "v1", "--out", str(tmp_path / "again"), "--verify", "--store", str(store.root))
+    assert refused.exit_code == 2 and "does not match its digest" in refused.stderr

@@ -89,8 +89,11 @@ def publish_command(
     if ungated and not reason.strip():
         raise ConfigError("--ungated needs --reason TEXT: why this release skips the gate")
     releases, name = open_releases(config, store, line, new=True)
-    registry = Registry(releases, name, load_settings(config).notify)
-    published = registry.publish(model, progress=True, ungated=reason if ungated else None)
+    settings = load_settings(config)
+    registry = Registry(releases, name, settings.notify)
+    published = registry.publish(
+        model, progress=True, ungated=reason if ungated else None, release_key=settings.trust.release_key
+    )
     if as_json:
         print_json({"created": published.created, "line": name, "version": published.release.version})
         return
@@ -102,20 +105,51 @@ def publish_command(
 def pull_command(
     ref: RefArgument,
     out: Annotated[Path, typer.Option(help="Directory to write the release into.")],
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--verify", help="Also check its Model Signing bundle and provenance with the policy's release keys."
+        ),
+    ] = False,
     store: StoreOption = None,
     line: LineOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Materialize a release, verifying every file's digest."""
+    """Materialize a release, verifying every file's digest; --verify checks it as a consumer would, and the ledger
+    path to it (the pinned root, the anchors, the `released` event, the signed approvals that moved a channel)."""
     from shipyard.registry.releases import Registry
 
-    releases, name = open_releases(config, store, line)
-    release = Registry(releases, name).pull(ref, out)
+    releases, name, state = open_checked(config, store, line)
+    registry = Registry(releases, name)
+    release = registry.pull(ref, out)
+    held = verified(registry, release, out, state) if check else []
     if as_json:
-        print_json({"line": name, "version": release.version, "path": str(out)})
+        print_json({"line": name, "version": release.version, "path": str(out), "verified": held})
         return
     Console().print(f"{name} v{release.version} → {out}")
+    for line_ in held:
+        Console().print(f"  ✓ {line_}", highlight=False, soft_wrap=True)
+
+
+def verified(registry: Any, release: Any, out: Path, state: Any) -> list[str]:
+    """What `pull --verify` checked: the attestations with the policy's keys, then the ledger path."""
+    from shipyard.errors import TrustError
+    from shipyard.registry.attest import verify_pulled
+
+    if state.policy is None:
+        raise TrustError(f"{registry.store.uri}: no signed policy names a release key; nothing to verify against")
+    held = verify_pulled(out, registry.manifest(release), state.policy.release_keys)
+    channels = sorted(
+        c for (n, c), history in state.channels.items() if n == release.line and release.version in history
+    )
+    movers = sorted({a["by"] for a in state.approvals.get((release.line, release.version), []) if a["counts"]})
+    held.append(
+        f"ledger: root owned by {', '.join(state.root)}, anchors held; v{release.version} released at event "
+        f"{release.seq}; channels it reached: {', '.join(channels) or 'none'}; signed decisions by "
+        f"{', '.join(movers) or 'no one yet'}"
+    )
+    return held
 
 
 releases_app = typer.Typer(help="The releases of a line.", no_args_is_help=True)

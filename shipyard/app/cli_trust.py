@@ -40,8 +40,18 @@ AsOption = Annotated[str | None, typer.Option("--as", help="Who you are; checked
 def keygen_command(
     out: Annotated[Path, typer.Argument(help="Where to write the private key (the public one goes to OUT.pub).")],
     comment: Annotated[str, typer.Option(help="A name for the key, e.g. you@lab.")] = "",
+    ec: Annotated[
+        bool, typer.Option("--ec", help="A P-256 release-signing key (PEM), as Model Signing takes, for release_keys.")
+    ] = False,
 ) -> None:
-    """Make an Ed25519 signing key (OpenSSH format; an existing ssh-keygen key works as well)."""
+    """Make an Ed25519 signing key (OpenSSH format; an existing ssh-keygen key works as well), or with --ec a
+    release-signing key for the publisher (trust.release_key; its .pub goes into the policy's release_keys)."""
+    if ec:
+        from shipyard.registry.attest import key_id, keygen_ec
+
+        pem = keygen_ec(out)
+        print(f"{out} (private, keep it)\n{out}.pub: release key {key_id(pem)}")
+        return
     from shipyard.registry.signing import fingerprint, keygen
 
     line = keygen(out, comment)

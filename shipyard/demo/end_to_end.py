@@ -42,6 +42,7 @@ TOKEN_FILE = "you.token"
 KEY_FILE = "you.key"
 DOORS = ("dashboard", "prefect-ui")
 PIPELINE = "pipeline"  # the release flow's own key: it signs gate verdicts
+RELEASE_KEY = "release.key"  # the publisher's EC key: Model Signing bundle and provenance of every release
 CONFIG = {
     "profile": "demo",
     "home": ".shipyard",
@@ -65,6 +66,7 @@ POLICY = {
     "veto": True,
     "doors": {door: {"key": f"keys/{door}.key.pub", "attests": [YOU]} for door in DOORS},
     "gate": [f"keys/{PIPELINE}.key.pub"],  # the pipeline signs each gate verdict with its own key
+    "release_keys": [f"keys/{RELEASE_KEY}.pub"],  # and each release, for consumers (Model Signing, provenance)
 }
 
 
@@ -90,7 +92,7 @@ def prepare(directory: Path, fmt: str = "hf") -> Path:
         token_file.chmod(0o600)
         owners = _protect(directory)
         trust = {"owners": owners, "key": KEY_FILE, "door_keys": {d: f"keys/{d}.key" for d in DOORS}}
-        trust |= {"gate_key": f"keys/{PIPELINE}.key"}
+        trust |= {"gate_key": f"keys/{PIPELINE}.key", "release_key": f"keys/{RELEASE_KEY}"}
         dashboard = {**CONFIG["dashboard"], "tokens": {YOU: digest}}  # type: ignore[dict-item]
         settings = {**CONFIG, "dashboard": dashboard, "trust": trust}
         if fmt == "dcp":
@@ -105,6 +107,7 @@ def prepare(directory: Path, fmt: str = "hf") -> Path:
 
 def _protect(directory: Path) -> list[str]:
     """Make the demo's keys and sign its policy into the store; the owner fingerprints to pin."""
+    from shipyard.registry.attest import keygen_ec
     from shipyard.registry.policy import load_policy
     from shipyard.registry.signing import fingerprint, keygen
     from shipyard.registry.stores import open_store
@@ -115,6 +118,7 @@ def _protect(directory: Path) -> list[str]:
     for name in (DEMO_APPROVER, *DOORS, PIPELINE):
         keygen(keys / f"{name}.key", name)
     keygen(directory / KEY_FILE, YOU)
+    keygen_ec(keys / RELEASE_KEY)
     policy_file = directory / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(POLICY, sort_keys=False))
     policy = load_policy(policy_file, owners=[owner])

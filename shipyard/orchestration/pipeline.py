@@ -111,7 +111,7 @@ def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, set
     """Publish the gated candidate with its lineage, gate decision and eval scores; its version (exactly once)."""
     log.info("step %d: publishing", checkpoint.step)
     staging = _stage(candidate, report, checkpoint, settings.home / "staging" / candidate.name)
-    published = registry(settings).publish(staging)
+    published = registry(settings).publish(staging, release_key=settings.trust.release_key)
     version = published.release.version
     if published.created:
         log.info("step %d: released as v%d", checkpoint.step, version, extra={"fate": True, "released": version})

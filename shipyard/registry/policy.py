@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shipyard.errors import ConfigError, TrustError
 from shipyard.registry import signing
+from shipyard.registry.attest import parse_release_key
 
 DECISIONS = ("approved", "rejected", "rolled_back")
 
@@ -69,6 +70,10 @@ class Policy(BaseModel):
     gate: list[str] = Field(
         default_factory=list, description="Public keys the pipeline signs gate verdicts with; none: nothing is gated."
     )
+    release_keys: list[str] = Field(
+        default_factory=list,
+        description="PEM public keys (EC, NIST curves) releases are signed with: Model Signing bundle, provenance.",
+    )
     signature_days: float | None = Field(
         None, gt=0, description="Days a signed decision counts towards a move after it was signed; None: no expiry."
     )
@@ -78,6 +83,8 @@ class Policy(BaseModel):
         people = {signing.fingerprint(k) for keys in self.approvers.values() for k in keys}
         for line in [*self.owners, *self.gate]:
             signing.parse_public(line)
+        for pem in self.release_keys:
+            parse_release_key(pem)
         for name, door in self.doors.items():
             if signing.fingerprint(door.key) in people:
                 raise ValueError(f"door '{name}' signs with an approver's key; a door key must be a key of its own")
@@ -123,6 +130,7 @@ def load_policy(path: Path, **fields: Any) -> Policy:
         }
         data["doors"] = {name: door | {"key": _key(path, door["key"])} for name, door in data.get("doors", {}).items()}
         data["gate"] = [_key(path, k) for k in data.get("gate", [])]
+        data["release_keys"] = [_pem(path, k) for k in data.get("release_keys", [])]
         return Policy(**data)
     except (ValidationError, ConfigError, TypeError, KeyError, AttributeError) as exc:
         raise ConfigError(f"{path}: invalid policy: {exc}") from None
@@ -142,6 +150,16 @@ def _key(policy_file: Path, entry: str) -> str:
             f"{policy_file}: key file {entry}: not an OpenSSH public key line ('ssh-ed25519 AAAA… [comment]')"
         ) from None
     return line
+
+
+def _pem(policy_file: Path, entry: str) -> str:
+    """A release key written inline (PEM) or as the path of its .pub file, relative to the policy file."""
+    if entry.lstrip().startswith("-----BEGIN"):
+        return entry
+    try:
+        return (policy_file.parent / entry).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{policy_file}: release key file {entry}: {exc.strerror}") from None
 
 
 def signed_policy(policy: Policy, keys: list[Ed25519PrivateKey], prev: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from shipyard.intake.layouts import TRAINER_STATE_PICKLES
 from shipyard.intake.snapshot import checkpoint_digest
 from shipyard.model_dir import require_model_dir
 from shipyard.progress import progress_bar
+from shipyard.registry.attest import ATTESTATIONS, attest
 from shipyard.registry.ledger import Event, Ledger, Release, State
 from shipyard.registry.policy import check_root, gate_signer
 from shipyard.registry.stores import Store
@@ -97,11 +98,13 @@ def publish(
     progress: bool = False,
     ungated: str | None = None,
     ledger: Ledger | None = None,
+    release_key: Path | None = None,
 ) -> Published:
     """Publish `model_dir` as the next release of `line`, exactly once; `progress` shows a bar of bytes.
 
     The candidate must carry a passed gate decision naming its digest, unless `ungated` says why it does not
-    (recorded in the release; the signed policy may keep such releases off protected channels).
+    (recorded in the release; the signed policy may keep such releases off protected channels). With a
+    `release_key` the release carries a Model Signing bundle and in-toto provenance (`shipyard.registry.attest`).
     """
     require_model_dir(model_dir)
     if ungated is not None and not ungated.strip():
@@ -138,6 +141,8 @@ def publish(
         **{name.removesuffix(".json"): _json(model_dir / name) for name in METADATA},
         **({"ungated": ungated} if ungated is not None else {}),
     }
+    if release_key is not None:
+        manifest["attestations"] = _attestations(store, paths, digests, manifest, release_key)
     body = json.dumps(manifest, sort_keys=True, indent=1).encode()
     manifest_digest = hashlib.sha256(body).hexdigest()
     store.put_if_absent(blob_key(manifest_digest), body)
@@ -161,6 +166,22 @@ def publish(
     release = ledger.state.release_of(line, candidate)
     assert release is not None
     return Published(release, event)
+
+
+def _attestations(
+    store: Store, paths: dict[str, Path], digests: dict[str, str], manifest: dict[str, Any], key: Path
+) -> dict[str, dict[str, Any]]:
+    """Sign the release (`attest`), store both attestations as blobs; their manifest entries."""
+    made = attest(paths, digests, manifest, key)
+    try:
+        entries = {}
+        for name, path in made.items():
+            digest = hash_file(path)
+            store.put_file(blob_key(digest), path)
+            entries[name] = {"digest": digest, "size": path.stat().st_size}
+        return entries
+    finally:
+        shutil.rmtree(next(iter(made.values())).parents[1], ignore_errors=True)
 
 
 def promote(
@@ -220,6 +241,8 @@ def manifest(store: Store, release: Release) -> dict[str, Any]:
     for name in data["files"]:
         if why := unsafe_name(name):
             raise LedgerError(f"{store.uri}/{key}: {release.line} v{release.version}: file name {name!r} {why}")
+    if not set(data.get("attestations") or {}) <= set(ATTESTATIONS) or set(data["files"]) & set(ATTESTATIONS):
+        raise LedgerError(f"{store.uri}/{key}: {release.line} v{release.version}: unknown or clashing attestations")
     return data
 
 
@@ -241,7 +264,8 @@ def pull(store: Store, line: str, ref: str, out: Path, state: State | None = Non
     following links: a link planted at any name of the release is replaced, never followed.
     """
     release = resolve(state or Ledger(store).refresh(), line, ref)
-    files = manifest(store, release)["files"]
+    body = manifest(store, release)
+    files = body["files"] | (body.get("attestations") or {})
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".shipyard-pull-", dir=out))
     staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)

@@ -35,9 +35,12 @@ class Registry:
 
     # -- writes: each returns the events it appended
 
-    def publish(self, model_dir: Path, progress: bool = False, ungated: str | None = None) -> Published:
-        """The candidate as the line's next release, exactly once (`Published.event` is None if it already was)."""
-        return publish.publish(model_dir, self.line, self.store, progress, ungated, self.ledger)
+    def publish(
+        self, model_dir: Path, progress: bool = False, ungated: str | None = None, release_key: Path | None = None
+    ) -> Published:
+        """The candidate as the line's next release, exactly once (`Published.event` is None if it already was);
+        signed for consumers with `release_key` (Model Signing bundle, in-toto provenance)."""
+        return publish.publish(model_dir, self.line, self.store, progress, ungated, self.ledger, release_key)
 
     def promote(self, ref: str, channel: str) -> list[Event]:
         """Point `channel` at the release; a channel the policy protects only with the approvals it asks for."""
