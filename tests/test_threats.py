@@ -461,3 +461,29 @@ def test_a_consumer_checks_a_pulled_release_without_shipyard(tmp_path: Path, key
     provenance.write_text(provenance.read_text().replace('"payloadType"', '"payloadType" ', 1))
     refused = cli("pull", "v1", "--out", str(tmp_path / "again"), "--verify", "--store", str(store.root))
     assert refused.exit_code == 2 and "does not match its digest" in refused.stderr
+
+
+def test_a_policy_rotation_drops_a_key_for_every_move_after_it(tmp_path: Path, keys: Keys) -> None:
+    """Honest path: the owners rotate to a new owner and approvers; what the dropped key signed counts no more."""
+    store = releases(LocalStore(tmp_path / "store"), 1)
+    protect(store, keys, channels={"stable": ChannelRule(required=2)})
+    approve(store, "main", 1, keys.signer("ana"), "stable")
+    policy = tmp_path / "v2.yaml"
+    policy.write_text(
+        f"approvers:\n  bo: ['{keys.public('bo')}']\n  cy: ['{keys.public('cy')}']\n"
+        f"channels:\n  stable: {{required: 2}}\ngate: ['{PIPELINE.public('gate')}']\n"
+        f"owners: ['{keys.public('owner')}', '{keys.public('owner2')}']\nthreshold: 2\n"
+    )
+    alone = cli("policy", "set", str(policy), "--key", str(keys.path("owner2")), "--store", str(store.root))
+    assert alone.exit_code == 2 and "policy v2 not written: needs 2 signature(s) of its own owners" in alone.stderr
+    assert Ledger(store).refresh().ignored == {}  # refused before anything was written
+    both = ["--key", str(keys.path("owner")), "--key", str(keys.path("owner2"))]
+    assert cli("policy", "set", str(policy), *both, "--store", str(store.root)).exit_code == 0
+    state = Ledger(store).refresh()
+    assert state.policy is not None and state.policy.version == 2 and state.root == [keys.fingerprint("owner")]
+    approve(store, "main", 1, keys.signer("bo"), "stable")  # ana's earlier approval no longer counts: 1 of 2
+    assert Ledger(store).refresh().channel("main", "stable") is None
+    with pytest.raises(TrustError, match="'ana' is not an approver in policy v2"):
+        approve(store, "main", 1, keys.signer("ana"), "stable")
+    approve(store, "main", 1, keys.signer("cy"), "stable")
+    assert Ledger(store).refresh().channel("main", "stable") == 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shipyard.errors import ConfigError, LedgerError, TrustError
+from shipyard.errors import LedgerError, TrustError
 from shipyard.registry import ledger as ledger_module
 from shipyard.registry.approvals import approve
 from shipyard.registry.ledger import Event, Ledger, event_key
@@ -77,9 +77,16 @@ def test_a_policy_not_signed_by_the_owners_is_ignored(store: LocalStore, keys: K
 
 
 def set_policy_unchecked(store: LocalStore, policy: Policy, key: Path) -> int:
-    with pytest.raises(ConfigError, match="not in force"):
+    """`policy set` refuses a policy the owners did not sign; a store writer appends it anyway."""
+    from shipyard.registry.policy import signed_policy
+    from shipyard.registry.signing import load_private
+
+    with pytest.raises(TrustError, match="not written: needs 1 signature"):
         set_policy(store, policy, [key])
-    return Ledger(store).refresh().events
+    state = Ledger(store).refresh()
+    return forge(
+        store, "policy", signed_policy(policy.model_copy(update={"version": 2}), [load_private(key)], state.head)
+    )
 
 
 def test_readers_refuse_a_store_whose_root_is_not_pinned(tmp_path: Path, keys: Keys) -> None:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shipyard.errors import ConfigError, Conflict, LedgerError, NotFound, TrustError
 from shipyard.registry import moves, publish, signing
 from shipyard.registry.ledger import Event, Ledger, Release, State
-from shipyard.registry.policy import Policy, decision, decision_problem, gate_signer
+from shipyard.registry.policy import Policy, decision, decision_problem, gate_signer, vouches
 from shipyard.registry.stores import Store
 
 
@@ -140,6 +140,9 @@ def _standing(state: State, line: str, version: int, signer: Signer, fields: dic
     mine = [e for e in state.approvals.get((line, version), []) if e["counts"] and e["by"] == signer.who]
     if not mine or mine[-1]["type"] == "rejected" or mine[-1].get("door") != signer.door:
         return False
+    key = signing.fingerprint(signing.public_line(signer.key.public_key()))
+    if not vouches(_policy(state), signer.who, signer.door, key):
+        return False  # a newer policy dropped this key: say so (the write below refuses), never "done already"
     days = state.policy.signature_days if state.policy else None
     if days is not None and float(mine[-1]["signed_at"]) < time.time() - days * moves.DAY:
         return False

@@ -11,8 +11,10 @@ channel returns to the same version), and a statement signed elsewhere
 never counts here. Only each approver's latest word counts; one standing
 rejection vetoes (when the policy says so); signatures older than the
 policy's `signature_days` before the newest one are left out; a door's key
-counts as one person per move unless its rule says `several`; a release is
-gated only when the approvers' statements name a gate key of the policy.
+counts as one person per move unless its rule says `several`; every counted
+signature must still speak for its person under the policy in force (a key a
+newer policy dropped counts no more); a release is gated only when the
+approvers' statements name a gate key of the policy.
 Pure functions of the ledger's state, called by its fold and by the writers
 that want to say why a channel did not move.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shipyard.registry import signing
+from shipyard.registry.policy import vouches
 
 if TYPE_CHECKING:
     from shipyard.registry.ledger import State
@@ -42,7 +45,7 @@ def tally(state: State, line: str, channel: str, version: int) -> tuple[list[str
     if state.channel(line, channel) == version:
         return [], f"v{version} is on {channel} already"
     words = state.words(line, version)
-    vetoed = sorted(who for who, word in words.items() if word == "rejected")
+    vetoed = sorted(who for who, word in words.items() if word == "rejected" and who in policy.approvers)
     if policy.veto and vetoed:
         return [], f"rejected by {', '.join(vetoed)} (a rejection is a veto)"
     current = _current(state, line, channel, version)
@@ -67,6 +70,8 @@ def _current(state: State, line: str, channel: str, version: int) -> dict[str, d
     for entry in state.approvals.get((line, version), []):
         if entry["counts"]:
             latest[entry["by"]] = entry
+    policy = state.policy
+    assert policy is not None
     return {
         who: e
         for who, e in latest.items()
@@ -74,6 +79,7 @@ def _current(state: State, line: str, channel: str, version: int) -> dict[str, d
         and e.get("channel") == channel
         and e.get("from_version") == head
         and e.get("from_seq") == since
+        and vouches(policy, who, str(e.get("door")), signing.fingerprint(e["signature"]["key"]))
     }
 
 

@@ -211,12 +211,21 @@ def decision_problem(policy: Policy, kind: str, data: dict[str, Any], manifest: 
     if who not in policy.approvers:
         return f"'{who}' is not an approver in policy v{policy.version}"
     signer = signing.fingerprint(signature["key"])
-    if policy.approver_with(signer) == who:
+    if vouches(policy, str(who), str(door), signer):
         return ""
     rule = policy.doors.get(str(door))
     if rule is not None and signer == signing.fingerprint(rule.key):
-        return "" if who in rule.attests else f"door '{door}' may not attest for '{who}'"
+        return f"door '{door}' may not attest for '{who}'"
     return f"signed by {signer}, which policy v{policy.version} gives neither to '{who}' nor to door '{door}'"
+
+
+def vouches(policy: Policy, who: str, door: str, signer: str) -> bool:
+    """Whether the key with fingerprint `signer` speaks for `who` under `policy`: theirs, or a door's that may attest
+    for them. A move re-asks it of every signature it counts, so a key a newer policy dropped counts no more."""
+    if policy.approver_with(signer) == who:
+        return True
+    rule = policy.doors.get(door)
+    return rule is not None and signer == signing.fingerprint(rule.key) and who in rule.attests
 
 
 def gate_statement(gate: dict[str, Any], checkpoint_digest: str) -> dict[str, Any]:

@@ -22,11 +22,11 @@ import json
 import os
 from pathlib import Path
 
-from shipyard.errors import ConfigError, LedgerError
+from shipyard.errors import ConfigError, LedgerError, TrustError
 from shipyard.registry import signing
 from shipyard.registry.approvals import Signer, person
 from shipyard.registry.ledger import Event, Ledger, State, event_key
-from shipyard.registry.policy import Policy, check_root, sign_gate, signed_policy
+from shipyard.registry.policy import Policy, check_root, policy_problem, sign_gate, signed_policy
 from shipyard.registry.stores import Store
 from shipyard.settings import Settings
 
@@ -76,20 +76,20 @@ def sign_gate_report(gate_json: Path, settings: Settings, checkpoint_digest: str
 
 
 def set_policy(store: Store, policy: Policy, keys: list[Path]) -> Event:
-    """Write `policy` signed by the owner keys at `keys`; its version follows the one in force."""
+    """Write `policy` signed by the owner keys at `keys`; its version follows the one in force. A policy readers
+    would not take (too few owner signatures) is refused here, before anything is written."""
     owners = [signing.load_private(k.expanduser()) for k in keys]
     ledger = Ledger(store)
 
     def build(state: State) -> tuple[str, dict[str, object]]:
         version = state.policy.version + 1 if state.policy else policy.version
-        return "policy", signed_policy(policy.model_copy(update={"version": version}), owners, state.head)
+        data = signed_policy(policy.model_copy(update={"version": version}), owners, state.head)
+        if (why := policy_problem(state.policy, data, state.head)[1]) != "":
+            raise TrustError(f"{store.uri}: policy v{version} not written: {why}")
+        return "policy", data
 
     event = ledger.append(build)
     assert event is not None
-    if event.seq in ledger.state.ignored:
-        raise ConfigError(
-            f"{store.uri}: policy event {event.seq} written but not in force: {ledger.state.ignored[event.seq]}"
-        )
     return event
 
 
