@@ -44,10 +44,13 @@ def check_anchors(store: Store, settings: Settings, state: State, events: list[E
     reader calls it: the CLI, the doors, the dashboard and the flows. A long-lived reader passes the `events` it
     folded: the anchors are checked against what it shows, with no read of the store."""
     check_root(state.root, settings.trust.owners, store.uri)
-    problems = anchor_problems(store, settings.trust.anchor, events) if settings.trust.anchor else []
-    problems = problems or check_remembered(settings.home, store, state, events)
-    if problems:
-        raise LedgerError(f"{problems[0]}; refusing to read it (shipyard ledger verify says more)")
+    if settings.trust.anchor and (problems := anchor_problems(store, settings.trust.anchor, events)):
+        raise LedgerError(f"{problems[0]}; refusing to read it (the anchor is trust.anchor)")
+    if problems := check_remembered(settings.home, store, state, events):
+        raise LedgerError(
+            f"{problems[0]}; refusing to read it (this reader saw that event before; if the store was replaced on"
+            f" purpose, delete {remembered(settings.home, store)})"
+        )
 
 
 def cli_signer(settings: Settings, state: State, key: Path | None, claimed: str | None) -> Signer:
