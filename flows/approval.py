@@ -92,7 +92,7 @@ def await_approval(line: str, version: int, config: str | None = None) -> str:
 
 @flow(name="promote-release")
 def promote_release(line: str, version: int, channel: str | None = None, config: str | None = None) -> int:
-    """Point a channel at a release. The approval channel (stable) moves only with enough approvals on record."""
+    """Point an unprotected channel at a release; a protected one (stable) moves only by signed approvals."""
     settings = _settings(config)
     store = release_store(settings)
     checked_state(store, settings)
