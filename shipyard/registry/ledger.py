@@ -69,6 +69,7 @@ PACKS = "ledger/packs/"
 PACK_EVERY = 1000  # the events are stored again as one pack every this many, so a new reader reads few objects
 ATTEMPTS = 100
 MAX_EVENT_BYTES = 1 << 20  # an event is a small JSON object; a bigger slot is not read, only reported
+MAX_PACK_BYTES = 64 << 20  # a pack of PACK_EVERY events; a bigger one is not trusted (the events are read instead)
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,9 @@ class Ledger:
 
     def _pack(self, key: str) -> list[Event] | None:
         """The events of a pack, if they chain on from the state and end on the event the log holds there."""
-        body = self.store.get(key)
+        body = self.store.get(key, MAX_PACK_BYTES)
+        if body is None or len(body) > MAX_PACK_BYTES:
+            return None
         try:
             events = [self._parse(key, line) for line in (body or b"").split(b"\n") if line]
         except LedgerError:
@@ -375,9 +378,11 @@ class Ledger:
         return self._folded[seq - 1] if 0 < seq <= len(self._folded) else self._read(event_key(seq))
 
     def _read(self, key: str) -> Event:
-        body = self.store.get(key)
+        body = self.store.get(key, MAX_EVENT_BYTES)
         if body is None:
             raise LedgerError(f"{self.store.uri}/{key}: listed but cannot be read")
+        if len(body) > MAX_EVENT_BYTES:
+            raise LedgerError(f"{self.store.uri}/{key}: not a ledger event (larger than {MAX_EVENT_BYTES} bytes)")
         return self._parse(key, body)
 
     def _parse(self, key: str, body: bytes) -> Event:

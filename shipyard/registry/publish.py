@@ -46,6 +46,7 @@ MANIFEST_SCHEMA = 1
 # and eval scores ({task: {metric: value}}), each when present in the candidate directory.
 METADATA = ("lineage.json", "gate.json", "evals.json")
 STABLE = "stable"
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest lists files and scores; a bigger object in its place is not read whole
 
 
 @dataclass(frozen=True)
@@ -230,9 +231,11 @@ def require_line(state: State, line: str, uri: str) -> None:
 def manifest(store: Store, release: Release) -> dict[str, Any]:
     """The release's manifest, checked against the digest its `released` event names."""
     key = blob_key(str(release.data["manifest"]))
-    body = store.get(key)
+    body = store.get(key, MAX_MANIFEST_BYTES)
     if body is None:
         raise LedgerError(f"{store.uri}/{key}: manifest of {release.line} v{release.version} is missing")
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise LedgerError(f"{store.uri}/{key}: manifest of {release.line} v{release.version} is over 64 MiB")
     if hashlib.sha256(body).hexdigest() != release.data["manifest"]:
         raise LedgerError(f"{store.uri}/{key}: manifest of {release.line} v{release.version} does not match its digest")
     data = json.loads(body)
