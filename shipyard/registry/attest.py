@@ -81,7 +81,9 @@ def statement(files: dict[str, str], manifest: dict[str, Any]) -> dict[str, Any]
     lineage = manifest.get("lineage") or {}
     gate = manifest.get("gate") or {}
     checkpoint = {"sha256": lineage["checkpoint_digest"]} if lineage.get("checkpoint_digest") else {}
-    made_by = {k: lineage[k] for k in ("recipe", "recipe_digest", "data_digests", "stages") if k in lineage}
+    made_by = {
+        k: lineage[k] for k in ("recipe", "recipe_digest", "data", "data_digests", "stages", "versions") if k in lineage
+    }
     return {
         "_type": STATEMENT,
         "subject": [{"name": name, "digest": {"sha256": digest}} for name, digest in sorted(files.items())],
