@@ -101,6 +101,7 @@ def policy_set_command(
 @clear_errors
 def policy_show_command(store: StoreOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The policy in force: owners, approvers and their keys, channels, veto, doors."""
+    from shipyard.registry.attest import key_id
     from shipyard.registry.ledger import Ledger
     from shipyard.registry.signing import fingerprint
 
@@ -119,7 +120,12 @@ def policy_show_command(store: StoreOption = None, config: ConfigOption = None, 
             "approvers": {who: [fingerprint(k) for k in keys] for who, keys in p.approvers.items()},
             "channels": {c: r.model_dump() for c, r in p.channels.items()},
             "veto": p.veto,
-            "doors": {d: {"key": fingerprint(r.key), "attests": r.attests} for d, r in p.doors.items()},
+            "doors": {
+                d: {"key": fingerprint(r.key), "attests": r.attests, "several": r.several} for d, r in p.doors.items()
+            },
+            "gate": [fingerprint(k) for k in p.gate],
+            "release_keys": [key_id(k) for k in p.release_keys],
+            "signature_days": p.signature_days,
         }
     if as_json:
         print_json(shown)
