@@ -118,9 +118,8 @@ def rl_by_step(events: list[Event], line: str, names: tuple[str, ...]) -> dict[s
     for e in events:
         step, metrics = e.data.get("step"), e.data.get("metrics") or {}
         if e.type in FATES and e.data.get("line") == line and step is not None and isinstance(metrics, dict):
-            for name in names:
+            for name in (n for n in names if n in metrics):
                 with contextlib.suppress(TypeError, ValueError):  # a forged event's odd values are not plotted
-                    seen.setdefault(name, {})[float(step)] = float(metrics[name]) if name in metrics else 0.0
-                    if name not in metrics:
-                        del seen[name][float(step)]
+                    point = float(step), float(metrics[name])
+                    seen.setdefault(name, {})[point[0]] = point[1]
     return {name: sorted(points.items()) for name, points in seen.items()}
