@@ -487,3 +487,15 @@ def test_a_policy_rotation_drops_a_key_for_every_move_after_it(tmp_path: Path, k
         approve(store, "main", 1, keys.signer("ana"), "stable")
     approve(store, "main", 1, keys.signer("cy"), "stable")
     assert Ledger(store).refresh().channel("main", "stable") == 1
+
+
+def test_a_rollback_under_a_threshold_of_two_moves_at_the_second_signature(tmp_path: Path, keys: Keys) -> None:
+    store = releases(LocalStore(tmp_path / "store"), 2)
+    protect(store, keys, channels={"stable": ChannelRule(required=2)})
+    for version in (1, 2):
+        for who in ("ana", "bo"):
+            approve(store, "main", version, keys.signer(who), "stable")
+    with pytest.raises(TrustError, match="recorded, not moved: 1 of the 2 approval"):
+        rollback(store, "main", "stable", keys.signer("ana"), "v2 regressed")
+    assert rollback(store, "main", "stable", keys.signer("bo"), "agreed").version == 1
+    assert Ledger(store).refresh().channels[("main", "stable")] == [1, 2, 1]

@@ -223,11 +223,10 @@ def rollback(
 
     event = ledger.append(build)
     assert event is not None
-    if (why := ledger.state.ignored.get(event.seq)) is None and ledger.state.channel(line, channel) != event.data[
-        "version"
-    ]:
-        _, why = moves.tally(ledger.state, line, channel, int(event.data["version"]))
-        raise TrustError(f"rollback of {channel} to v{event.data['version']} signed and recorded; not moved: {why}")
+    to = int(event.data["version"])
+    if ledger.state.channel(line, channel) != to:
+        why = ledger.state.ignored.get(event.seq) or moves.tally(ledger.state, line, channel, to)[1]
+        raise TrustError(f"rollback of {channel} to v{to} recorded, not moved: {why}")
     version = ledger.state.channel(line, channel)
     assert version is not None
     return ledger.state.releases[(line, version)]
