@@ -9,10 +9,11 @@ the moment the event is written, and a candidate already released on the line
 is not released again. Only a candidate whose gate decision passed and names
 its digest is published, unless the publisher records why not (`ungated`);
 where the store's policy names gate keys, the verdict must be signed by one
-(a hand-written `gate.json` is refused). Trainer pickles are never published. Every read of a manifest checks its
-digest, and `pull` writes only names that stay inside its output directory.
-Promotion writes one event and copies no weights. Called by the CLI and the
-release flow.
+(a hand-written `gate.json` is refused). Trainer pickles are never
+published. Every read of a manifest checks its digest, and `pull` writes
+only files it created, and only inside its output directory. Promotion
+writes one event and copies no weights. Called by the CLI and the release
+flow.
 """
 
 from __future__ import annotations
@@ -259,14 +260,14 @@ def unsafe_name(name: str) -> str:
     return ""
 
 
-def pull(store: Store, line: str, ref: str, out: Path, state: State | None = None) -> Release:
+def pull(store: Store, line: str, ref: str, out: Path) -> Release:
     """Materialize a release in `out`, verifying every file's digest; no name may leave `out`.
 
     Each file is downloaded into a private directory this call creates inside `out` (so nothing planted in `out`
     is ever written through), checked, and renamed into place relative to directory handles opened without
     following links: a link planted at any name of the release is replaced, never followed.
     """
-    release = resolve(state or Ledger(store).refresh(), line, ref)
+    release = resolve(Ledger(store).refresh(), line, ref)
     body = manifest(store, release)
     files = body["files"] | (body.get("attestations") or {})
     out.mkdir(parents=True, exist_ok=True)
