@@ -4,6 +4,7 @@ Store writers append well-chained events (`forge`) or rewrite objects on disk; r
 (`shipyard promote`, `releases list`, `pull`, `ledger verify`) and the real dashboard app.
 """
 
+import hashlib
 import json
 import os
 import threading
@@ -15,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shipyard.app.cli import app
+from shipyard.digests import hash_file
 from shipyard.errors import LedgerError, TrustError
 from shipyard.registry.approvals import approve, reject, rollback
 from shipyard.registry.ledger import MAX_EVENT_BYTES, Event, Ledger, event_key
@@ -499,3 +501,26 @@ def test_a_rollback_under_a_threshold_of_two_moves_at_the_second_signature(tmp_p
         rollback(store, "main", "stable", keys.signer("ana"), "v2 regressed")
     assert rollback(store, "main", "stable", keys.signer("bo"), "agreed").version == 1
     assert Ledger(store).refresh().channels[("main", "stable")] == [1, 2, 1]
+
+
+def test_a_signed_verdict_counts_only_for_the_files_the_manifest_lists(tmp_path: Path, keys: Keys) -> None:
+    """A store writer pairs a genuine signed verdict with other bytes: the released event claims the gated
+    candidate's digest, the manifest lists the writer's files. Approvers see UNVERIFIED; stable stays shut."""
+    store = releases(LocalStore(tmp_path / "store"), 1)
+    protect(store, keys)
+    genuine = Ledger(store).refresh().releases[("main", 1)]
+    body = json.loads((store.root / blob_key(genuine.data["manifest"])).read_text())
+    weights = tmp_path / "evil.safetensors"
+    weights.write_bytes(b"a store writer's weights")
+    digest = hash_file(weights)
+    store.put_file(blob_key(digest), weights)
+    body["files"]["model.safetensors"] = {"digest": digest, "size": weights.stat().st_size}
+    evil = json.dumps(body).encode()
+    manifest_digest = hashlib.sha256(evil).hexdigest()
+    store.put_if_absent(blob_key(manifest_digest), evil)
+    forge(store, "released", genuine.data | {"version": 2, "manifest": manifest_digest})  # the gated candidate's digest
+    env = {"SHIPYARD_TRUST__OWNERS": json.dumps([keys.fingerprint("owner")])}
+    done = cli("approve", "v2", "--key", str(keys.path("ana")), "--store", str(store.root), env=env)
+    assert done.exit_code == 0, done.output
+    assert "gate: UNVERIFIED" in done.stderr and "another candidate" in done.stderr
+    assert Ledger(store).refresh().channel("main", "stable") is None

@@ -79,12 +79,13 @@ def _signed(state: State, kind: str, signer: Signer, fields: dict[str, Any], man
 
 
 def gated_by(store: Store, state: State, release: Release) -> str | None:
-    """The gate key of the policy that signed the release's passing verdict, read from its manifest; else None."""
+    """The gate key of the policy that signed a passing verdict on the very files the release's manifest lists
+    (the manifest the approver signs; never the candidate digest an event claims); else None."""
     try:
         body = publish.manifest(store, release)
     except LedgerError:
         return None
-    return None if "ungated" in body else gate_signer(state.policy, body.get("gate"), release.candidate_digest)[0]
+    return None if "ungated" in body else gate_signer(state.policy, body.get("gate"), publish.candidate_of(body))[0]
 
 
 def _statement(store: Store, state: State, line: str, version: int, channel: str) -> dict[str, Any]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.registry.ledger import Ledger, Release, State
+from shipyard.registry.ledger import Ledger, State
 from shipyard.registry.policy import gate_signer
-from shipyard.registry.publish import diff, manifest, resolve
+from shipyard.registry.publish import candidate_of, diff, manifest, resolve
 from shipyard.registry.stores import Store
 
 
@@ -29,7 +29,7 @@ def evidence(store: Store, line: str, version: int, champion_channel: str = "sta
         f"- checkpoint: {cell(lineage.get('checkpoint', '?'))} (digest {cell(checkpoint[:16])})",
         f"- candidate digest: `{release.candidate_digest[:16]}`",
         f"- champion: {f'v{champion}' if champion else 'none yet'} ({champion_channel})",
-        f"- gate: {verdict(state, release, body)}",
+        f"- gate: {verdict(state, body)}",
         "",
         "| check | verdict | detail |",
         "| --- | --- | --- |",
@@ -47,14 +47,14 @@ def evidence(store: Store, line: str, version: int, champion_channel: str = "sta
     return "\n".join(lines) + "\n"
 
 
-def verdict(state: State, release: Release, body: dict[str, Any]) -> str:
+def verdict(state: State, body: dict[str, Any]) -> str:
     """The gate verdict as an approver should read it: PASS only when a gate key of the policy signed it."""
     if body.get("ungated") is not None:
         return f"UNGATED (published without a passing gate: {cell(str(body['ungated']))})"
     gate = body.get("gate") or {}
     if gate.get("passed") is not True:
         return "FAIL"
-    signer, why = gate_signer(state.policy, gate, release.candidate_digest)
+    signer, why = gate_signer(state.policy, gate, candidate_of(body))
     if signer is None:
         return f"UNVERIFIED ({cell(why)}; it counts as ungated)"
     return f"PASS (verdict signed by the pipeline's key {signer})"

@@ -79,6 +79,11 @@ def model_digest(model_dir: Path) -> str:
     return checkpoint_digest(dict(zip(files, file_digests(list(files.values())), strict=True)))
 
 
+def candidate_of(body: dict[str, Any]) -> str:
+    """The candidate digest of a manifest's own file list: what a gate verdict must name (never an event's claim)."""
+    return checkpoint_digest({name: str(meta.get("digest")) for name, meta in body["files"].items()})
+
+
 def gate_problem(model_dir: Path, candidate: str) -> str:
     """Why the gate decision in `model_dir` does not let this candidate be published ("" if it does)."""
     gate = _json(model_dir / "gate.json")

@@ -61,7 +61,7 @@ def releases(store: Store, state: State, line: str, approval_channel: str) -> li
         if name != line:
             continue
         try:
-            gate = verdict(state, release, manifest(store, release)).split(" ")[0].lower()
+            gate = verdict(state, manifest(store, release)).split(" ")[0].lower()
         except LedgerError:  # a missing or altered manifest: shown as such, never a crash
             gate = "unreadable"
         words = state.words(line, version)
