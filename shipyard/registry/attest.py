@@ -128,8 +128,7 @@ def attest(files: dict[str, Path], digests: dict[str, str], manifest: dict[str, 
     from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # re-exported, not in __all__
 
     private = _private(key)
-    where = Path(tempfile.mkdtemp(prefix="shipyard-attest-"))
-    tree = where / "release"
+    tree = _workspace(next(iter(files.values()))) / "release"
     for name, path in files.items():
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -144,6 +143,14 @@ def attest(files: dict[str, Path], digests: dict[str, str], manifest: dict[str, 
     config.set_hashing_config(hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False))
     config.sign(tree, tree / SIGNATURE)
     return {name: tree / name for name in ATTESTATIONS}
+
+
+def _workspace(near: Path) -> Path:
+    """A new directory beside the release's files, so they are linked, not copied (else the system's temp)."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=".shipyard-attest-", dir=near.parent.parent))
+    except OSError:  # a read-only place: the files will be copied
+        return Path(tempfile.mkdtemp(prefix="shipyard-attest-"))
 
 
 def _private(key: Path) -> ec.EllipticCurvePrivateKey:
