@@ -7,6 +7,7 @@ Store writers append well-chained events (`forge`) or rewrite objects on disk; r
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -377,15 +378,11 @@ def test_dashboard_sign_outs_hold_everywhere_and_throttles_key_on_the_connecting
 
 
 def _login_csrf(client: Any) -> str:
-    import re
-
     form = client.get("/login").text
     return re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
 
 
 def _csrf_of(client: Any) -> str:
-    import re
-
     page = client.get("/releases/1").text
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     return found.group(1) if found else ""
@@ -412,8 +409,6 @@ def test_policy_set_never_prints_a_key_file_and_prints_pins_unwrapped(tmp_path: 
 
 def test_the_threat_model_names_only_tests_that_exist() -> None:
     """THREATS.md is kept true: every test it cites for a "cannot" exists (a bare name: in any test file)."""
-    import re
-
     tests = Path(__file__).parent
     defined = {p.name: set(re.findall(r"^def (test_\w+)", p.read_text(), re.M)) for p in tests.glob("test_*.py")}
     anywhere = set().union(*defined.values())
