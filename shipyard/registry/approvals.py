@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shipyard.errors import ConfigError, Conflict, LedgerError, NotFound, TrustError
 from shipyard.registry import moves, publish, signing
 from shipyard.registry.ledger import Event, Ledger, Release, State
-from shipyard.registry.policy import Policy, decision, decision_problem, gate_signer, vouches
+from shipyard.registry.policy import Policy, decision, decision_problem
 from shipyard.registry.stores import Store
 
 
@@ -82,10 +82,9 @@ def gated_by(store: Store, state: State, release: Release) -> str | None:
     """The gate key of the policy that signed a passing verdict on the very files the release's manifest lists
     (the manifest the approver signs; never the candidate digest an event claims); else None."""
     try:
-        body = publish.manifest(store, release)
+        return publish.gate_of(state.policy, publish.manifest(store, release))[0]
     except LedgerError:
         return None
-    return None if "ungated" in body else gate_signer(state.policy, body.get("gate"), publish.candidate_of(body))[0]
 
 
 def _statement(store: Store, state: State, line: str, version: int, channel: str) -> dict[str, Any]:
@@ -122,9 +121,9 @@ def approve(
     def build(state: State) -> tuple[str, dict[str, Any]] | None:
         if state.channel(line, channel) == version:
             return None
-        fields = _statement(store, state, line, version, channel) | {"note": note}
-        if _standing(state, line, version, signer, fields):
+        if _standing(state, line, version, channel, signer):
             return None
+        fields = _statement(store, state, line, version, channel) | {"note": note}
         return "approved", _signed(
             state, "approved", signer, fields, _release(state, line, version).data.get("manifest")
         )
@@ -135,19 +134,14 @@ def approve(
     return [approved, *filter(None, [ledger.append(_announce(line, version, channel, approved.seq))])]
 
 
-def _standing(state: State, line: str, version: int, signer: Signer, fields: dict[str, Any]) -> bool:
-    """Whether the signer's latest counted word on the release is this very approval: same door, channel and
-    head left, and not expired under the policy's `signature_days`."""
-    mine = [e for e in state.approvals.get((line, version), []) if e["counts"] and e["by"] == signer.who]
-    if not mine or mine[-1]["type"] == "rejected" or mine[-1].get("door") != signer.door:
+def _standing(state: State, line: str, version: int, channel: str, signer: Signer) -> bool:
+    """Whether the signer already has a statement moving `channel` to the release from its present head, through
+    the same door and not expired under the policy's `signature_days`."""
+    days = _policy(state).signature_days
+    entry = moves.statements(state, line, channel, version).get(signer.who)
+    if entry is None or entry.get("door") != signer.door:
         return False
-    key = signing.fingerprint(signing.public_line(signer.key.public_key()))
-    if not vouches(_policy(state), signer.who, signer.door, key):
-        return False  # a newer policy dropped this key: say so (the write below refuses), never "done already"
-    days = state.policy.signature_days if state.policy else None
-    if days is not None and float(mine[-1]["signed_at"]) < time.time() - days * moves.DAY:
-        return False
-    return all(mine[-1].get(k) == fields[k] for k in ("channel", "from_version", "from_seq"))
+    return days is None or float(entry["signed_at"]) >= time.time() - days * moves.DAY
 
 
 def _announce(line: str, version: int, channel: str, seq: int) -> Any:

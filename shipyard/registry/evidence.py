@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shipyard.registry.ledger import Ledger, State
-from shipyard.registry.policy import gate_signer
-from shipyard.registry.publish import candidate_of, diff, manifest, resolve
+from shipyard.registry.publish import diff, gate_of, manifest, resolve
 from shipyard.registry.stores import Store
 
 
@@ -51,10 +50,9 @@ def verdict(state: State, body: dict[str, Any]) -> str:
     """The gate verdict as an approver should read it: PASS only when a gate key of the policy signed it."""
     if body.get("ungated") is not None:
         return f"UNGATED (published without a passing gate: {cell(str(body['ungated']))})"
-    gate = body.get("gate") or {}
-    if gate.get("passed") is not True:
+    if (body.get("gate") or {}).get("passed") is not True:
         return "FAIL"
-    signer, why = gate_signer(state.policy, gate, candidate_of(body))
+    signer, why = gate_of(state.policy, body)
     if signer is None:
         return f"UNVERIFIED ({cell(why)}; it counts as ungated)"
     return f"PASS (verdict signed by the pipeline's key {signer})"

@@ -48,7 +48,7 @@ def tally(state: State, line: str, channel: str, version: int) -> tuple[list[str
     vetoed = sorted(who for who, word in words.items() if word == "rejected" and who in policy.approvers)
     if policy.veto and vetoed:
         return [], f"rejected by {', '.join(vetoed)} (a rejection is a veto)"
-    current = _current(state, line, channel, version)
+    current = statements(state, line, channel, version)
     if not current:
         return [], f"0 of the {rule.required} approval(s) {channel} needs"
     if policy.signature_days is not None:
@@ -63,8 +63,9 @@ def tally(state: State, line: str, channel: str, version: int) -> tuple[list[str
     return counted, ""
 
 
-def _current(state: State, line: str, channel: str, version: int) -> dict[str, dict[str, Any]]:
-    """Each approver's latest counted statement moving `channel` from its present head to `version`."""
+def statements(state: State, line: str, channel: str, version: int) -> dict[str, dict[str, Any]]:
+    """Each approver's latest counted statement moving `channel` from its present head to `version`, by a key
+    that still speaks for them."""
     head, since = head_of(state, line, channel)
     latest: dict[str, dict[str, Any]] = {}
     for entry in state.approvals.get((line, version), []):

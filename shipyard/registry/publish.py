@@ -39,7 +39,7 @@ from shipyard.model_dir import require_model_dir
 from shipyard.progress import progress_bar
 from shipyard.registry.attest import ATTESTATIONS, attest
 from shipyard.registry.ledger import Event, Ledger, Release, State
-from shipyard.registry.policy import check_root, gate_signer
+from shipyard.registry.policy import Policy, check_root, gate_signer
 from shipyard.registry.stores import Store
 
 MANIFEST_SCHEMA = 1
@@ -82,6 +82,13 @@ def model_digest(model_dir: Path) -> str:
 def candidate_of(body: dict[str, Any]) -> str:
     """The candidate digest of a manifest's own file list: what a gate verdict must name (never an event's claim)."""
     return checkpoint_digest({name: str(meta.get("digest")) for name, meta in body["files"].items()})
+
+
+def gate_of(policy: Policy | None, body: dict[str, Any]) -> tuple[str | None, str]:
+    """Who signed the passing gate verdict of a release's manifest (a gate key of `policy`), or why no one did."""
+    if body.get("ungated") is not None:
+        return None, f"published ungated: {body['ungated']}"
+    return gate_signer(policy, body.get("gate"), candidate_of(body))
 
 
 def gate_problem(model_dir: Path, candidate: str) -> str:
