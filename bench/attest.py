@@ -5,7 +5,7 @@ at most 1 GB, finite random bf16). Each measurement runs in a child process
 (imports paid before the timer, peak RSS its own), page cache warm, medians
 of `BENCH_REPEATS` (3):
 
-- signing: Shipyard's release attestations (`shipyard.registry.attest.attest`:
+- signing: Shipyard's release attestations (`shipyard.registry.attest.attested`:
   hard links, the in-toto provenance, the Model Signing bundle) against what
   `model_signing sign key` runs (its `signing.Config` with the same key) on
   the same directory;
@@ -37,7 +37,7 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 SIGN = """
 import json, sys, time
 from pathlib import Path
-from shipyard.registry.attest import attest
+from shipyard.registry.attest import attested
 from shipyard.registry.publish import release_files
 from shipyard.digests import file_digests
 import model_signing  # imports outside the timer, as for the peer's command
@@ -46,8 +46,8 @@ paths = release_files(model)
 digests = dict(zip(paths, file_digests(list(paths.values())), strict=True))  # known from intake, as in publish
 manifest = {"line": "main", "candidate_digest": "0" * 64, "lineage": {}, "gate": {}, "evals": {}}
 start = time.perf_counter()
-made = attest(paths, digests, manifest, key)
-print(time.perf_counter() - start)
+with attested(paths, digests, manifest, key) as made:
+    print(time.perf_counter() - start)
 """
 PEER_SIGN = """
 import sys, time

@@ -28,6 +28,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +119,12 @@ def _b64(value: Any) -> str:
     return base64.b64encode(json.dumps(value, sort_keys=True).encode()).decode()
 
 
-def attest(files: dict[str, Path], digests: dict[str, str], manifest: dict[str, Any], key: Path) -> dict[str, Path]:
-    """Sign the release: the provenance envelope and the Model Signing bundle, in a new directory; their paths.
+@contextmanager
+def attested(
+    files: dict[str, Path], digests: dict[str, str], manifest: dict[str, Any], key: Path
+) -> Iterator[dict[str, Path]]:
+    """Sign the release: the provenance envelope and the Model Signing bundle, made in a temporary directory
+    (gone on exit); their paths.
 
     The release's files are hard-linked (copied where links fail) into that directory as they will be pulled,
     so the bundle covers exactly the files and names a consumer gets.
@@ -128,29 +134,34 @@ def attest(files: dict[str, Path], digests: dict[str, str], manifest: dict[str, 
     from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # re-exported, not in __all__
 
     private = _private(key)
-    tree = _workspace(next(iter(files.values()))) / "release"
+    with _workspace(next(iter(files.values()))) as work:
+        tree = Path(work) / "release"
+        _link(files, tree)
+        payload = json.dumps(statement(digests, manifest), sort_keys=True).encode()
+        envelope = Envelope(payload, PAYLOAD_TYPE, {})
+        envelope.sign(CryptoSigner(private))
+        (tree / PROVENANCE).write_text(json.dumps(envelope.to_dict(), indent=1) + "\n")
+        config = signing.Config().use_elliptic_key_signer(private_key=key)
+        config.set_hashing_config(hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False))
+        config.sign(tree, tree / SIGNATURE)
+        yield {name: tree / name for name in ATTESTATIONS}
+
+
+def _link(files: dict[str, Path], tree: Path) -> None:
     for name, path in files.items():
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(path, tree / name)
         except OSError:
             shutil.copyfile(path, tree / name)
-    payload = json.dumps(statement(digests, manifest), sort_keys=True).encode()
-    envelope = Envelope(payload, PAYLOAD_TYPE, {})
-    envelope.sign(CryptoSigner(private))
-    (tree / PROVENANCE).write_text(json.dumps(envelope.to_dict(), indent=1) + "\n")
-    config = signing.Config().use_elliptic_key_signer(private_key=key)
-    config.set_hashing_config(hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=False))
-    config.sign(tree, tree / SIGNATURE)
-    return {name: tree / name for name in ATTESTATIONS}
 
 
-def _workspace(near: Path) -> Path:
-    """A new directory beside the release's files, so they are linked, not copied (else the system's temp)."""
+def _workspace(near: Path) -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory beside the release's files, so they are linked, not copied (else the system's)."""
     try:
-        return Path(tempfile.mkdtemp(prefix=".shipyard-attest-", dir=near.parent.parent))
+        return tempfile.TemporaryDirectory(prefix=".shipyard-attest-", dir=near.parent.parent)
     except OSError:  # a read-only place: the files will be copied
-        return Path(tempfile.mkdtemp(prefix="shipyard-attest-"))
+        return tempfile.TemporaryDirectory(prefix="shipyard-attest-")
 
 
 def _private(key: Path) -> ec.EllipticCurvePrivateKey:

@@ -37,7 +37,7 @@ from shipyard.intake.layouts import TRAINER_STATE_PICKLES
 from shipyard.intake.snapshot import checkpoint_digest
 from shipyard.model_dir import require_model_dir
 from shipyard.progress import progress_bar
-from shipyard.registry.attest import ATTESTATIONS, attest
+from shipyard.registry.attest import ATTESTATIONS, attested
 from shipyard.registry.ledger import Event, Ledger, Release, State
 from shipyard.registry.policy import Policy, check_root, gate_signer
 from shipyard.registry.stores import Store
@@ -185,17 +185,14 @@ def publish(
 def _attestations(
     store: Store, paths: dict[str, Path], digests: dict[str, str], manifest: dict[str, Any], key: Path
 ) -> dict[str, dict[str, Any]]:
-    """Sign the release (`attest`), store both attestations as blobs; their manifest entries."""
-    made = attest(paths, digests, manifest, key)
-    try:
-        entries = {}
+    """Sign the release (`attested`), store both attestations as blobs; their manifest entries."""
+    entries = {}
+    with attested(paths, digests, manifest, key) as made:
         for name, path in made.items():
             digest = hash_file(path)
             store.put_file(blob_key(digest), path)
             entries[name] = {"digest": digest, "size": path.stat().st_size}
-        return entries
-    finally:
-        shutil.rmtree(next(iter(made.values())).parents[1], ignore_errors=True)
+    return entries
 
 
 def promote(
