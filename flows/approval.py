@@ -51,6 +51,11 @@ def _settings(config: str | None) -> Settings:
     return load_settings(Path(config) if config else None)
 
 
+def _say_if_open(registry: Registry) -> None:
+    if notice := registry.open_store():
+        get_run_logger().warning(notice)
+
+
 def _wait(description: str, timeout: int, poll: int, key: str) -> ApprovalDecision:
     form = ApprovalDecision.with_initial_data(description=description, decision="approve")
     context = FlowRunContext.get()
@@ -96,7 +101,9 @@ def promote_release(line: str, version: int, channel: str | None = None, config:
     settings = _settings(config)
     store = release_store(settings)
     checked_state(store, settings)
-    Registry(store, line, settings.notify).promote(str(version), channel or settings.approval.channel)
+    registry = Registry.of(store, settings, line)
+    _say_if_open(registry)
+    registry.promote(str(version), channel or settings.approval.channel)
     return version
 
 
@@ -107,6 +114,7 @@ def rollback_release(line: str, channel: str = "stable", note: str = "", config:
     settings = _settings(config)
     store = release_store(settings)
     checked_state(store, settings)
-    registry = Registry(store, line, settings.notify)
+    registry = Registry.of(store, settings, line)
+    _say_if_open(registry)
     registry.rollback(channel, None, note)
     return registry.resolve(channel).version

@@ -223,6 +223,16 @@ class TrustSettings(Section):
     anchor: str | None = Field(
         None, description="SEQ:DIGEST of a ledger event kept outside the store; verify checks the log still holds it."
     )
+    allow_unpinned: bool = Field(
+        False,
+        description="Read a store whose owners this reader has not pinned (trust.owners) instead of refusing it; for"
+        " a job that knows what it reads: SHIPYARD_TRUST__ALLOW_UNPINNED=1. Pinning (shipyard trust pin) is safer.",
+    )
+    open_store_refuses: list[str] = Field(
+        default_factory=lambda: ["stable"],
+        description="Channels no command moves while the store has no signed policy (an open store, where any writer"
+        " could move them); [] lets every channel move there.",
+    )
 
 
 class NotifySettings(Section):
@@ -424,17 +434,24 @@ def release_store_uri(settings: Settings, override: str | None = None) -> str:
     return override or settings.release.store or str(settings.home / "releases")
 
 
+def config_file(config: Path | None = None) -> Path | None:
+    """The settings file `load_settings` reads: `config`, else $SHIPYARD_CONFIG, else ./shipyard.yaml if present."""
+    if config is None and os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    if config is None and DEFAULT_CONFIG.is_file():
+        return DEFAULT_CONFIG
+    return config
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Settings from `config` (or $SHIPYARD_CONFIG, or ./shipyard.yaml if present), the environment and `overrides`.
 
     An explicitly named file must exist; the default one is optional.
     """
-    if config is None and os.environ.get(CONFIG_ENV):
-        config = Path(os.environ[CONFIG_ENV])
-    if config is not None and not config.is_file():
+    named = config is not None or bool(os.environ.get(CONFIG_ENV))
+    config = config_file(config)
+    if named and config is not None and not config.is_file():
         raise ConfigError(f"{config}: config file not found")
-    if config is None and DEFAULT_CONFIG.is_file():
-        config = DEFAULT_CONFIG
     _reject_unknown_env()
     try:
         return Settings(config_file=config, **overrides)

@@ -60,6 +60,11 @@ class Keys:
         return Signer(who, load_private(self.path(key or who)), door)
 
 
+def pin(monkeypatch: Any, keys: Keys) -> None:
+    """Pin `keys`' owner in this test's reader settings (the environment), as `shipyard trust pin` would."""
+    monkeypatch.setenv("SHIPYARD_TRUST__OWNERS", json.dumps([keys.fingerprint("owner")]))
+
+
 PIPELINE = Keys(Path(tempfile.mkdtemp(prefix="shipyard-tests-pipeline-")))  # the tests' gate-signing pipeline
 
 

@@ -222,9 +222,12 @@ def test_pages_read_only_new_events_and_errors_are_html_pages_with_their_status(
     from fastapi.testclient import TestClient
 
     store = CountingStore(tmp_path / "store")
-    protect(store, Keys(tmp_path / "keys"))
+    keys = Keys(tmp_path / "keys")
+    protect(store, keys)
     publish(gated(tmp_path / "m", tiny_model_dir), "main", store)
-    settings = Settings(home=tmp_path / "home", dashboard={"open_read": True})
+    settings = Settings(
+        home=tmp_path / "home", dashboard={"open_read": True}, trust={"owners": [keys.fingerprint("owner")]}
+    )
     with TestClient(create_app(settings, store)) as client:
         assert client.get("/").status_code == 200
         first, store.event_reads = store.event_reads, 0

@@ -14,7 +14,7 @@ from shipyard import errors
 from shipyard.app.cli import app
 from shipyard.registry.publish import promote, publish
 from shipyard.registry.stores import open_store
-from tests.helpers import Keys, gated, protect
+from tests.helpers import Keys, gated, pin, protect
 
 runner = CliRunner()
 
@@ -56,6 +56,13 @@ def two_releases(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
         publish(gated(model), "main", store)
     promote(store, "main", 1, "beta")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _pinned(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests on the protected store read it as a reader that pinned its owner."""
+    if "two_releases" in request.fixturenames:
+        pin(monkeypatch, Keys(request.getfixturevalue("two_releases") / "keys"))
 
 
 @pytest.mark.parametrize(

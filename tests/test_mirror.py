@@ -50,15 +50,15 @@ def test_releases_mirror_as_one_commit_each_with_tags_and_channel_branches(
     store = LocalStore(tmp_path / "store")
     publish(release_dir(tiny_model_dir, tmp_path / "a", 1.0, 0.5), "main", store)
     publish(release_dir(tiny_model_dir, tmp_path / "b", 1.01, 0.75), "main", store)
-    promote(store, "main", 1)
-    promote(store, "main", 2)
+    promote(store, "main", 1, "canary")
+    promote(store, "main", 2, "canary")
     assert mirror(store, "main", "lab/model", hub_server.url) == [1, 2]
     assert mirror(store, "main", "lab/model", hub_server.url) == []  # replayed: nothing left to do
 
     repo = hub_server.repos["lab/model"]
     titles = [repo.titles[sha] for sha in repo.commits]
     assert titles == ["initial commit", "main v1", "main v2"]  # one commit per release
-    assert set(repo.tags) == {"v1", "v2"} and repo.branches["stable"] == repo.tags["v2"]
+    assert set(repo.tags) == {"v1", "v2"} and repo.branches["canary"] == repo.tags["v2"]
     card = repo.commits[repo.tags["v2"]]["README.md"].decode()
     assert "model-index" in card and "+0.250 vs the previous release" in card
 
@@ -66,9 +66,9 @@ def test_releases_mirror_as_one_commit_each_with_tags_and_channel_branches(
     local = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
     assert torch.equal(pulled.lm_head.weight, local.lm_head.weight)
 
-    rollback(store, "main", "stable", None)
+    rollback(store, "main", "canary", None)
     mirror(store, "main", "lab/model", hub_server.url)
-    assert repo.branches["stable"] == repo.tags["v1"]
+    assert repo.branches["canary"] == repo.tags["v1"]
     assert {e["version"] for e in Ledger(store).refresh().mirrors} == {1, 2}
 
 

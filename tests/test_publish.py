@@ -19,7 +19,7 @@ from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import blob_key, diff, manifest, promote, publish, pull, verify
 from shipyard.registry.stores import LocalStore, Progress, S3Store
 
-from .helpers import Keys, gated, protect
+from .helpers import Keys, gated, pin, protect
 
 
 class CountingStore(LocalStore):
@@ -93,11 +93,11 @@ def test_promotion_and_rollback_copy_no_weights(model: Path, tiny_model_dir: Pat
     publish(model, "main", store)
     publish(changed_copy(tiny_model_dir, tmp_path / "v2"), "main", store)
     blobs = sorted((tmp_path / "store" / "blobs").rglob("*"))
-    promote(store, "main", 1)
-    promote(store, "main", 2)
-    assert rollback(store, "main", "stable", None).version == 1
+    promote(store, "main", 1, "canary")
+    promote(store, "main", 2, "canary")
+    assert rollback(store, "main", "canary", None).version == 1
     state = Ledger(store).refresh()
-    assert state.channels[("main", "stable")] == [1, 2, 1]
+    assert state.channels[("main", "canary")] == [1, 2, 1]
     assert sorted((tmp_path / "store" / "blobs").rglob("*")) == blobs
     with pytest.raises(NotFound, match="has no version 7"):
         promote(store, "main", 7)
@@ -125,10 +125,13 @@ def test_publish_and_pull_on_s3(model: Path, tmp_path: Path, s3_endpoint: str) -
     assert verify(store) == []
 
 
-def test_release_commands_end_to_end(model: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_release_commands_end_to_end(
+    model: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runner = CliRunner()
     store = ["--store", str(tmp_path / "store")]
     keys = Keys(tmp_path / "keys")
+    pin(monkeypatch, keys)
     protect(LocalStore(tmp_path / "store"), keys, approvers=("ana",))
     ana = ["--key", str(keys.path("ana"))]
 

@@ -26,12 +26,14 @@ from shipyard.registry.publish import blob_key, publish, pull, verify
 from shipyard.registry.signing import load_private
 from shipyard.registry.stores import LocalStore
 
-from .helpers import PIPELINE, Keys, candidate, protect
+from .helpers import PIPELINE, Keys, candidate, pin, protect
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    return Keys(tmp_path / "keys")
+def keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Keys:
+    keys = Keys(tmp_path / "keys")
+    pin(monkeypatch, keys)  # the readers pin the owner of every store these tests protect
+    return keys
 
 
 def releases(store: LocalStore, n: int) -> LocalStore:
@@ -341,7 +343,7 @@ def test_dashboard_sign_outs_hold_everywhere_and_throttles_key_on_the_connecting
     settings = Settings(
         home=tmp_path / "home",
         dashboard={"tokens": {"ana": hash_token("t")}, "secret": "shared"},
-        trust={"door_keys": {"dashboard": keys.path("door")}},
+        trust={"door_keys": {"dashboard": keys.path("door")}, "owners": [keys.fingerprint("owner")]},
     )
     first, second = TestClient(create_app(settings, store)), TestClient(create_app(settings, store))
     csrf = _login_csrf(first)
@@ -388,7 +390,10 @@ def _csrf_of(client: Any) -> str:
     return found.group(1) if found else ""
 
 
-def test_policy_set_never_prints_a_key_file_and_prints_pins_unwrapped(tmp_path: Path, keys: Keys) -> None:
+def test_policy_set_never_prints_a_key_file_and_prints_pins_unwrapped(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHIPYARD_TRUST__OWNERS")  # a store's first policy: nothing to pin yet
     store = releases(LocalStore(tmp_path / "store"), 1)
     policy = tmp_path / "policy.yaml"
     policy.write_text("approvers:\n  ana: [keys/ana.key]\n")  # the private key, named by mistake

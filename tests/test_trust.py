@@ -194,6 +194,7 @@ def test_the_cli_takes_no_approvers_from_the_environment(store: LocalStore, keys
     widened = subprocess.run([*base, "approve", "v2", "--as", "not-an-approver", *where], env=env, capture_output=True)
     assert widened.returncode == 2 and b"unknown key" in widened.stderr  # the settings have no such key any more
     env = {k: v for k, v in env.items() if not k.startswith("SHIPYARD_")}
+    env["SHIPYARD_TRUST__OWNERS"] = json.dumps([keys.fingerprint("owner")])  # a reader that pinned the owner
     eve = [*base, "approve", "v2", "--key", str(keys.path("eve")), *where]
     refused = subprocess.run(eve, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert refused.returncode == 2 and "belongs to no approver" in refused.stderr

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shipyard.app.cli_common import (
@@ -22,6 +23,7 @@ from shipyard.app.cli_common import (
     RefArgument,
     StoreOption,
     clear_errors,
+    err,
     print_json,
 )
 from shipyard.settings import load_settings, release_store_uri
@@ -90,10 +92,11 @@ def publish_command(
         raise ConfigError("--ungated needs --reason TEXT: why this release skips the gate")
     releases, name = open_releases(config, store, line, new=True)
     settings = load_settings(config)
-    registry = Registry(releases, name, settings.notify)
+    registry = Registry.of(releases, settings, name)
     published = registry.publish(
         model, progress=True, ungated=reason if ungated else None, release_key=settings.trust.release_key
     )
+    say_if_open(registry)
     if as_json:
         print_json({"created": published.created, "line": name, "version": published.release.version})
         return
@@ -253,9 +256,16 @@ def promote_command(
     from shipyard.registry.releases import Registry
 
     releases, name = open_releases(config, store, line)
-    registry = Registry(releases, name, load_settings(config).notify)
+    registry = Registry.of(releases, load_settings(config), name)
+    say_if_open(registry)
     registry.promote(ref, channel)
     channel_moved(name, channel, registry.resolve(channel).version, as_json)
+
+
+def say_if_open(registry: Any) -> None:
+    """One line on stderr when the store has no signed policy: anyone who can write to it moves channels."""
+    if notice := registry.open_store():
+        err.print(f"[yellow]warning:[/] {escape(notice)}", highlight=False, soft_wrap=True)
 
 
 def channel_moved(line: str, channel: str, version: int, as_json: bool) -> None:

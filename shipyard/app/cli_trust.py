@@ -25,7 +25,7 @@ from shipyard.app.cli_common import (
     err,
     print_json,
 )
-from shipyard.app.cli_releases import channel_moved, open_checked, open_releases
+from shipyard.app.cli_releases import channel_moved, open_checked, open_releases, say_if_open
 from shipyard.settings import Settings, load_settings, release_store_uri
 
 if TYPE_CHECKING:
@@ -220,9 +220,81 @@ def rollback_command(
     settings = load_settings(config)
     protected = state.policy is not None and channel in state.policy.channels
     signer = cli_signer(settings, state, key, None) if protected or key else None
-    registry = Registry(releases, name, settings.notify)
+    registry = Registry.of(releases, settings, name)
+    say_if_open(registry)
     registry.rollback(channel, signer, note)
     channel_moved(name, channel, registry.resolve(channel).version, as_json)
+
+
+trust_app = typer.Typer(help="What this reader trusts.", no_args_is_help=True)
+
+
+@trust_app.command("pin")
+@clear_errors
+def trust_pin_command(
+    yes: Annotated[bool, typer.Option("--yes", help="Pin without asking (you checked the fingerprints).")] = False,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show who owns the store (its root policy's owner keys) and, once you confirm, pin them in your settings
+    file (trust.owners): trust on first use, said out loud. Check the fingerprints with the owners first, out of
+    band; from then on a store whose root differs is refused."""
+    from shipyard.errors import ConfigError, TrustError
+    from shipyard.registry.approvals import PROTECT
+    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.signing import fingerprint
+    from shipyard.registry.stores import open_store
+    from shipyard.registry.trust import check_anchors
+    from shipyard.settings import config_file
+
+    settings = load_settings(config)
+    releases = open_store(
+        release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
+    )
+    state = Ledger(releases).refresh()
+    if not state.root:
+        raise ConfigError(f"{releases.uri}: no signed policy, so no owners to pin (an open store); {PROTECT}")
+    pinned = settings.trust.owners
+    if pinned and set(state.root) <= set(pinned):
+        print(f"{releases.uri}: its owners are pinned already")
+        return
+    if pinned:
+        raise TrustError(
+            f"{releases.uri}: owned by {', '.join(state.root)}, but this reader pins {', '.join(pinned)}; a pin is"
+            " changed by hand, after asking the owners why the store changed hands"
+        )
+    names = {fingerprint(k): " ".join(k.split()[2:]) for k in (state.policy.owners if state.policy else [])}
+    path = config_file(config) or DEFAULT_PIN_FILE
+    print(f"{releases.uri} is owned by:")
+    for fp in state.root:
+        print(f"  {fp}  {names.get(fp, '')}".rstrip())
+    if not yes:
+        typer.confirm(f"Pin these owners in {path}?", abort=True)
+    pin_owners(path, state.root)
+    check_anchors(releases, load_settings(path), state)  # this reader now remembers the head it pinned at
+    print(f"pinned in {path}: trust.owners = {json.dumps(state.root)}")
+
+
+DEFAULT_PIN_FILE = Path("shipyard.yaml")
+
+
+def pin_owners(path: Path, owners: list[str]) -> None:
+    """Set trust.owners in the YAML settings file at `path` (made if missing), keeping its comments and order."""
+    from ruamel.yaml import YAML
+
+    from shipyard.errors import ConfigError
+
+    yaml = YAML()  # round trip: the user's comments stay
+    data = yaml.load(path.read_text()) if path.is_file() else None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a YAML mapping of settings")
+    trust = data.setdefault("trust", {})
+    if not isinstance(trust, dict):
+        raise ConfigError(f"{path}: trust is not a mapping")
+    trust["owners"] = list(owners)
+    with path.open("w") as out:
+        yaml.dump(data, out)
 
 
 ledger_app = typer.Typer(help="The release ledger.", no_args_is_help=True)
@@ -266,7 +338,7 @@ def ledger_verify_command(
     )
     if not any(next(iter(releases.keys(prefix)), None) for prefix in (EVENTS, PACKS)):  # unfolded: verify reports
         raise NotFound(f"{releases.uri}: no release store here (no ledger); check --store or release.store")
-    problems = verify(releases, deep, settings.trust.owners)
+    problems = verify(releases, deep, settings.trust.owners, settings.trust.allow_unpinned)
     if anchor or settings.trust.anchor:
         problems += anchor_problems(releases, anchor or settings.trust.anchor or "")
     problems += check_remembered(settings.home, releases)

@@ -65,6 +65,7 @@ def prefect_api(_: Settings) -> list[Check]:
 
 
 def release_store(settings: Settings) -> list[Check]:
+    from shipyard.registry.approvals import open_store as open_notice
     from shipyard.registry.ledger import Ledger
     from shipyard.registry.policy import check_root
     from shipyard.registry.stores import open_store
@@ -73,7 +74,7 @@ def release_store(settings: Settings) -> list[Check]:
     try:
         store = open_store(uri, settings.s3.endpoint_url, settings.release.object_lock_days)
         state = Ledger(store).refresh()
-        check_root(state.root, settings.trust.owners, store.uri)
+        check_root(state.root, settings.trust.owners, store.uri, settings.trust.allow_unpinned)
     except ShipyardError as exc:
         return [Check("release store", FAIL, str(exc))]
     if state.events == 0:
@@ -82,9 +83,9 @@ def release_store(settings: Settings) -> list[Check]:
     detail = f"{store.uri}: {state.events} events, lines {', '.join(lines) or 'none'}"
     checks = [Check("release store", OK, detail)]
     if state.policy is None:
-        checks.append(Check("policy", WARN, "no signed policy: any writer could approve (shipyard policy set)"))
+        checks.append(Check("policy", FAIL, str(open_notice(state, store.uri))))
     elif not settings.trust.owners:
-        checks.append(Check("policy", WARN, "signed, but trust.owners pins no owner: pin its fingerprints"))
+        checks.append(Check("policy", WARN, "read unpinned (trust.allow_unpinned): pin its owners: shipyard trust pin"))
     else:
         checks.append(Check("policy", OK, f"v{state.policy.version}, owners pinned"))
     return checks

@@ -111,7 +111,10 @@ def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, set
     """Publish the gated candidate with its lineage, gate decision and eval scores; its version (exactly once)."""
     log.info("step %d: publishing", checkpoint.step)
     staging = _stage(candidate, report, checkpoint, settings.home / "staging" / candidate.name)
-    published = registry(settings).publish(staging, release_key=settings.trust.release_key)
+    line = registry(settings)
+    published = line.publish(staging, release_key=settings.trust.release_key)
+    if notice := line.open_store():
+        log.warning(notice)
     version = published.release.version
     if published.created:
         log.info("step %d: released as v%d", checkpoint.step, version, extra={"fate": True, "released": version})
@@ -204,7 +207,7 @@ def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, out: Path) -> 
 
 def registry(settings: Settings) -> Registry:
     """The configured release line in the configured store, announcing what it writes."""
-    return Registry(release_store(settings), settings.release.line, settings.notify)
+    return Registry.of(release_store(settings), settings)
 
 
 def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: str) -> None:

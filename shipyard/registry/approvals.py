@@ -16,6 +16,7 @@ earlier release. Called by the doors, the approval flow and the CLI.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +57,27 @@ def _names(policy: Policy) -> str:
 
 def _policy(state: State) -> Policy:
     if state.policy is None:
-        raise TrustError("the store has no signed policy yet; its owner runs `shipyard policy init`")
+        raise TrustError(f"the store has no signed policy, so no decision can count; {PROTECT}")
     return state.policy
+
+
+PROTECT = "protect it: shipyard policy set POLICY.yaml --key OWNER.key"
+OPEN_STORE_CHANNELS = ("stable",)  # what no command moves on an open store unless the reader's settings say otherwise
+
+
+def open_store(state: State, uri: str) -> str | None:
+    """The one line every channel move on a store with no signed policy says, or None if the store is protected."""
+    if state.policy is not None:
+        return None
+    return f"{uri} is an open store: no signed policy, so anyone who can write to it can move any channel; {PROTECT}"
+
+
+def _refuse_open(state: State, uri: str, channel: str, refuses: Collection[str]) -> None:
+    if state.policy is None and channel in refuses:
+        raise TrustError(
+            f"{uri}: {channel} does not move on an open store (no signed policy: any writer could move it); {PROTECT}"
+            f" (trust.open_store_refuses lists the channels refused there)"
+        )
 
 
 def _release(state: State, line: str, version: int) -> Release:
@@ -174,11 +194,20 @@ def reject(
     return (ledger or Ledger(store)).append(build)
 
 
-def promote_approved(store: Store, line: str, version: int, channel: str, ledger: Ledger | None = None) -> int:
-    """Point an unprotected `channel` at the release; a protected one moves only by signed approvals."""
+def promote_approved(
+    store: Store,
+    line: str,
+    version: int,
+    channel: str,
+    ledger: Ledger | None = None,
+    refuses: Collection[str] = OPEN_STORE_CHANNELS,
+) -> int:
+    """Point an unprotected `channel` at the release; a protected one moves only by signed approvals, and one in
+    `refuses` not at all while the store has no signed policy."""
     ledger = ledger or Ledger(store)
     state = ledger.refresh()
     _release(state, line, version)
+    _refuse_open(state, store.uri, channel, refuses)
     if state.policy is not None and channel in state.policy.channels:
         if state.channel(line, channel) == version:
             return version
@@ -190,13 +219,21 @@ def promote_approved(store: Store, line: str, version: int, channel: str, ledger
 
 
 def rollback(
-    store: Store, line: str, channel: str, signer: Signer | None, note: str = "", ledger: Ledger | None = None
+    store: Store,
+    line: str,
+    channel: str,
+    signer: Signer | None,
+    note: str = "",
+    ledger: Ledger | None = None,
+    refuses: Collection[str] = OPEN_STORE_CHANNELS,
 ) -> Release:
     """Move `channel` back to the release before its head; the release on it afterwards. On a protected channel
-    this is a signed move like an approval: the policy's `required` signatures, and a rejection vetoes it."""
+    this is a signed move like an approval: the policy's `required` signatures, and a rejection vetoes it. A
+    channel in `refuses` does not move while the store has no signed policy."""
     ledger = ledger or Ledger(store)
 
     def build(state: State) -> tuple[str, dict[str, Any]]:
+        _refuse_open(state, store.uri, channel, refuses)
         history = state.channels.get((line, channel), [])
         current = history[-1] if history else None
         earlier = [v for v in history if v != current]

@@ -40,7 +40,7 @@ def record_decision(
 ) -> list[Event]:
     """Record a signed approval (promoting when the policy allows it) or rejection; the new events (notified)."""
     checked_state(store, settings)
-    registry = Registry(store, line, settings.notify)
+    registry = Registry.of(store, settings, line)
     if decision == "approve":
         return registry.approve(str(version), signer, settings.approval.channel, note)
     return registry.reject(str(version), signer, note)

@@ -23,6 +23,7 @@ settings: a caller can only narrow what the store allows.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -265,9 +266,16 @@ def gate_signer(policy: Policy | None, gate: Any, candidate_digest: str) -> tupl
     return signer, ""
 
 
-def check_root(root: list[str], pins: list[str], uri: str) -> None:
-    """Refuse a store whose root policy names an owner the reader did not pin."""
+def check_root(root: list[str], pins: list[str], uri: str, allow_unpinned: bool = False) -> None:
+    """Refuse a store whose root policy names an owner the reader did not pin, and a protected store read with no
+    pins at all (unless `allow_unpinned`): a reader that pins nothing would believe whoever wrote event 1."""
     if not pins:
+        if root and not allow_unpinned:
+            raise TrustError(
+                f"{uri}: owned by {', '.join(root)}, and this reader pins no owners; check the fingerprints with the"
+                f" owners, then run `shipyard trust pin` or add to the settings  trust: {{owners: {json.dumps(root)}}}"
+                "  (SHIPYARD_TRUST__ALLOW_UNPINNED=1 reads it unpinned)"
+            )
         return
     if not root:
         raise TrustError(f"{uri}: no signed policy in the store, but trust.owners pins {', '.join(pins)}")

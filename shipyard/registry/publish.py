@@ -321,10 +321,11 @@ def _folder(top: int, folders: list[str], out: Path) -> int:
     return fd
 
 
-def verify(store: Store, deep: bool = False, pins: list[str] | None = None) -> list[str]:
+def verify(store: Store, deep: bool = False, pins: list[str] | None = None, allow_unpinned: bool = False) -> list[str]:
     """The ledger's problems, plus every release whose manifest is missing or altered or whose blobs are missing.
 
-    `deep` re-hashes every blob a release names; `pins` are the owner fingerprints the root must have.
+    `deep` re-hashes every blob a release names; `pins` are the reader's owner fingerprints, checked against the
+    root as every reader checks them (`check_root`); None checks the chain alone.
     """
     ledger = Ledger(store)
     problems = ledger.verify()
@@ -337,7 +338,8 @@ def verify(store: Store, deep: bool = False, pins: list[str] | None = None) -> l
     except LedgerError:
         return problems  # the chain is broken; verify named where
     try:
-        check_root(state.root, pins or [], store.uri)
+        if pins is not None:
+            check_root(state.root, pins, store.uri, allow_unpinned)
     except TrustError as exc:
         problems.append(str(exc))
     for release in state.releases.values():

@@ -13,7 +13,7 @@ manifests), `shipyard.registry.approvals` (signed decisions under the store's po
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,27 @@ from shipyard.registry.ledger import Event, EventType, Ledger, Release, State
 from shipyard.registry.notify import announce
 from shipyard.registry.publish import Published
 from shipyard.registry.stores import Store
-from shipyard.settings import NotifySettings
+from shipyard.settings import NotifySettings, Settings
 
 
 class Registry:
-    def __init__(self, store: Store, line: str, notify: NotifySettings | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        line: str,
+        notify: NotifySettings | None = None,
+        open_store_refuses: Collection[str] = approvals.OPEN_STORE_CHANNELS,
+    ) -> None:
         self.store, self.line, self.notify = store, line, notify
+        self.open_store_refuses = tuple(open_store_refuses)  # channels that stay put while the store is open
         self.ledger = Ledger(store, on_append=self._appended)
         self._written: list[Event] = []
+
+    @classmethod
+    def of(cls, store: Store, settings: Settings, line: str | None = None) -> Registry:
+        """The line (default `release.line`) in `store`, announcing to `settings.notify`, refusing what
+        `trust.open_store_refuses` names while the store is open."""
+        return cls(store, line or settings.release.line, settings.notify, settings.trust.open_store_refuses)
 
     # -- writes: each returns the events it appended
 
@@ -45,10 +58,20 @@ class Registry:
     def promote(self, ref: str, channel: str) -> list[Event]:
         """Point `channel` at the release; a channel the policy protects only with the approvals it asks for."""
         version = self.resolve(ref).version
-        return self._writing(lambda: approvals.promote_approved(self.store, self.line, version, channel, self.ledger))
+        refuses = self.open_store_refuses
+        return self._writing(
+            lambda: approvals.promote_approved(self.store, self.line, version, channel, self.ledger, refuses)
+        )
 
     def rollback(self, channel: str, signer: Signer | None, note: str = "") -> list[Event]:
-        return self._writing(lambda: approvals.rollback(self.store, self.line, channel, signer, note, self.ledger))
+        refuses = self.open_store_refuses
+        return self._writing(
+            lambda: approvals.rollback(self.store, self.line, channel, signer, note, self.ledger, refuses)
+        )
+
+    def open_store(self) -> str | None:
+        """The line that says this store is open (no signed policy), or None."""
+        return approvals.open_store(self.state(), self.store.uri)
 
     def approve(self, ref: str, signer: Signer, channel: str, note: str = "") -> list[Event]:
         version = self.resolve(ref).version

@@ -43,7 +43,7 @@ def check_anchors(store: Store, settings: Settings, state: State, events: list[E
     longer holds the head this reader saw last (kept under `<home>/anchors/`); then remember its head. Every
     reader calls it: the CLI, the doors, the dashboard and the flows. A long-lived reader passes the `events` it
     folded: the anchors are checked against what it shows, with no read of the store."""
-    check_root(state.root, settings.trust.owners, store.uri)
+    check_root(state.root, settings.trust.owners, store.uri, settings.trust.allow_unpinned)
     if settings.trust.anchor and (problems := anchor_problems(store, settings.trust.anchor, events)):
         raise LedgerError(f"{problems[0]}; refusing to read it (the anchor is trust.anchor)")
     if problems := check_remembered(settings.home, store, state, events):

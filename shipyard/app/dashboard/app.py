@@ -29,6 +29,7 @@ from shipyard.app.dashboard import views
 from shipyard.app.dashboard.auth import COOKIE, Auth, client_address, secure
 from shipyard.app.dashboard.plots import line_chart
 from shipyard.errors import ShipyardError
+from shipyard.registry.approvals import open_store
 from shipyard.registry.card import model_card
 from shipyard.registry.doors import decide
 from shipyard.registry.evidence import evidence
@@ -58,7 +59,7 @@ RL_SIGNALS = ("reward", "heldout_accuracy")  # trainer metrics of the checkpoint
 
 def create_app(settings: Settings, store: Store) -> FastAPI:
     app = FastAPI(title="Shipyard releases", docs_url=None, redoc_url=None, openapi_url=None)
-    registry = Registry(store, settings.release.line)  # one for the app's life: pages read only new events
+    registry = Registry.of(store, settings)  # one for the app's life: pages read only new events
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
     line, rules = settings.release.line, settings.approval
     markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -109,6 +110,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         csrf = auth.csrf(cookie) if user and cookie else ""
         flash = FLASHES.get(request.query_params.get("flash", ""), "")
         context |= {"title": title, "line": line, "user": user, "csrf": csrf, "flash": flash}
+        # a banner on every page while the store has no policy; from the state this page read (no second read)
+        read = registry.ledger.state if registry.ledger.state.events else registry.state()
+        context["open_store"] = open_store(read, store.uri)
         return templates.TemplateResponse(request, name, context)
 
     async def form(request: Request) -> dict[str, str]:
