@@ -7,6 +7,7 @@ Every error ends a command with one line on stderr and exit status 2
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,7 +42,7 @@ def root(
     debug: Annotated[bool, typer.Option("--debug", help="Keep the traceback of an error.")] = False,
 ) -> None:
     """Shipyard: gated, versioned releases from the checkpoints of long RL runs."""
-    Debug.on = Debug.on or debug
+    Debug.on = debug or bool(os.environ.get("SHIPYARD_DEBUG"))  # per invocation: an in-process caller runs many
 
 
 @app.command("config")
