@@ -13,13 +13,13 @@ from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from shipyard.app.cli import app
-from shipyard.errors import NotFound
+from shipyard.errors import NotFound, TrustError
 from shipyard.registry.approvals import rollback
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import blob_key, diff, manifest, promote, publish, pull, verify
 from shipyard.registry.stores import LocalStore, Progress, S3Store
 
-from .helpers import Keys, gated, pin, protect
+from .helpers import Keys, candidate, gated, pin, protect
 
 
 class CountingStore(LocalStore):
@@ -177,3 +177,13 @@ def test_manifest_carries_lineage_gate_and_scores_and_diff_gives_deltas(
     changes = diff(store, "main", "1", "2")
     assert changes["score_deltas"] == {"arith": {"exact_match": 0.25}}
     assert changes["checkpoint"][0] == "c1"
+
+
+def test_a_released_candidate_is_already_released_whatever_its_gate_says(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    failed = candidate(tmp_path / "c", passed=False)
+    with pytest.raises(TrustError, match="its gate decision failed"):
+        publish(failed, "main", store)
+    first = publish(failed, "main", store, ungated="shipped for a trial")
+    again = publish(failed, "main", store)  # no --ungated: nothing to write, so nothing to refuse
+    assert again.event is None and again.release.version == first.release.version == 1

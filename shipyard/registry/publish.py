@@ -126,12 +126,12 @@ def publish(
     paths = release_files(model_dir)
     digests = dict(zip(paths, file_digests(list(paths.values())), strict=True))
     candidate = checkpoint_digest(digests)
-    if ungated is None and (why := gate_problem(model_dir, candidate)):
-        raise TrustError(f"{model_dir}: not published: {why}; gate it, or publish --ungated --reason TEXT")
     ledger = ledger or Ledger(store)
     state = ledger.refresh()
-    if (existing := state.release_of(line, candidate)) is not None:
+    if (existing := state.release_of(line, candidate)) is not None:  # whatever its gate says now: nothing to write
         return Published(existing, None)
+    if ungated is None and (why := gate_problem(model_dir, candidate)):
+        raise TrustError(f"{model_dir}: not published: {why}; gate it, or publish --ungated --reason TEXT")
     if ungated is None and state.policy is not None and state.policy.gate:
         signer, why = gate_signer(state.policy, _json(model_dir / "gate.json"), candidate)
         if signer is None:
