@@ -27,11 +27,11 @@ from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 
 from shipyard.errors import ShipyardError
-from shipyard.orchestration.pipeline import release_store
 from shipyard.registry import approvals
 from shipyard.registry.doors import record_decision, token_matches
 from shipyard.registry.evidence import evidence
 from shipyard.registry.releases import Registry
+from shipyard.registry.stores import release_store
 from shipyard.registry.trust import checked_state, door_signer
 from shipyard.settings import Settings, load_settings
 
@@ -99,9 +99,7 @@ def await_approval(line: str, version: int, config: str | None = None) -> str:
 def promote_release(line: str, version: int, channel: str | None = None, config: str | None = None) -> int:
     """Point an unprotected channel at a release; a protected one (stable) moves only by signed approvals."""
     settings = _settings(config)
-    store = release_store(settings)
-    checked_state(store, settings)
-    registry = Registry.of(store, settings, line)
+    registry = Registry.open(settings, line=line)
     _say_if_open(registry)
     registry.promote(str(version), channel or settings.approval.channel)
     return version
@@ -111,10 +109,7 @@ def promote_release(line: str, version: int, channel: str | None = None, config:
 def rollback_release(line: str, channel: str = "stable", note: str = "", config: str | None = None) -> int:
     """Put an unprotected channel back on the release it had before (a protected one needs a signed rollback:
     `shipyard rollback --key`); one ledger event, no copy. The version now on it."""
-    settings = _settings(config)
-    store = release_store(settings)
-    checked_state(store, settings)
-    registry = Registry.of(store, settings, line)
+    registry = Registry.open(_settings(config), line=line)
     _say_if_open(registry)
     registry.rollback(channel, None, note)
     return registry.resolve(channel).version

@@ -30,6 +30,7 @@ from shipyard.intake.watch import Checkpoint
 from shipyard.orchestration import pipeline
 from shipyard.orchestration import prefect as orchestration
 from shipyard.registry.ledger import EventType
+from shipyard.registry.stores import release_store
 from shipyard.settings import Settings, load_settings
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [1, 5, 20]}
@@ -37,7 +38,7 @@ IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [1, 5, 20]}
 
 @task(**IO_RETRIES)
 def pull_champion(settings: Settings) -> Path | None:
-    return pipeline.champion(settings, pipeline.release_store(settings))
+    return pipeline.champion(settings, release_store(settings))
 
 
 def elsewhere(deployment: str, what: str, checkpoint: Checkpoint, settings: Settings, **parameters: Any) -> Any:
@@ -117,7 +118,7 @@ def _artifacts(checkpoint: Checkpoint, report: Path, settings: Settings, version
     create_table_artifact(rows, key=f"gate-checks-{key}", description=f"Gate checks, step {checkpoint.step}")
     create_markdown_artifact((report / "gate.md").read_text(), key=f"gate-report-{key}")
     if version is not None:
-        store = pipeline.release_store(settings)
+        store = release_store(settings)
         create_link_artifact(
             store.uri, link_text=f"{settings.release.line} v{version} in {store.uri}", key=f"release-{key}"
         )

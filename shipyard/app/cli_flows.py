@@ -106,7 +106,7 @@ def dashboard_command(
     import uvicorn
 
     from shipyard.app.dashboard.app import create_app
-    from shipyard.orchestration.pipeline import release_store
+    from shipyard.registry.stores import release_store
 
     settings = load_settings(config, **({"release": {"store": store}} if store else {}))
     address = (host or settings.dashboard.host, port or settings.dashboard.port)

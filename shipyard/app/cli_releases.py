@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,41 +26,26 @@ from shipyard.app.cli_common import (
     err,
     print_json,
 )
-from shipyard.settings import load_settings, release_store_uri
+from shipyard.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from shipyard.registry.releases import Registry
 
 
-def open_releases(
+def open_line(
     config: Path | None, store: str | None, line: str | None, new: bool = False, of_line: bool = True
-) -> tuple[Any, str]:
-    releases, name, _ = open_checked(config, store, line, new, of_line)
-    return releases, name
-
-
-def open_checked(
-    config: Path | None, store: str | None, line: str | None, new: bool = False, of_line: bool = True
-) -> tuple[Any, str, Any]:
-    """The release store, the line, and the ledger's state, read once and refused unless the root is pinned.
-
-    Unless `new` (publishing, setting a policy), the store must hold a ledger and, for a command about a line
-    (`of_line`), the line must have releases: a typo is an error, not an empty table.
-    """
-    from shipyard.registry.ledger import Ledger
-    from shipyard.registry.publish import require_line, require_store
-    from shipyard.registry.stores import open_store
-    from shipyard.registry.trust import check_anchors
+) -> tuple[Settings, Registry]:
+    """The settings and the line's `Registry.open` (pins and anchors checked). Unless `new` (publishing, setting
+    a policy) the store must hold a ledger and, for a command about a line (`of_line`), the line must have
+    releases: a typo is an error, not an empty table."""
+    from shipyard.registry.publish import require_line
+    from shipyard.registry.releases import Registry
 
     settings = load_settings(config)
-    releases = open_store(
-        release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
-    )
-    state = Ledger(releases).refresh()
-    if not new:
-        require_store(state, releases.uri)
-    check_anchors(releases, settings, state)
-    name = line or settings.release.line
+    registry = Registry.open(settings, store, line, new)
     if not new and of_line:
-        require_line(state, name, releases.uri)
-    return releases, name, state
+        require_line(registry.state(), registry.line, registry.store.uri)
+    return settings, registry
 
 
 def _release_row(release: Any, state: Any) -> dict[str, Any]:
@@ -86,13 +71,11 @@ def publish_command(
     which the store's policy may keep off protected channels. Trainer pickles are never published.
     """
     from shipyard.errors import ConfigError
-    from shipyard.registry.releases import Registry
 
     if ungated and not reason.strip():
         raise ConfigError("--ungated needs --reason TEXT: why this release skips the gate")
-    releases, name = open_releases(config, store, line, new=True)
-    settings = load_settings(config)
-    registry = Registry.of(releases, settings, name)
+    settings, registry = open_line(config, store, line, new=True)
+    name, releases = registry.line, registry.store
     published = registry.publish(
         model, progress=True, ungated=reason if ungated else None, release_key=settings.trust.release_key
     )
@@ -121,12 +104,10 @@ def pull_command(
 ) -> None:
     """Materialize a release, verifying every file's digest; --verify checks it as a consumer would, and the ledger
     path to it (the pinned root, the anchors, the `released` event, the signed approvals that moved a channel)."""
-    from shipyard.registry.releases import Registry
-
-    releases, name, state = open_checked(config, store, line)
-    registry = Registry(releases, name)
+    _, registry = open_line(config, store, line)
+    name = registry.line
     release = registry.pull(ref, out)
-    held = verified(registry, release, out, state) if check else []
+    held = verified(registry, release, out, registry.state()) if check else []
     if as_json:
         print_json({"line": name, "version": release.version, "path": str(out), "verified": held})
         return
@@ -164,10 +145,8 @@ def releases_list_command(
     store: StoreOption = None, line: LineOption = None, config: ConfigOption = None, as_json: JsonOption = False
 ) -> None:
     """List the releases of a line with the channels pointing at them."""
-    from shipyard.registry.ledger import Ledger
-
-    releases, name = open_releases(config, store, line)
-    state = Ledger(releases).refresh()
+    _, registry = open_line(config, store, line)
+    name, releases, state = registry.line, registry.store, registry.state()
     rows = [_release_row(r, state) for (n, _), r in sorted(state.releases.items()) if n == name]
     if as_json:
         print_json(rows)
@@ -193,14 +172,11 @@ def releases_show_command(
     as_json: JsonOption = False,
 ) -> None:
     """A release's manifest: files, lineage, gate decision, eval scores, channels and approvals."""
-    from shipyard.registry.ledger import Ledger
-    from shipyard.registry.publish import manifest, resolve
-
-    releases, name = open_releases(config, store, line)
-    state = Ledger(releases).refresh()
-    release = resolve(state, name, ref)
+    _, registry = open_line(config, store, line)
+    name, state = registry.line, registry.state()
+    release = registry.resolve(ref)
     shown = _release_row(release, state) | {
-        "manifest": manifest(releases, release),
+        "manifest": registry.manifest(release),
         "approvals": state.approvals.get((name, release.version), []),
     }
     if as_json:
@@ -220,10 +196,8 @@ def releases_diff_command(
     as_json: JsonOption = False,
 ) -> None:
     """What changed between two releases: files, checkpoint, and per-task eval score deltas."""
-    from shipyard.registry.publish import diff
-
-    releases, name = open_releases(config, store, line)
-    changes = diff(releases, name, old, new)
+    _, registry = open_line(config, store, line)
+    changes = registry.diff(old, new)
     if as_json:
         print_json(changes)
         return
@@ -253,13 +227,10 @@ def promote_command(
 
     The approval channel (stable) moves only for a release with enough approvals: use `shipyard approve`.
     """
-    from shipyard.registry.releases import Registry
-
-    releases, name = open_releases(config, store, line)
-    registry = Registry.of(releases, load_settings(config), name)
+    _, registry = open_line(config, store, line)
     say_if_open(registry)
     registry.promote(ref, channel)
-    channel_moved(name, channel, registry.resolve(channel).version, as_json)
+    channel_moved(registry.line, channel, registry.resolve(channel).version, as_json)
 
 
 def say_if_open(registry: Any) -> None:
@@ -286,8 +257,8 @@ def mirror_command(
     """Mirror the line's releases to a Hub repo (one commit and a tag each; channels as branches); catches up."""
     from shipyard.registry.mirror import mirror
 
-    releases, name = open_releases(config, store, line)
-    done = mirror(releases, name, repo, load_settings(config).hub.endpoint)
+    settings, registry = open_line(config, store, line)
+    done = mirror(registry.store, registry.line, repo, settings.hub.endpoint)
     if as_json:
         print_json({"repo": repo, "mirrored": done})
         return

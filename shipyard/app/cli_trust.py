@@ -25,8 +25,8 @@ from shipyard.app.cli_common import (
     err,
     print_json,
 )
-from shipyard.app.cli_releases import channel_moved, open_checked, open_releases, say_if_open
-from shipyard.settings import Settings, load_settings, release_store_uri
+from shipyard.app.cli_releases import channel_moved, open_line, say_if_open
+from shipyard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from shipyard.registry.approvals import Signer
@@ -83,7 +83,7 @@ def policy_set_command(
         keygen(key[0], "shipyard-owner")
     owners = [public_line(load_private(k).public_key()) for k in key]
     policy = load_policy(policy_file, owners=owners)
-    releases, _ = open_releases(config, store, None, new=True)
+    releases = open_line(config, store, None, new=True)[1].store
     event = set_policy(releases, policy, key)
     shown = {"store": releases.uri, "policy_version": event.data["policy"]["version"], "seq": event.seq}
     shown |= {"owners": policy.owner_fingerprints()}
@@ -102,11 +102,10 @@ def policy_set_command(
 def policy_show_command(store: StoreOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The policy in force: owners, approvers and their keys, channels, veto, doors."""
     from shipyard.registry.attest import key_id
-    from shipyard.registry.ledger import Ledger
     from shipyard.registry.signing import fingerprint
 
-    releases, _ = open_releases(config, store, None, of_line=False)
-    state = Ledger(releases).refresh()
+    registry = open_line(config, store, None, of_line=False)[1]
+    releases, state = registry.store, registry.state()
     if state.policy is None:
         shown: dict[str, Any] = {"store": releases.uri, "policy": None}
     else:
@@ -144,8 +143,8 @@ def _decide(
     from shipyard.registry.publish import resolve
     from shipyard.registry.trust import cli_signer
 
-    releases, name, state = open_checked(config, store, line)
-    settings = load_settings(config)
+    settings, registry = open_line(config, store, line)
+    releases, name, state = registry.store, registry.line, registry.state()
     number = resolve(state, name, ref).version
     signer = cli_signer(settings, state, key, who)
     verdict = next((ln for ln in evidence(releases, name, number).splitlines() if ln.startswith("- gate:")), "")
@@ -213,17 +212,15 @@ def rollback_command(
     as_json: JsonOption = False,
 ) -> None:
     """Move a channel back to the release it pointed at before, in one step; a protected channel needs --key."""
-    from shipyard.registry.releases import Registry
     from shipyard.registry.trust import cli_signer
 
-    releases, name, state = open_checked(config, store, line)
-    settings = load_settings(config)
+    settings, registry = open_line(config, store, line)
+    state = registry.state()
     protected = state.policy is not None and channel in state.policy.channels
     signer = cli_signer(settings, state, key, None) if protected or key else None
-    registry = Registry.of(releases, settings, name)
     say_if_open(registry)
     registry.rollback(channel, signer, note)
-    channel_moved(name, channel, registry.resolve(channel).version, as_json)
+    channel_moved(registry.line, channel, registry.resolve(channel).version, as_json)
 
 
 trust_app = typer.Typer(help="What this reader trusts.", no_args_is_help=True)
@@ -241,17 +238,15 @@ def trust_pin_command(
     band; from then on a store whose root differs is refused."""
     from shipyard.errors import ConfigError, TrustError
     from shipyard.registry.approvals import PROTECT
-    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.releases import Registry
     from shipyard.registry.signing import fingerprint
-    from shipyard.registry.stores import open_store
+    from shipyard.registry.stores import release_store
     from shipyard.registry.trust import check_anchors
     from shipyard.settings import config_file
 
     settings = load_settings(config)
-    releases = open_store(
-        release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
-    )
-    state = Ledger(releases).refresh()
+    releases = release_store(settings, store)
+    state = Registry.of(releases, settings).state()  # read before any pin: what it shows is for a person to check
     if not state.root:
         raise ConfigError(f"{releases.uri}: no signed policy, so no owners to pin (an open store); {PROTECT}")
     pinned = settings.trust.owners
@@ -304,11 +299,9 @@ ledger_app = typer.Typer(help="The release ledger.", no_args_is_help=True)
 @clear_errors
 def ledger_head_command(store: StoreOption = None, config: ConfigOption = None) -> None:
     """Print SEQ:DIGEST of the newest event: keep it outside the store and check it later with verify --anchor."""
-    from shipyard.registry.ledger import Ledger
     from shipyard.registry.trust import head
 
-    releases, _ = open_releases(config, store, None, of_line=False)
-    print(head(Ledger(releases).refresh()))
+    print(head(open_line(config, store, None, of_line=False)[1].state()))
 
 
 @ledger_app.command("verify")
@@ -327,22 +320,21 @@ def ledger_verify_command(
     Exit 1 on any problem: each names the event (by seq) or the blob.
     """
     from shipyard.errors import NotFound
-    from shipyard.registry.ledger import EVENTS, PACKS, Ledger
+    from shipyard.registry.ledger import EVENTS, PACKS
     from shipyard.registry.publish import verify
-    from shipyard.registry.stores import open_store
+    from shipyard.registry.releases import Registry
+    from shipyard.registry.stores import release_store
     from shipyard.registry.trust import anchor_problems, check_remembered
 
     settings = load_settings(config)
-    releases = open_store(
-        release_store_uri(settings, store), settings.s3.endpoint_url, settings.release.object_lock_days
-    )
+    releases = release_store(settings, store)  # unchecked: verify reports what a checked open would refuse
     if not any(next(iter(releases.keys(prefix)), None) for prefix in (EVENTS, PACKS)):  # unfolded: verify reports
         raise NotFound(f"{releases.uri}: no release store here (no ledger); check --store or release.store")
     problems = verify(releases, deep, settings.trust.owners, settings.trust.allow_unpinned)
     if anchor or settings.trust.anchor:
         problems += anchor_problems(releases, anchor or settings.trust.anchor or "")
     problems += check_remembered(settings.home, releases)
-    if not problems and Ledger(releases).refresh().policy is None:
+    if not problems and Registry.of(releases, settings).state().policy is None:
         err.print(f"warning: {releases.uri} has no signed policy: any writer could approve (shipyard policy set)")
     if as_json:
         print_json({"store": releases.uri, "problems": problems})

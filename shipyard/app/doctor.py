@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from shipyard.errors import ShipyardError
-from shipyard.settings import Settings, prefect_api_url, release_store_uri
+from shipyard.settings import Settings, prefect_api_url
 
 PACKAGES = ("shipyard", "torch", "transformers", "trl", "peft", "lm_eval", "prefect", "boto3", "huggingface_hub")
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -66,14 +66,13 @@ def prefect_api(_: Settings) -> list[Check]:
 
 def release_store(settings: Settings) -> list[Check]:
     from shipyard.registry.approvals import open_store as open_notice
-    from shipyard.registry.ledger import Ledger
     from shipyard.registry.policy import check_root
-    from shipyard.registry.stores import open_store
+    from shipyard.registry.releases import Registry
+    from shipyard.registry.stores import release_store as opened
 
-    uri = release_store_uri(settings)
     try:
-        store = open_store(uri, settings.s3.endpoint_url, settings.release.object_lock_days)
-        state = Ledger(store).refresh()
+        store = opened(settings)
+        state = Registry.of(store, settings).state()  # unchecked: the doctor reports what a reader would refuse
         check_root(state.root, settings.trust.owners, store.uri, settings.trust.allow_unpinned)
     except ShipyardError as exc:
         return [Check("release store", FAIL, str(exc))]

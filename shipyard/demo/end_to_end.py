@@ -221,10 +221,10 @@ def _watched(settings: Settings) -> Path:
 
 
 def _approve_first(settings: Settings, version: int, report: DemoReport, say: Callable[[str], None]) -> None:
-    from shipyard.orchestration.pipeline import release_store
     from shipyard.registry.approvals import Signer
     from shipyard.registry.doors import decide
     from shipyard.registry.signing import load_private
+    from shipyard.registry.stores import release_store
 
     note = "the demo approves its first release"
     signer = Signer(DEMO_APPROVER, load_private(Path("keys") / f"{DEMO_APPROVER}.key"), "demo")
@@ -235,15 +235,13 @@ def _approve_first(settings: Settings, version: int, report: DemoReport, say: Ca
 
 def summary(report: DemoReport) -> dict[str, Any]:
     """What the demo left behind, read back from the ledger its config names (paths relative to the directory)."""
-    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.releases import Registry
     from shipyard.registry.stores import open_store
 
     settings = load_settings(report.directory / "shipyard.yaml")
     store = settings.release.store or str(settings.home / "releases")
     store_dir = store if "://" in store or Path(store).is_absolute() else str(report.directory / store)
-    ledger = Ledger(open_store(store_dir, settings.s3.endpoint_url))
-    state = ledger.refresh()
-    events = [ledger.event(seq) for seq in range(1, state.events + 1)]
+    state, events = Registry.of(open_store(store_dir, settings.s3.endpoint_url), settings).snapshot()
     line = settings.release.line
     stable = state.channel(line, settings.approval.channel)
     releases: list[dict[str, Any]] = [

@@ -31,9 +31,9 @@ from shipyard.profiles import choice
 from shipyard.registry.ledger import EventType
 from shipyard.registry.publish import pull
 from shipyard.registry.releases import Registry
-from shipyard.registry.stores import Store, open_store
+from shipyard.registry.stores import Store, release_store
 from shipyard.registry.trust import checked_state, sign_gate_report
-from shipyard.settings import Settings, release_store_uri
+from shipyard.settings import Settings
 
 SCREENED_OUT, GATE_FAILED = CheckpointState.SCREENED_OUT, CheckpointState.GATE_FAILED
 log = logging.getLogger(__name__)  # INFO as each stage starts and each fate is recorded: `shipyard demo` says them
@@ -53,10 +53,6 @@ class Outcome:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def release_store(settings: Settings) -> Store:
-    return open_store(release_store_uri(settings), settings.s3.endpoint_url, settings.release.object_lock_days)
 
 
 def champion(settings: Settings, store: Store) -> Path | None:

@@ -106,7 +106,7 @@ def start_dashboard(settings: Settings) -> None:
     import uvicorn
 
     from shipyard.app.dashboard.app import create_app
-    from shipyard.orchestration.pipeline import release_store
+    from shipyard.registry.stores import release_store
 
     app = create_app(settings, release_store(settings))
     config = uvicorn.Config(app, host=settings.dashboard.host, port=settings.dashboard.port, log_level="warning")

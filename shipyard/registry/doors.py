@@ -21,7 +21,6 @@ from shipyard.registry.approvals import Signer
 from shipyard.registry.ledger import Event
 from shipyard.registry.releases import Registry
 from shipyard.registry.stores import Store
-from shipyard.registry.trust import checked_state
 from shipyard.settings import Settings, prefect_api_url
 
 
@@ -39,8 +38,7 @@ def record_decision(
     settings: Settings, store: Store, line: str, version: int, decision: str, signer: Signer, note: str
 ) -> list[Event]:
     """Record a signed approval (promoting when the policy allows it) or rejection; the new events (notified)."""
-    checked_state(store, settings)
-    registry = Registry.of(store, settings, line)
+    registry = Registry.open(settings, store, line)
     if decision == "approve":
         return registry.approve(str(version), signer, settings.approval.channel, note)
     return registry.reject(str(version), signer, note)

@@ -1,6 +1,8 @@
 """One release line in one store: the object every reader and writer of releases goes through.
 
-`Registry(store, line, notify)` publishes, promotes, rolls back, approves,
+`Registry.open(settings, store, line)` is how every command, door, flow and
+page reaches releases: it opens the store the settings name and refuses it
+unless the reader's pins and anchors hold. The Registry publishes, promotes, rolls back, approves,
 rejects and records checkpoint fates; each mutator returns the ledger events
 it wrote (empty when there was nothing to do: every write is idempotent).
 Notifications hang on the ledger's append: each event this registry writes is
@@ -23,7 +25,8 @@ from shipyard.registry.approvals import Signer
 from shipyard.registry.ledger import Event, EventType, Ledger, Release, State
 from shipyard.registry.notify import announce
 from shipyard.registry.publish import Published
-from shipyard.registry.stores import Store
+from shipyard.registry.stores import Store, release_store
+from shipyard.registry.trust import check_anchors
 from shipyard.settings import NotifySettings, Settings
 
 
@@ -39,6 +42,21 @@ class Registry:
         self.open_store_refuses = tuple(open_store_refuses)  # channels that stay put while the store is open
         self.ledger = Ledger(store, on_append=self._appended)
         self._written: list[Event] = []
+
+    @classmethod
+    def open(
+        cls, settings: Settings, store: Store | str | None = None, line: str | None = None, new: bool = False
+    ) -> Registry:
+        """The way every command, door, flow and page reaches releases: the line (default `release.line`) in the
+        store (default `release.store`; a URI or an open store), refused unless this reader's pins and anchors
+        hold (`trust.check_anchors`). Unless `new` (publishing, setting a policy), the store must hold a ledger."""
+        opened = release_store(settings, store) if store is None or isinstance(store, str) else store
+        registry = cls.of(opened, settings, line)
+        state = registry.state()
+        if not new:
+            publish.require_store(state, opened.uri)
+        check_anchors(opened, settings, state)
+        return registry
 
     @classmethod
     def of(cls, store: Store, settings: Settings, line: str | None = None) -> Registry:

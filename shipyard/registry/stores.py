@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shipyard.errors import ConfigError, StoreError
+from shipyard.settings import Settings, release_store_uri
 
 FICLONE = 0x40049409  # linux/fs.h
 Progress = Callable[[int], None]  # called with a number of bytes just transferred
@@ -358,6 +359,11 @@ def split_s3_uri(uri: str) -> tuple[str, str, str] | None:
     if not uri.startswith("s3://") or not bucket:
         return None
     return f"s3://{bucket}/{prefix}".rstrip("/"), bucket, f"{prefix.rstrip('/')}/" if prefix else ""
+
+
+def release_store(settings: Settings, uri: str | None = None) -> Store:
+    """The release store the settings name (`release.store`, or `uri`), with their S3 endpoint and Object Lock."""
+    return open_store(release_store_uri(settings, uri), settings.s3.endpoint_url, settings.release.object_lock_days)
 
 
 def open_store(uri: str, endpoint_url: str | None = None, lock_days: int | None = None) -> Store:
