@@ -12,9 +12,10 @@ import pytest
 
 from shipyard.intake.sources import open_source
 from shipyard.intake.watch import scan
-from shipyard.orchestration.pipeline import release_checkpoint, release_store
+from shipyard.orchestration.pipeline import release_checkpoint
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import promote
+from shipyard.registry.stores import release_store
 from shipyard.settings import PipelineSettings, Settings
 
 from .corpus import HOSTILE, write_hostile
