@@ -29,8 +29,8 @@ store, key = sys.argv[1], sys.argv[2]
 runner = CliRunner()
 commands = [
     ["releases", "list"], ["releases", "show", "v1"], ["releases", "diff", "v1", "v2"], ["ledger", "verify"],
-    ["ledger", "head"], ["policy", "show"], ["promote", "v1", "--channel", "canary"], ["promote", "v2", "--channel", "canary"],
-    ["approve", "v1", "--key", key], ["rollback", "--channel", "canary"],
+    ["ledger", "head"], ["policy", "show"], ["promote", "v1", "--channel", "canary"],
+    ["promote", "v2", "--channel", "canary"], ["approve", "v1", "--key", key], ["rollback", "--channel", "canary"],
 ]
 for args in commands:
     result = runner.invoke(app, [*args, "--store", store])
