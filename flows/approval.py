@@ -100,8 +100,8 @@ def promote_release(line: str, version: int, channel: str | None = None, config:
     """Point an unprotected channel at a release; a protected one (stable) moves only by signed approvals."""
     settings = _settings(config)
     registry = Registry.open(settings, line=line)
-    _say_if_open(registry)
     registry.promote(str(version), channel or settings.approval.channel)
+    _say_if_open(registry)
     return version
 
 
@@ -110,6 +110,6 @@ def rollback_release(line: str, channel: str = "stable", note: str = "", config:
     """Put an unprotected channel back on the release it had before (a protected one needs a signed rollback:
     `shipyard rollback --key`); one ledger event, no copy. The version now on it."""
     registry = Registry.open(_settings(config), line=line)
-    _say_if_open(registry)
     registry.rollback(channel, None, note)
+    _say_if_open(registry)
     return registry.resolve(channel).version

@@ -228,8 +228,8 @@ def promote_command(
     The approval channel (stable) moves only for a release with enough approvals: use `shipyard approve`.
     """
     _, registry = open_line(config, store, line)
-    say_if_open(registry)
     registry.promote(ref, channel)
+    say_if_open(registry)  # once it moved: a refused move says why in its error
     channel_moved(registry.line, channel, registry.resolve(channel).version, as_json)
 
 

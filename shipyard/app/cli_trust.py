@@ -218,8 +218,8 @@ def rollback_command(
     state = registry.state()
     protected = state.policy is not None and channel in state.policy.channels
     signer = cli_signer(settings, state, key, None) if protected or key else None
-    say_if_open(registry)
     registry.rollback(channel, signer, note)
+    say_if_open(registry)
     channel_moved(registry.line, channel, registry.resolve(channel).version, as_json)
 
 
@@ -334,8 +334,8 @@ def ledger_verify_command(
     if anchor or settings.trust.anchor:
         problems += anchor_problems(releases, anchor or settings.trust.anchor or "")
     problems += check_remembered(settings.home, releases)
-    if not problems and Registry.of(releases, settings).state().policy is None:
-        err.print(f"warning: {releases.uri} has no signed policy: any writer could approve (shipyard policy set)")
+    if not problems and (notice := Registry.of(releases, settings).open_store()):
+        err.print(f"warning: {notice}", highlight=False, soft_wrap=True, markup=False)
     if as_json:
         print_json({"store": releases.uri, "problems": problems})
     else:
