@@ -43,7 +43,7 @@ def person(policy: Policy | None, key: Ed25519PrivateKey, claimed: str | None = 
     fp = signing.fingerprint(signing.public_line(key.public_key()))
     who = policy.approver_with(fp) if policy else None
     if policy is None:
-        raise TrustError("the store has no signed policy yet; its owner runs `shipyard policy init`")
+        raise TrustError(f"the store has no signed policy, so no decision can count; {PROTECT}")
     if who is None:
         raise TrustError(f"key {fp} belongs to no approver in policy v{policy.version} (approvers: {_names(policy)})")
     if claimed is not None and claimed != who:
