@@ -242,7 +242,7 @@ def trust_pin_command(
     from shipyard.registry.signing import fingerprint
     from shipyard.registry.stores import release_store
     from shipyard.registry.trust import check_anchors
-    from shipyard.settings import config_file
+    from shipyard.settings import DEFAULT_CONFIG, config_file
 
     settings = load_settings(config)
     releases = release_store(settings, store)
@@ -259,7 +259,7 @@ def trust_pin_command(
             " changed by hand, after asking the owners why the store changed hands"
         )
     names = {fingerprint(k): " ".join(k.split()[2:]) for k in (state.policy.owners if state.policy else [])}
-    path = config_file(config) or DEFAULT_PIN_FILE
+    path = config_file(config) or DEFAULT_CONFIG
     print(f"{releases.uri} is owned by:")
     for fp in state.root:
         print(f"  {fp}  {names.get(fp, '')}".rstrip())
@@ -268,9 +268,6 @@ def trust_pin_command(
     pin_owners(path, state.root)
     check_anchors(releases, load_settings(path), state)  # this reader now remembers the head it pinned at
     print(f"pinned in {path}: trust.owners = {json.dumps(state.root)}")
-
-
-DEFAULT_PIN_FILE = Path("shipyard.yaml")
 
 
 def pin_owners(path: Path, owners: list[str]) -> None:

@@ -65,7 +65,7 @@ def prefect_api(_: Settings) -> list[Check]:
 
 
 def release_store(settings: Settings) -> list[Check]:
-    from shipyard.registry.approvals import open_store as open_notice
+    from shipyard.registry.approvals import open_store_notice
     from shipyard.registry.policy import check_root
     from shipyard.registry.releases import Registry
     from shipyard.registry.stores import release_store as opened
@@ -82,7 +82,7 @@ def release_store(settings: Settings) -> list[Check]:
     detail = f"{store.uri}: {state.events} events, lines {', '.join(lines) or 'none'}"
     checks = [Check("release store", OK, detail)]
     if state.policy is None:
-        checks.append(Check("policy", FAIL, str(open_notice(state, store.uri))))
+        checks.append(Check("policy", FAIL, str(open_store_notice(state, store.uri))))
     elif not settings.trust.owners:
         checks.append(Check("policy", WARN, "read unpinned (trust.allow_unpinned): pin its owners: shipyard trust pin"))
     else:

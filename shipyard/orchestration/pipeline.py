@@ -107,9 +107,9 @@ def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, set
     """Publish the gated candidate with its lineage, gate decision and eval scores; its version (exactly once)."""
     log.info("step %d: publishing", checkpoint.step)
     staging = _stage(candidate, report, checkpoint, settings.home / "staging" / candidate.name)
-    line = registry(settings)
-    published = line.publish(staging, release_key=settings.trust.release_key)
-    if notice := line.open_store():
+    releases = registry(settings)
+    published = releases.publish(staging, release_key=settings.trust.release_key)
+    if notice := releases.open_store():
         log.warning(notice)
     version = published.release.version
     if published.created:

@@ -65,7 +65,7 @@ PROTECT = "protect it: shipyard policy set POLICY.yaml --key OWNER.key"
 OPEN_STORE_CHANNELS = ("stable",)  # what no command moves on an open store unless the reader's settings say otherwise
 
 
-def open_store(state: State, uri: str) -> str | None:
+def open_store_notice(state: State, uri: str) -> str | None:
     """The one line every channel move on a store with no signed policy says, or None if the store is protected."""
     if state.policy is not None:
         return None

@@ -89,7 +89,7 @@ class Registry:
 
     def open_store(self) -> str | None:
         """The line that says this store is open (no signed policy), or None."""
-        return approvals.open_store(self.state(), self.store.uri)
+        return approvals.open_store_notice(self.state(), self.store.uri)
 
     def approve(self, ref: str, signer: Signer, channel: str, note: str = "") -> list[Event]:
         version = self.resolve(ref).version

@@ -29,7 +29,7 @@ from shipyard.app.dashboard import views
 from shipyard.app.dashboard.auth import COOKIE, Auth, client_address, secure
 from shipyard.app.dashboard.plots import line_chart
 from shipyard.errors import ShipyardError
-from shipyard.registry.approvals import open_store
+from shipyard.registry.approvals import open_store_notice
 from shipyard.registry.card import model_card
 from shipyard.registry.doors import decide
 from shipyard.registry.evidence import evidence
@@ -112,7 +112,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         context |= {"title": title, "line": line, "user": user, "csrf": csrf, "flash": flash}
         # a banner on every page while the store has no policy; from the state this page read (no second read)
         read = registry.ledger.state if registry.ledger.state.events else registry.state()
-        context["open_store"] = open_store(read, store.uri)
+        context["open_store"] = open_store_notice(read, store.uri)
         return templates.TemplateResponse(request, name, context)
 
     async def form(request: Request) -> dict[str, str]:
