@@ -22,7 +22,7 @@ demo: setup
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	$(BIN)/python tests/typecheck.py
 
 test: check
 	$(BIN)/pytest

@@ -252,10 +252,7 @@ def scratch_copy(root: Path, into: Path) -> Path:
     ).stdout.split(b"\0")
     for name in filter(None, (n.decode() for n in listed)):
         source = root / name
-        if source.is_symlink():  # shipyard/evals -> ../evals: the link itself, as a clone has it
-            (into / name).parent.mkdir(parents=True, exist_ok=True)
-            (into / name).symlink_to(source.readlink())
-        elif source.is_file():
+        if source.is_file():
             (into / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, into / name)
     if (root / ".venv").exists():

@@ -19,7 +19,7 @@ def test_the_built_wheel_installed_outside_the_source_tree_evaluates_and_gates(
 ) -> None:
     dist, source = tmp_path / "dist", tmp_path / "source"  # built from a copy: setuptools writes build/ beside it
     ignore = shutil.ignore_patterns(".*", "build", "*.egg-info", "runs", "test-artifacts")
-    shutil.copytree(ROOT, source, symlinks=True, ignore=ignore)  # as a clone has it: shipyard/evals links ../evals
+    shutil.copytree(ROOT, source, ignore=ignore)
     build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist)]
     build.append(str(source))
     subprocess.run(build, check=True, capture_output=True, timeout=600)
