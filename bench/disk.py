@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from shipyard.checkpoints import Checkpoint
 from shipyard.demo.tiny import TinyModelSpec, build_tiny_model
-from shipyard.intake.watch import Checkpoint
-from shipyard.intake.watcher import watch_once
 from shipyard.orchestration.pipeline import Outcome
+from shipyard.orchestration.watcher import watch_once
 from shipyard.settings import Settings
 
 KEEP_IN_RUN = 3

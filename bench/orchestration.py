@@ -38,9 +38,10 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["TQDM_DISABLE"] = "1"
 
+from shipyard.checkpoints import Checkpoint  # noqa: E402
 from shipyard.demo.rl_run import run_demo  # noqa: E402
+from shipyard.intake.scan import scan  # noqa: E402
 from shipyard.intake.sources import open_source  # noqa: E402
-from shipyard.intake.watch import Checkpoint, scan  # noqa: E402
 from shipyard.orchestration import pipeline  # noqa: E402
 from shipyard.settings import DemoSettings, Settings, load_settings  # noqa: E402
 
@@ -72,7 +73,6 @@ def use_home(home: Path) -> Settings:
 
 def overhead(checkpoint: Checkpoint) -> list[tuple[str, float, float]]:
     from prefect import flow
-
     from shipyard.flows.release_checkpoint import release_checkpoint
 
     flow(
@@ -98,7 +98,6 @@ def polling_latency(run: Path) -> float:
     """Seconds from a checkpoint's completion marker to its release subflow starting, with a POLL-second loop."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
     from shipyard.flows.watch_run import watch_run
 
     watched = TMP / "watched"
@@ -157,7 +156,7 @@ from prefect.client.orchestration import get_client
 from shipyard.flows.release_checkpoint import release_checkpoint
 from shipyard.orchestration.prefect import emit_detected
 from shipyard.orchestration.serve import detected_trigger
-from shipyard.intake.watch import Checkpoint
+from shipyard.checkpoints import Checkpoint
 deployment_id = release_checkpoint.to_deployment("bench", triggers=[detected_trigger(None)]).apply()
 time.sleep(3)  # the automation is loaded by the triggers service
 checkpoint = Checkpoint(**json.loads(sys.argv[1]))

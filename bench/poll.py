@@ -21,10 +21,10 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
+from shipyard.checkpoints import Checkpoint
 from shipyard.demo.tiny import build_tiny_model
 from shipyard.intake.selection import WatchState, poll, save_state, state_file
 from shipyard.intake.sources import S3Source, open_source
-from shipyard.intake.watch import Checkpoint
 from shipyard.settings import WatchSettings
 
 OLD = 10_000

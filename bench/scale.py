@@ -4,7 +4,7 @@ Writes Llama checkpoints the way `save_pretrained` shards them (safetensors
 shards of at most 1 GB, an index, config, tokenizer files; finite random bf16
 weights), then, each in a fresh child process so peak RSS is its own:
 
-- intake: `shipyard.intake.watch.scan` of the run, after a scan of a tiny
+- intake: `shipyard.intake.scan.scan` of the run, after a scan of a tiny
   checkpoint that pays the imports, i.e. what a running watcher does to a
   new checkpoint (copy and hash into the snapshot cache, validate: headers,
   shapes against the config, NaN/Inf scan, chat template);
@@ -44,7 +44,7 @@ INTAKE = """
 import sys, time
 from pathlib import Path
 from shipyard.intake.sources import open_source
-from shipyard.intake.watch import scan
+from shipyard.intake.scan import scan
 scan(open_source(sys.argv[3]), Path(sys.argv[2]))  # a tiny checkpoint first: imports are paid once per watcher
 start = time.perf_counter()
 [c] = scan(open_source(sys.argv[1]), Path(sys.argv[2]))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from tabulate import tabulate
-
 from shipyard.evals.gate import Decision
+from tabulate import tabulate
 
 FLIPS_SHOWN = 10  # per task and direction; the JSON holds them all
 

@@ -13,16 +13,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from shipyard.digests import digest_json
 from shipyard.evals import health
 from shipyard.evals.gate import Decision, HealthInput, decide
 from shipyard.evals.policy import Policy
 from shipyard.evals.report import markdown
 from shipyard.evals.runner import SuiteResult, evaluate
 from shipyard.evals.suite import load_suite
-from shipyard.intake.snapshot import directory_digest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from shipyard.digests import digest_json, directory_digest
 from shipyard.intake.trainer_state import read_trainer_state
 from shipyard.model_dir import require_model_dir
 from shipyard.registry.publish import model_digest

@@ -22,11 +22,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from shipyard.caches import touch
-from shipyard.errors import ConfigError
 from shipyard.evals.suite import Suite, overlays
+
+from shipyard.caches import touch
+from shipyard.digests import directory_digest
+from shipyard.errors import ConfigError
 from shipyard.hardware import device
-from shipyard.intake.snapshot import directory_digest
 from shipyard.quiet import quiet_libraries
 
 SCHEMA_VERSION = 1

@@ -26,10 +26,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from shipyard.intake.watch import Checkpoint
+from shipyard.checkpoints import Checkpoint
+from shipyard.events import EventType
 from shipyard.orchestration import pipeline
 from shipyard.orchestration import prefect as orchestration
-from shipyard.registry.ledger import EventType
 from shipyard.registry.stores import release_store
 from shipyard.settings import Settings, load_settings
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from prefect import flow
 
-from shipyard.intake.watch import Checkpoint
+from shipyard.checkpoints import Checkpoint
 from shipyard.orchestration import pipeline
 from shipyard.orchestration import prefect as orchestration
 from shipyard.settings import Settings, load_settings

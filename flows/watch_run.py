@@ -22,15 +22,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import StateType
-
 from shipyard.flows.release_checkpoint import release_checkpoint
-from shipyard.intake.watch import FATE_EVENTS, Checkpoint, CheckpointState
-from shipyard.intake.watcher import Settle, Take, watch_once
+
+from shipyard.checkpoints import FATE_EVENTS, Checkpoint, CheckpointState, RunState
 from shipyard.orchestration import prefect as orchestration
 from shipyard.orchestration.pipeline import Outcome, record
+from shipyard.orchestration.watcher import Settle, Take, watch_once
 from shipyard.settings import Settings, load_settings
 
-DONE, FAILED = CheckpointState.DONE, CheckpointState.FAILED
+DONE, FAILED = RunState.DONE, RunState.FAILED
 
 ENDED = {StateType.COMPLETED: DONE, StateType.FAILED: FAILED, StateType.CRASHED: FAILED}
 
@@ -46,7 +46,7 @@ def _in_place(settings: Settings, config: str | None) -> Take:
 def _by_event(settings: Settings) -> Take:
     def take(checkpoint: Checkpoint) -> Outcome:
         event_id = orchestration.emit_detected(settings.release.line, checkpoint, settings.run)
-        return Outcome(checkpoint.step, checkpoint.uri, CheckpointState.EMITTED, f"{orchestration.DETECTED} {event_id}")
+        return Outcome(checkpoint.step, checkpoint.uri, RunState.EMITTED, f"{orchestration.DETECTED} {event_id}")
 
     return take
 
@@ -56,7 +56,7 @@ def _through(deployment: str, settings: Settings, config: str | None) -> tuple[T
 
     def take(checkpoint: Checkpoint) -> Outcome:
         run = orchestration.start_release_run(deployment, line, checkpoint, config, settings.run)
-        return Outcome(checkpoint.step, checkpoint.uri, CheckpointState.STARTED, f"release run {run.name}")
+        return Outcome(checkpoint.step, checkpoint.uri, RunState.STARTED, f"release run {run.name}")
 
     def settle(checkpoint: Checkpoint) -> Outcome | None:
         run = orchestration.release_run(line, checkpoint)
@@ -70,9 +70,7 @@ def _through(deployment: str, settings: Settings, config: str | None) -> tuple[T
             get_run_logger().info("release run %s crashed: scheduled again", run.name)
             return None
         if state == StateType.CANCELLED:
-            return Outcome(
-                checkpoint.step, checkpoint.uri, CheckpointState.SUPERSEDED, "a newer checkpoint took its place"
-            )
+            return Outcome(checkpoint.step, checkpoint.uri, RunState.SUPERSEDED, "a newer checkpoint took its place")
         ended = ENDED.get(state)
         return Outcome(checkpoint.step, checkpoint.uri, ended, f"release run {state.value.lower()}") if ended else None
 

@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from shipyard.checkpoints import TRAINER_STATE_PICKLES
+
 RACY_NS = 2 * 10**9  # a file modified this recently may still change within the same mtime
 _local = threading.local()
 
@@ -36,6 +38,19 @@ def digest_json(value: Any) -> str:
 
 def cache_path() -> Path:
     return Path.home() / ".cache" / "shipyard" / "digests.sqlite"
+
+
+def checkpoint_digest(files: dict[str, str]) -> str:
+    """One digest for a checkpoint: sha256 over its sorted (name, file digest) pairs."""
+    lines = "".join(f"{name}\t{digest}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def directory_digest(path: Path) -> str:
+    """The checkpoint digest of a local model directory, as a snapshot of it would have (trainer pickles left out)."""
+    paths = [p for p in sorted(path.rglob("*")) if p.is_file() and p.name not in TRAINER_STATE_PICKLES]
+    names = [p.relative_to(path).as_posix() for p in paths]
+    return checkpoint_digest(dict(zip(names, file_digests(paths), strict=True)))
 
 
 def file_digest(path: Path) -> str:

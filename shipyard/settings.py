@@ -121,6 +121,14 @@ class CacheSettings(Section):
     )
 
 
+def split_s3_uri(uri: str) -> tuple[str, str, str] | None:
+    """`s3://bucket/prefix` as (normalized uri, bucket, key prefix ending in "/" or empty); None if malformed."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket:
+        return None
+    return f"s3://{bucket}/{prefix}".rstrip("/"), bucket, f"{prefix.rstrip('/')}/" if prefix else ""
+
+
 class S3Settings(Section):
     """How Shipyard reaches S3 (sources and, later, release stores); credentials come from boto3's chain."""
 

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from shipyard.app.cli import app
 from shipyard.caches import Entry, collect, plan, working
+from shipyard.digests import directory_digest
 from shipyard.intake.selection import in_flight_digests, load_state, poll, save_state
-from shipyard.intake.snapshot import directory_digest
 from shipyard.intake.sources import open_source
 from shipyard.settings import CacheSettings, WatchSettings
 

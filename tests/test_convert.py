@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM
 
 from shipyard.errors import InvalidCheckpoint
 from shipyard.intake.convert import convert
+from shipyard.intake.scan import scan
 from shipyard.intake.sources import open_source
 from shipyard.intake.validation import validate_checkpoint
-from shipyard.intake.watch import scan
 from shipyard.settings import ConvertSettings
 
 from .sharded import train_sharded

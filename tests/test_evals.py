@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from shipyard.errors import ConfigError, NotFound
 from shipyard.evals import data as eval_data
 from shipyard.evals.runner import evaluate
 from shipyard.evals.suite import BUILTIN, load_suite, read_task_yaml
 from shipyard.safety import data as safety_data
+
+from shipyard.errors import ConfigError, NotFound
 
 TASKS = Path(eval_data.__file__).parent / "tasks"
 

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-from typer.testing import CliRunner
-
-from shipyard.app.cli import app
 from shipyard.evals.gate import HealthInput, decide
 from shipyard.evals.health import over_optimization, repeated_ngrams
 from shipyard.evals.policy import DEFAULT_POLICY, load_policy
 from shipyard.evals.runner import Item, SuiteResult
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from shipyard.app.cli import app
 
 POLICY = load_policy(DEFAULT_POLICY)
 HEALTHY = HealthInput(kl=0.1, length_growth=1.0, p95_growth=1.1, truncation_rate=0.0, repetition=0.0)
@@ -171,7 +171,6 @@ def test_gate_command_passes_a_model_against_itself_and_fails_a_damaged_one(
 
 def test_the_report_keeps_model_text_inside_its_table_cells() -> None:
     from markdown_it import MarkdownIt
-
     from shipyard.evals.gate import Check, Decision, Flip
     from shipyard.evals.report import markdown
 

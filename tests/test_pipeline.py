@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from shipyard.intake.scan import scan
 from shipyard.intake.sources import open_source
-from shipyard.intake.watch import scan
 from shipyard.orchestration.pipeline import release_checkpoint
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import promote

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from shipyard.checkpoints import Checkpoint
 from shipyard.errors import StateError
 from shipyard.intake.selection import WatchState, decide, load_state, poll, save_state, state_file
 from shipyard.intake.sources import open_source
-from shipyard.intake.watch import Checkpoint
 from shipyard.settings import WatchSettings
 
 from .helpers import make_checkpoint

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from shipyard.errors import SourceError
+from shipyard.intake.scan import scan
 from shipyard.intake.sources import open_source
-from shipyard.intake.watch import scan
 from shipyard.settings import HubSettings
 
 from .helpers import make_checkpoint

@@ -8,8 +8,8 @@ import boto3
 import pytest
 
 from shipyard.errors import SourceError
+from shipyard.intake.scan import scan
 from shipyard.intake.sources import S3Source, open_source
-from shipyard.intake.watch import scan
 from shipyard.settings import S3Settings
 
 from .helpers import make_checkpoint

@@ -6,7 +6,6 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
-
 from shipyard.evals.stats import detectable_effect, holm, items_needed, mcnemar, paired_bootstrap
 
 ALPHA, DELTA, DISCORDANT, POWER = 0.05, 0.05, 0.1, 0.8

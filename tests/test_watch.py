@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from shipyard.checkpoints import Checkpoint
+from shipyard.intake.scan import scan
 from shipyard.intake.sources import LocalSource, open_source
-from shipyard.intake.watch import Checkpoint, scan
 
 from .corpus import HOSTILE, write_hostile
 from .helpers import make_checkpoint
@@ -200,14 +201,16 @@ def test_a_checkpoint_rewritten_mid_copy_is_looked_at_again_and_one_rotated_away
 
 
 def test_a_checkpoint_state_is_one_of_the_lifecycle_and_its_fate_maps_to_one_ledger_event() -> None:
-    from shipyard.intake.watch import FATE_EVENTS, CheckpointState
-    from shipyard.registry.ledger import EventType
+    from shipyard.checkpoints import FATE_EVENTS, CheckpointState, RunState
+    from shipyard.events import EventType
 
     fields = {"source_uri": "file:///r", "run_id": "r", "step": 1, "layout": "hf", "uri": "file:///r/c-1"}
     loaded = Checkpoint(**fields, state="selected")  # as a decision log or a flow's parameters give it
     assert loaded.state is CheckpointState.SELECTED and json.loads(json.dumps(loaded.as_dict()))["state"] == "selected"
-    with pytest.raises(ValueError, match="'chosen' is not a valid CheckpointState"):
+    assert Checkpoint(**fields, state="started").state is RunState.STARTED  # its run goes on elsewhere
+    with pytest.raises(ValueError, match="'chosen' is neither a checkpoint state nor a run state"):
         Checkpoint(**fields, state="chosen")
+    assert not set(CheckpointState.__members__.values()) & set(RunState.__members__.values())
     recorded = {EventType.SKIPPED, EventType.REFUSED, EventType.GATE_FAILED, EventType.RELEASED}
     assert set(FATE_EVENTS.values()) == recorded
     turned_away = {CheckpointState.GONE, CheckpointState.INVALID, CheckpointState.SKIPPED, CheckpointState.SCREENED_OUT}

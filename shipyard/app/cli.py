@@ -119,9 +119,9 @@ def checkpoints_command(
 
     With --validate each complete checkpoint is snapshotted into the home and validated (digest, refusals).
     """
+    from shipyard.intake.scan import scan
     from shipyard.intake.selection import load_state, view
     from shipyard.intake.sources import open_source
-    from shipyard.intake.watch import scan
 
     settings = load_settings(config)
     source = source or settings.watch.source

@@ -22,7 +22,7 @@ S3 prefix, Hub repo) shares the same rules:
 
 Where one step is found both with HF weights and in a training format, the HF
 weights are taken and no conversion is needed. Called by the watcher
-(`shipyard.intake.watch`).
+(`shipyard.intake.scan`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-# Training state a trainer saves beside the weights: pickles that are never opened, copied or published.
-TRAINER_STATE_PICKLES = frozenset({"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "scaler.pt"})
+from shipyard.checkpoints import TRAINER_STATE
 
 TRANSFORMERS = re.compile(r"(?:^|.*/)checkpoint-(\d+)$")
 VERL = re.compile(r"(?:^|.*/)global_step_(\d+)/actor/huggingface$")
@@ -51,7 +50,6 @@ DEEPSPEED_MARKER = "latest"
 COMPLETE_MARKER = "COMPLETE"
 STABLE_MARKER = "STABLE"
 DCP_METADATA = ".metadata"
-TRAINER_STATE = "trainer_state.json"
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 RANK_FILE = re.compile(r"^model_world_size_\d+_rank_\d+\.pt$")
 

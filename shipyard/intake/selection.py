@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from shipyard.caches import Usage, collect
+from shipyard.checkpoints import Checkpoint, CheckpointState, State
 from shipyard.errors import StateError
+from shipyard.intake.scan import DEFAULT_CONVERT, list_run
 from shipyard.intake.sources import Source
-from shipyard.intake.watch import DEFAULT_CONVERT, Checkpoint, CheckpointState, list_run
 from shipyard.settings import ConvertSettings, Settings, WatchSettings
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class WatchState:
     def in_flight(self) -> int:
         return sum(c.state == IN_FLIGHT for c in self.decided.values())
 
-    def finish(self, uri: str, state: CheckpointState, reason: str = "") -> None:
+    def finish(self, uri: str, state: State, reason: str = "") -> None:
         """Record the pipeline's outcome for a selected checkpoint, freeing its slot."""
         self.decided[uri] = replace(self.decided[uri], state=state, reason=reason)
 

@@ -13,7 +13,6 @@ are training state, not weights, and are not copied. Called by the watcher.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from shipyard.caches import touch, working
-from shipyard.digests import file_digests, remember
+from shipyard.checkpoints import TRAINER_STATE_PICKLES
+from shipyard.digests import checkpoint_digest, remember
 from shipyard.errors import CheckpointInFlux
-from shipyard.intake.layouts import TRAINER_STATE_PICKLES
 from shipyard.intake.sources import Source
 
 FETCHERS = 4  # files copied at once; each holds one 8 MiB buffer
@@ -34,19 +33,6 @@ class Snapshot:
     path: Path
     files: dict[str, str]  # relative name -> sha256
     digest: str
-
-
-def checkpoint_digest(files: dict[str, str]) -> str:
-    """One digest for a checkpoint: sha256 over its sorted (name, file digest) pairs."""
-    lines = "".join(f"{name}\t{digest}\n" for name, digest in sorted(files.items()))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def directory_digest(path: Path) -> str:
-    """The checkpoint digest of a local model directory, as a snapshot of it would have (trainer pickles left out)."""
-    paths = [p for p in sorted(path.rglob("*")) if p.is_file() and p.name not in TRAINER_STATE_PICKLES]
-    names = [p.relative_to(path).as_posix() for p in paths]
-    return checkpoint_digest(dict(zip(names, file_digests(paths), strict=True)))
 
 
 def model_files(listing: list[str], checkpoint: str, keep: tuple[str, ...] = ()) -> list[str]:

@@ -20,12 +20,11 @@ from typing import BinaryIO, Protocol
 
 from botocore.exceptions import ClientError
 
+from shipyard.checkpoints import TRAINER_STATE
 from shipyard.digests import hash_file
 from shipyard.errors import CheckpointInFlux, ConfigError, InvalidCheckpoint, NotFound, SourceError
 from shipyard.intake.cursor import Cursor, Window
-from shipyard.intake.layouts import TRAINER_STATE
-from shipyard.registry.stores import split_s3_uri
-from shipyard.settings import HubSettings, S3Settings
+from shipyard.settings import HubSettings, S3Settings, split_s3_uri
 
 EVERY_SAVE = re.compile(r"Training in progress, step (\d+)")  # transformers' commit title per save
 STEP_REF = re.compile(r"[A-Za-z_-]*?(\d+)")  # a tag or branch per step: step-40, checkpoint-40, v40

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from shipyard.checkpoints import TRAINER_STATE_PICKLES
 from shipyard.errors import InvalidCheckpoint
 from shipyard.intake.chat_templates import check_chat_templates
-from shipyard.intake.layouts import TRAINER_STATE_PICKLES
 
 INDEX = "model.safetensors.index.json"
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth")

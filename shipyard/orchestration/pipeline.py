@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.caches import touch
+from shipyard.checkpoints import FATE_EVENTS, Checkpoint, CheckpointState, State, parse_state
 from shipyard.evals.policy import load_policy
 from shipyard.evals.run_gate import run_gate
 from shipyard.evals.runner import evaluate
 from shipyard.evals.suite import load_suite
-from shipyard.intake.watch import FATE_EVENTS, Checkpoint, CheckpointState
+from shipyard.events import EventType
 from shipyard.posttraining.posttrain import LINEAGE, posttrain
 from shipyard.profiles import choice
-from shipyard.registry.ledger import EventType
 from shipyard.registry.publish import pull
 from shipyard.registry.releases import Registry
 from shipyard.registry.stores import Store, release_store
@@ -43,13 +43,13 @@ log = logging.getLogger(__name__)  # INFO as each stage starts and each fate is 
 class Outcome:
     step: int
     uri: str
-    state: CheckpointState  # released, screened_out, gate_failed (or started: its run goes on elsewhere)
+    state: State  # released, screened_out, gate_failed; or a run state (started: its run goes on elsewhere)
     reason: str = ""
     version: int | None = None
     report: str = ""
 
     def __post_init__(self) -> None:  # from a flow's JSON result: a plain string, checked
-        object.__setattr__(self, "state", CheckpointState(self.state))
+        object.__setattr__(self, "state", parse_state(self.state))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,8 +129,8 @@ def nothing(*_: Any) -> None:
 
 @dataclass(frozen=True)
 class Stages:
-    """How each stage runs. The defaults run it here (`shipyard.intake.watcher`, tests); the release flow passes its
-    Prefect tasks, the training slot, and hooks that leave artifacts and ask for approval."""
+    """How each stage runs. The defaults run it here (`shipyard.orchestration.watcher`, tests); the release flow
+    passes its Prefect tasks, the training slot, and hooks that leave artifacts and ask for approval."""
 
     champion: Callable[[Settings], Path | None] = lambda s: champion(s, release_store(s))
     screen: Callable[[Checkpoint, Path | None, Settings], tuple[bool, str]] = lambda c, b, s: screen(c, b, s)

@@ -47,7 +47,7 @@ from shipyard.errors import ConfigError, OrchestrationError
 from shipyard.settings import PipelineSettings
 
 if TYPE_CHECKING:  # the watcher imports torch; a door that only resumes a run should not pay for it
-    from shipyard.intake.watch import Checkpoint
+    from shipyard.checkpoints import Checkpoint
 
 DETECTED = "shipyard.checkpoint.detected"
 EVENT_NAMESPACE = UUID("6f1c9a52-2d0e-4c1b-9a57-5d3f0e0b7a11")  # event ids are uuid5 in this namespace

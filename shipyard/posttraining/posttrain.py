@@ -46,10 +46,9 @@ from transformers import TrainingArguments as HFTrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from shipyard.caches import touch, working
-from shipyard.digests import file_digests
+from shipyard.digests import checkpoint_digest, directory_digest, file_digests
 from shipyard.errors import ConfigError
 from shipyard.hardware import device
-from shipyard.intake.snapshot import checkpoint_digest, directory_digest
 from shipyard.model_dir import require_model_dir
 from shipyard.posttraining.data import StageData, load_stage_data
 from shipyard.posttraining.recipe import Recipe, Stage, load_recipe, recipe_digest, sharding

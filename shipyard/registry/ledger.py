@@ -34,11 +34,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 from shipyard.errors import LedgerError, StoreError
+from shipyard.events import WRITTEN, EventType
 from shipyard.registry import moves
 from shipyard.registry import policy as rules
 from shipyard.registry.policy import Policy
@@ -48,23 +48,6 @@ SCHEMA_VERSION = 1
 EVENTS = "ledger/events/"
 
 
-class EventType(StrEnum):
-    """What a ledger event records: the policy, a release and its channel moves and decisions, or a fate."""
-
-    POLICY = "policy"
-    RELEASED = "released"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled_back"
-    MIRRORED = "mirrored"
-    SKIPPED = "skipped"  # a checkpoint passed over: by the selection policy, or screened out
-    REFUSED = "refused"  # a checkpoint that failed validation
-    GATE_FAILED = "gate_failed"
-
-
-TYPES = tuple(EventType)
-MALFORMED = "malformed"  # the type a reader gives a slot that holds no event
 PACKS = "ledger/packs/"
 PACK_EVERY = 1000  # the events are stored again as one pack every this many, so a new reader reads few objects
 ATTEMPTS = 100
@@ -75,7 +58,7 @@ MAX_PACK_BYTES = 64 << 20  # a pack of PACK_EVERY events; a bigger one is not tr
 @dataclass(frozen=True)
 class Event:
     seq: int
-    type: str
+    type: EventType
     data: dict[str, Any]
     at: float
     nonce: str
@@ -194,9 +177,9 @@ def _apply(state: State, kind: str, d: dict[str, Any], event: Event) -> str:
         return _decision(state, kind, d, event)
     if kind in ("promoted", "rolled_back"):
         return _move(state, kind, d, event.seq)
-    if kind == MALFORMED:
+    if kind == EventType.MALFORMED:
         return str(d["error"])
-    return "" if kind in TYPES else f"unknown event type {kind!r}"
+    return ""
 
 
 def _protected(state: State, channel: str) -> bool:
@@ -310,7 +293,9 @@ class Ledger:
                 raise LedgerError(f"{self.store.uri}/{key}: not a ledger event (larger than {MAX_EVENT_BYTES} bytes)")
             return self._parse(key, body)
         except LedgerError as exc:
-            hole = Event(seq, MALFORMED, {"error": str(exc).rpartition(f"{key}: ")[2]}, 0.0, "", self.state.head)
+            hole = Event(
+                seq, EventType.MALFORMED, {"error": str(exc).rpartition(f"{key}: ")[2]}, 0.0, "", self.state.head
+            )
             hole.__dict__["digest"] = hashlib.sha256(body).hexdigest()  # what the next event chains to
             return hole
 
@@ -323,9 +308,9 @@ class Ledger:
             if made is None:
                 return None
             kind, data = made
-            if kind not in TYPES:
-                raise LedgerError(f"unknown event type {kind!r}; valid: {', '.join(TYPES)}")
-            event = Event(state.events + 1, kind, data, self.clock(), nonce, state.head)
+            if kind not in WRITTEN:
+                raise LedgerError(f"unknown event type {kind!r}; valid: {', '.join(WRITTEN)}")
+            event = Event(state.events + 1, EventType(kind), data, self.clock(), nonce, state.head)
             if self._put(event):
                 self.refresh()
                 packable = all(b"\n" not in body for body in self._unpacked)  # a malformed slot is never packed
@@ -393,6 +378,9 @@ class Ledger:
         shapes = ((event.seq, int), (event.prev, str), (event.type, str), (event.data, dict), (event.at, int | float))
         if not all(isinstance(value, shape) for value, shape in shapes) or isinstance(event.seq, bool):
             raise LedgerError(f"{self.store.uri}/{key}: not a ledger event (a field of the wrong type)")
+        if event.type not in WRITTEN:
+            raise LedgerError(f"{self.store.uri}/{key}: unknown event type {event.type!r}")
+        object.__setattr__(event, "type", EventType(event.type))
         return event
 
     def verify(self) -> list[str]:

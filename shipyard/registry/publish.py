@@ -31,10 +31,9 @@ from typing import Any
 
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
-from shipyard.digests import file_digests, hash_file
+from shipyard.checkpoints import TRAINER_STATE_PICKLES
+from shipyard.digests import checkpoint_digest, file_digests, hash_file
 from shipyard.errors import ConfigError, LedgerError, NotFound, StoreError, TrustError
-from shipyard.intake.layouts import TRAINER_STATE_PICKLES
-from shipyard.intake.snapshot import checkpoint_digest
 from shipyard.model_dir import require_model_dir
 from shipyard.progress import progress_bar
 from shipyard.registry.attest import ATTESTATIONS, attested

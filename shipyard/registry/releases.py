@@ -19,10 +19,11 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from shipyard.intake.watch import Checkpoint
+from shipyard.checkpoints import Checkpoint
+from shipyard.events import EventType
 from shipyard.registry import approvals, publish
 from shipyard.registry.approvals import Signer
-from shipyard.registry.ledger import Event, EventType, Ledger, Release, State
+from shipyard.registry.ledger import Event, Ledger, Release, State
 from shipyard.registry.notify import announce
 from shipyard.registry.publish import Published
 from shipyard.registry.stores import Store, release_store

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shipyard.errors import ConfigError, StoreError
-from shipyard.settings import Settings, release_store_uri
+from shipyard.settings import Settings, release_store_uri, split_s3_uri
 
 FICLONE = 0x40049409  # linux/fs.h
 Progress = Callable[[int], None]  # called with a number of bytes just transferred
@@ -351,14 +351,6 @@ def _transfer_config() -> Any:
 
     # Large parts and a few threads: weights are big files; 64 MiB parts keep part counts low.
     return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
-
-
-def split_s3_uri(uri: str) -> tuple[str, str, str] | None:
-    """`s3://bucket/prefix` as (normalized uri, bucket, key prefix ending in "/" or empty); None if malformed."""
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    if not uri.startswith("s3://") or not bucket:
-        return None
-    return f"s3://{bucket}/{prefix}".rstrip("/"), bucket, f"{prefix.rstrip('/')}/" if prefix else ""
 
 
 def release_store(settings: Settings, uri: str | None = None) -> Store:

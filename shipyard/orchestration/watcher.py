@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from shipyard.checkpoints import FATE_EVENTS, Checkpoint, CheckpointState, RunState
 from shipyard.errors import ConfigError
 from shipyard.intake.selection import IN_FLIGHT, WatchState, keep_within_budgets, load_state, poll, save_state
 from shipyard.intake.sources import Source, open_source
-from shipyard.intake.watch import FATE_EVENTS, Checkpoint, CheckpointState
 from shipyard.orchestration.pipeline import Outcome, record, release_checkpoint
 from shipyard.settings import Settings
 
@@ -62,7 +62,7 @@ def _in_flight(state: WatchState) -> list[Checkpoint]:
 def _finish(
     checkpoint: Checkpoint, outcome: Outcome | None, state: WatchState, settings: Settings, clock: Callable[[], float]
 ) -> Outcome | None:
-    if outcome is not None and outcome.state != CheckpointState.STARTED:
+    if outcome is not None and outcome.state != RunState.STARTED:
         state.finish(checkpoint.uri, outcome.state, outcome.reason)
         save_state(settings.home / "watch", state, [state.decided[checkpoint.uri]], clock())
     return outcome

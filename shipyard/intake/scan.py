@@ -16,74 +16,19 @@ import json
 import logging
 from collections.abc import Collection
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
 
+from shipyard.checkpoints import TRAINER_STATE, Checkpoint, CheckpointState
 from shipyard.errors import CheckpointError, CheckpointInFlux, ShipyardError
-from shipyard.intake.layouts import TRAINER_STATE, Found, find_checkpoints
+from shipyard.intake.layouts import Found, find_checkpoints
 from shipyard.intake.snapshot import model_files, take_snapshot
 from shipyard.intake.sources import Source
 from shipyard.intake.trainer_state import metrics_at, read_trainer_state
-from shipyard.registry.ledger import EventType
 from shipyard.settings import ConvertSettings
 
 log = logging.getLogger(__name__)
 DEFAULT_CONVERT = ConvertSettings()
-
-
-class CheckpointState(StrEnum):
-    """Where a checkpoint is on its way from the run to a release."""
-
-    INCOMPLETE = "incomplete"  # still being written, or changed while copied: looked at again next poll
-    COMPLETE = "complete"  # every file there (and, once inspected, snapshotted and valid)
-    GONE = "gone"  # rotated away by the trainer before it could be copied
-    INVALID = "invalid"  # refused; the reason names the file
-    SKIPPED = "skipped"  # passed over by the selection policy, or superseded by a newer one
-    SELECTED = "selected"  # taken: in flight through the pipeline
-    STARTED = "started"  # its release run was started elsewhere; settled on a later poll
-    EMITTED = "emitted"  # handed to a deployment trigger as an event
-    SCREENED_OUT = "screened_out"
-    GATE_FAILED = "gate_failed"
-    RELEASED = "released"
-    DONE = "done"  # its release run (elsewhere) completed: its own fate is in the ledger
-    FAILED = "failed"  # its release run crashed or failed
-    SUPERSEDED = "superseded"  # its release run was cancelled for a newer checkpoint
-
-
-FATE_EVENTS = {  # the one map from where a checkpoint ended to the ledger event that records it
-    CheckpointState.GONE: EventType.SKIPPED,
-    CheckpointState.INVALID: EventType.REFUSED,
-    CheckpointState.SKIPPED: EventType.SKIPPED,
-    CheckpointState.SCREENED_OUT: EventType.SKIPPED,
-    CheckpointState.GATE_FAILED: EventType.GATE_FAILED,
-    CheckpointState.RELEASED: EventType.RELEASED,
-}
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A checkpoint as the watcher sees it; `digest`, `files` and `path` are set once snapshotted."""
-
-    source_uri: str
-    run_id: str
-    step: int
-    layout: str
-    uri: str
-    state: CheckpointState
-    reason: str = ""
-    digest: str = ""
-    path: str = ""  # the snapshot directory
-    files: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    converted_by: str = ""  # the converter that made `path` from a sharded training checkpoint, if one did
-
-    def __post_init__(self) -> None:  # from JSON (a decision log, a flow's parameters) a plain string: checked
-        object.__setattr__(self, "state", CheckpointState(self.state))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
