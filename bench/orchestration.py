@@ -155,7 +155,7 @@ import time, json, sys
 from prefect.client.orchestration import get_client
 from shipyard.flows.release_checkpoint import release_checkpoint
 from shipyard.orchestration.prefect import emit_detected
-from shipyard.orchestration.serve import detected_trigger
+from shipyard.app.serve import detected_trigger
 from shipyard.checkpoints import Checkpoint
 deployment_id = release_checkpoint.to_deployment("bench", triggers=[detected_trigger(None)]).apply()
 time.sleep(3)  # the automation is loaded by the triggers service

@@ -40,12 +40,12 @@ os.environ |= {
     "SHIPYARD_PROFILE": "demo",
 }
 
+from shipyard.app.serve import start_server  # noqa: E402
 from shipyard.checkpoints import Checkpoint  # noqa: E402
 from shipyard.demo.rl_run import run_demo  # noqa: E402
 from shipyard.intake.scan import scan  # noqa: E402
 from shipyard.intake.sources import open_source  # noqa: E402
 from shipyard.orchestration import pipeline  # noqa: E402
-from shipyard.orchestration.serve import start_server  # noqa: E402
 from shipyard.settings import DemoSettings, Settings, load_settings  # noqa: E402
 
 IN_PLACE = {"env": {"SHIPYARD_PIPELINE__POSTTRAIN_DEPLOYMENT": "", "SHIPYARD_PIPELINE__EVAL_DEPLOYMENT": ""}}

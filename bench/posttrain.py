@@ -21,10 +21,11 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from shipyard.demo.profile import RECIPE as DEFAULT_RECIPE
 from shipyard.demo.tiny import build_tiny_model
 from shipyard.posttraining.data import load_stage_data
 from shipyard.posttraining.posttrain import train_stage
-from shipyard.posttraining.recipe import DEFAULT_RECIPE, load_recipe
+from shipyard.posttraining.recipe import load_recipe
 from shipyard.quiet import quiet_libraries
 
 ROUNDS = 5

@@ -28,8 +28,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shipyard.registry.approval_policy import ApprovalPolicy, decision, signed_policy
 from shipyard.registry.ledger import EVENTS, PACK_EVERY, PACKS, Event, Ledger, event_key, fold, pack_key
-from shipyard.registry.policy import Policy, decision, signed_policy
 from shipyard.registry.signing import fingerprint, public_line
 from shipyard.registry.stores import LocalStore
 
@@ -44,7 +44,7 @@ def log(n: int, signed: bool) -> list[Event]:
         events.append(Event(len(events) + 1, kind, data, 0.0, "bench", prev))
 
     if signed:
-        policy = Policy(
+        policy = ApprovalPolicy(
             owners=[public_line(owner.public_key())],
             approvers={"ana": [public_line(ana.public_key())]},
             gate=[public_line(gate.public_key())],

@@ -1,6 +1,6 @@
 """The release gate: every check of a policy on a candidate's eval results, against its champion's.
 
-`decide` is a pure function of both models' per-item results, the policy and
+`gate_verdict` is a pure function of both models' per-item results, the policy and
 the RL-health measurements. Every check records its statistic, threshold,
 p-value or interval and verdict; regression checks carry the items that
 flipped (right → wrong and wrong → right, with prompt and both responses) and
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shipyard.evals.policy import Policy
+from shipyard.evals.gate_policy import GatePolicy
 from shipyard.evals.runner import Item, SuiteResult
 from shipyard.evals.stats import PairedTest, detectable_effect, holm, items_needed, mcnemar, paired_bootstrap
 
@@ -54,7 +54,7 @@ class Size:
 
 
 @dataclass
-class Decision:
+class Verdict:
     passed: bool
     checks: list[Check]
     flips: list[Flip] = field(default_factory=list)
@@ -80,9 +80,9 @@ class HealthInput:
     over_optimized: tuple[bool, str] | None = None  # from the trainer's log, when known
 
 
-def decide(
-    candidate: list[SuiteResult], champion: list[SuiteResult] | None, policy: Policy, health: HealthInput | None
-) -> Decision:
+def gate_verdict(
+    candidate: list[SuiteResult], champion: list[SuiteResult] | None, policy: GatePolicy, health: HealthInput | None
+) -> Verdict:
     scores, items = _merge(candidate)
     checks = [_floor(task, floor.metric, floor.min, scores) for task, floor in policy.floors.items()]
     flips: list[Flip] = []
@@ -109,7 +109,7 @@ def decide(
     sizes += _safety_sizes(items, policy)
     if health is not None:
         checks += _health(health, policy)
-    return Decision(all(c.passed for c in checks), checks, flips, sizes)
+    return Verdict(all(c.passed for c in checks), checks, flips, sizes)
 
 
 def _merge(results: list[SuiteResult]) -> tuple[dict[str, dict[str, float]], dict[str, list[Item]]]:
@@ -128,7 +128,7 @@ def _binary(values: list[float]) -> bool:
     return all(v in (0.0, 1.0) for v in values)
 
 
-def _paired(pairs: list[tuple[Item, Item]], metric: str, policy: Policy) -> PairedTest:
+def _paired(pairs: list[tuple[Item, Item]], metric: str, policy: GatePolicy) -> PairedTest:
     ours = [a.metrics[metric] for a, _ in pairs]
     theirs = [b.metrics[metric] for _, b in pairs]
     if _binary(ours + theirs):
@@ -136,7 +136,7 @@ def _paired(pairs: list[tuple[Item, Item]], metric: str, policy: Policy) -> Pair
     return paired_bootstrap(ours, theirs, policy.alpha, iters=policy.regression.bootstrap_iters)
 
 
-def _size(task: str, pairs: list[tuple[Item, Item]], metric: str, test: PairedTest, policy: Policy) -> Size:
+def _size(task: str, pairs: list[tuple[Item, Item]], metric: str, test: PairedTest, policy: GatePolicy) -> Size:
     n = len(pairs)
     diffs = [a.metrics[metric] - b.metrics[metric] for a, b in pairs]
     observed = sum(d * d for d in diffs) / n - test.estimate**2  # variance of a difference (discordance if binary)
@@ -166,7 +166,7 @@ def _floor(task: str, metric: str, least: float, scores: dict[str, dict[str, flo
     return Check(f"floor: {task}", "floor", value >= least, value, f"{metric} ≥ {least}")
 
 
-def _regression(task: str, test: PairedTest, regressed: bool, adjusted: float, policy: Policy) -> Check:
+def _regression(task: str, test: PairedTest, regressed: bool, adjusted: float, policy: GatePolicy) -> Check:
     detail = f"{test.regressed} right→wrong, {test.improved} wrong→right; Holm-adjusted p {adjusted:.4g}"
     threshold = f"one-sided p, Holm-adjusted, > {policy.alpha:.4g}; drop to catch {policy.regression.delta}"
     return Check(
@@ -182,7 +182,7 @@ def _regression(task: str, test: PairedTest, regressed: bool, adjusted: float, p
 
 
 def _safety(
-    scores: dict[str, dict[str, float]], champion: dict[str, dict[str, float]] | None, policy: Policy
+    scores: dict[str, dict[str, float]], champion: dict[str, dict[str, float]] | None, policy: GatePolicy
 ) -> list[Check]:
     s = policy.safety
     checks = []
@@ -218,7 +218,7 @@ def _safety(
     return checks
 
 
-def _safety_sizes(items: dict[str, list[Item]], policy: Policy) -> list[Size]:
+def _safety_sizes(items: dict[str, list[Item]], policy: GatePolicy) -> list[Size]:
     """How large a change of a refusal rate each safety task can show (worst-case variance 1/4 per item)."""
     s = policy.safety
     sizes = []
@@ -236,7 +236,7 @@ def _bound(name: str, value: float | None, passed: bool, threshold: str) -> Chec
     return Check(name, "safety", passed, value, threshold, detail=detail)
 
 
-def _health(h: HealthInput, policy: Policy) -> list[Check]:
+def _health(h: HealthInput, policy: GatePolicy) -> list[Check]:
     p = policy.health
     limits = [
         ("KL(candidate ‖ champion) per response", h.kl, p.max_kl),

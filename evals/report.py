@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from shipyard.evals.gate import Decision
+from shipyard.evals.gate import Verdict
 from tabulate import tabulate
 
 FLIPS_SHOWN = 10  # per task and direction; the JSON holds them all
 
 
-def markdown(decision: Decision, candidate: str, champion: str | None) -> str:
+def markdown(decision: Verdict, candidate: str, champion: str | None) -> str:
     verdict = "PASS" if decision.passed else "FAIL"
     lines = [
         f"# Release gate: {verdict}",

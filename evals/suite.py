@@ -5,7 +5,7 @@ name of one of lm-eval's own tasks. Local `data_files` of a task YAML are
 resolved relative to that YAML (lm-eval would resolve them against the working
 directory). A suite's digest covers the suite, its task files, their data and
 the Python hooks beside them, so any change makes a new cache key. Built-in
-suites: `capability` (`evals/suites/`) and `safety` (`safety/suites/`).
+suites by name: those installed profiles name (`shipyard.profiles`; the demo's `capability` and `safety`).
 Called by the eval runner.
 """
 
@@ -21,12 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shipyard.errors import ConfigError, NotFound
+from shipyard.profiles import suites
 from shipyard.schema import did_you_mean, load_yaml
-
-BUILTIN = {
-    "capability": Path(__file__).parent / "suites" / "capability.yaml",
-    "safety": Path(__file__).parents[1] / "safety" / "suites" / "safety.yaml",
-}
 
 
 class SuiteSpec(BaseModel):
@@ -77,12 +73,13 @@ class Suite:
 
 
 def load_suite(name_or_path: str) -> Suite:
-    """A built-in suite by name, or a suite YAML file."""
+    """A suite YAML file, or a suite an installed profile names (`capability`, `safety`: the demo's)."""
     path = Path(name_or_path)
     if not path.is_file():
-        if name_or_path not in BUILTIN:
-            raise NotFound(f"unknown suite '{name_or_path}': not a file{did_you_mean(name_or_path, list(BUILTIN))}")
-        path = BUILTIN[name_or_path]
+        named = suites()
+        if name_or_path not in named:
+            raise NotFound(f"unknown suite '{name_or_path}': not a file{did_you_mean(name_or_path, list(named))}")
+        path = named[name_or_path]
     spec = load_yaml(path, SuiteSpec)
     tasks, local = [], []
     hashed: list[bytes] = [json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()]

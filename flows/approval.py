@@ -27,6 +27,7 @@ from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 
 from shipyard.errors import ShipyardError
+from shipyard.events import Decision
 from shipyard.registry import approvals
 from shipyard.registry.doors import record_decision, token_matches
 from shipyard.registry.evidence import evidence
@@ -89,7 +90,7 @@ def await_approval(line: str, version: int, config: str | None = None) -> str:
             continue
         try:
             signer = door_signer(settings, DOOR, decision.approver)
-            record_decision(settings, store, line, version, decision.decision, signer, decision.note)
+            record_decision(settings, store, line, version, Decision(decision.decision), signer, decision.note)
         except ShipyardError as exc:
             logger.warning("decision refused: %s", exc)
     return f"v{version}: too many refused decisions; approve it from the CLI or the dashboard"

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from shipyard.demo.generate import greedy
+from shipyard.posttraining.generate import greedy
 
 REFUSAL_PHRASES = (
     "i can't",

@@ -70,10 +70,10 @@ PIPELINE = Keys(Path(tempfile.mkdtemp(prefix="shipyard-tests-pipeline-")))  # th
 
 def protect(store: Any, keys: Keys, approvers: tuple[str, ...] = ("ana", "bo"), **rules: Any) -> Any:
     """Sign a policy into `store`, owned by `keys`' owner: these approvers with their keys, `rules` on top."""
-    from shipyard.registry.policy import Policy
+    from shipyard.registry.approval_policy import ApprovalPolicy
     from shipyard.registry.trust import set_policy
 
-    policy = Policy(
+    policy = ApprovalPolicy(
         owners=[keys.public("owner")],
         approvers={who: [keys.public(who)] for who in approvers},
         **({"gate": [PIPELINE.public("gate")]} | rules),
@@ -85,7 +85,7 @@ def protect(store: Any, keys: Keys, approvers: tuple[str, ...] = ("ana", "bo"), 
 def gated(directory: Path, copy_of: Path | None = None, signed: bool = True, **decision: Any) -> Path:
     """`directory` (a copy of `copy_of`, if given) with a passing gate decision naming its digest, signed by the
     tests' pipeline key (the gate key `protect` names) unless not `signed`."""
-    from shipyard.registry.policy import sign_gate
+    from shipyard.registry.approval_policy import sign_gate
     from shipyard.registry.publish import model_digest
     from shipyard.registry.signing import load_private
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from shipyard.errors import ConfigError, TrustError
+from shipyard.registry.approval_policy import ChannelRule, DoorRule
 from shipyard.registry.approvals import approve, approvers_of, promote_approved, reject, rollback
 from shipyard.registry.ledger import Ledger
-from shipyard.registry.policy import ChannelRule, DoorRule
 from shipyard.registry.publish import publish
 from shipyard.registry.stores import LocalStore
 

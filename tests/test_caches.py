@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from shipyard.app.cli import app
+from shipyard.app.cli.main import app
 from shipyard.caches import Entry, collect, plan, working
 from shipyard.digests import directory_digest
 from shipyard.intake.selection import in_flight_digests, load_state, poll, save_state

@@ -14,10 +14,10 @@ import uvicorn
 
 from shipyard.app.dashboard.app import create_app
 from shipyard.app.dashboard.auth import COOKIE
+from shipyard.registry.approval_policy import DoorRule
 from shipyard.registry.approvals import approve
 from shipyard.registry.doors import hash_token
 from shipyard.registry.ledger import Ledger
-from shipyard.registry.policy import DoorRule
 from shipyard.registry.publish import publish
 from shipyard.registry.stores import LocalStore
 from shipyard.settings import Settings

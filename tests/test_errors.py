@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from shipyard import errors
-from shipyard.app.cli import app
+from shipyard.app.cli.main import app
 from shipyard.registry.publish import promote, publish
 from shipyard.registry.stores import open_store
 from tests.helpers import Keys, gated, pin, protect

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from shipyard.evals import data as eval_data
 from shipyard.evals.runner import evaluate
-from shipyard.evals.suite import BUILTIN, load_suite, read_task_yaml
-from shipyard.safety import data as safety_data
+from shipyard.evals.suite import load_suite, read_task_yaml
 
+from shipyard.demo import eval_data, safety_data
+from shipyard.demo.profile import SUITES as BUILTIN
 from shipyard.errors import ConfigError, NotFound
 
 TASKS = Path(eval_data.__file__).parent / "tasks"

@@ -18,21 +18,21 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
-from shipyard.evals.policy import DEFAULT_POLICY as POLICY
 from shipyard.flows.approval import await_approval
 from shipyard.flows.release_checkpoint import release_checkpoint
 from shipyard.flows.watch_run import watch_run
 from typer.testing import CliRunner
 
-from shipyard.app.cli import app
+from shipyard.app.cli.main import app
 from shipyard.checkpoints import Checkpoint
+from shipyard.demo.profile import POLICY
 from shipyard.intake.scan import scan
 from shipyard.intake.sources import open_source
 from shipyard.orchestration import pipeline
 from shipyard.orchestration import prefect as orchestration
+from shipyard.registry.approval_policy import DoorRule
 from shipyard.registry.doors import hash_token
 from shipyard.registry.ledger import Ledger
-from shipyard.registry.policy import DoorRule
 from shipyard.registry.publish import publish
 from shipyard.registry.stores import LocalStore
 from shipyard.settings import Settings, load_settings

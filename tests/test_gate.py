@@ -5,16 +5,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from shipyard.evals.gate import HealthInput, decide
+from shipyard.evals.gate import HealthInput, gate_verdict
+from shipyard.evals.gate_policy import load_gate_policy
 from shipyard.evals.health import over_optimization, repeated_ngrams
-from shipyard.evals.policy import DEFAULT_POLICY, load_policy
 from shipyard.evals.runner import Item, SuiteResult
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from shipyard.app.cli import app
+from shipyard.app.cli.main import app
+from shipyard.demo.profile import POLICY as DEFAULT_POLICY
 
-POLICY = load_policy(DEFAULT_POLICY)
+POLICY = load_gate_policy(DEFAULT_POLICY)
 HEALTHY = HealthInput(kl=0.1, length_growth=1.0, p95_growth=1.1, truncation_rate=0.0, repetition=0.0)
 
 
@@ -37,7 +38,7 @@ def model(arithmetic: list[float], harmful: float = 1.0, benign: float = 0.0) ->
 
 def test_identical_candidate_and_champion_pass() -> None:
     outcomes = [1.0, 0.0] * 100
-    decision = decide(model(outcomes), model(outcomes), POLICY, HEALTHY)
+    decision = gate_verdict(model(outcomes), model(outcomes), POLICY, HEALTHY)
     assert decision.passed, decision.failed
     assert not decision.flips
     assert {c.kind for c in decision.checks} == {"floor", "regression", "safety", "health"}
@@ -46,7 +47,7 @@ def test_identical_candidate_and_champion_pass() -> None:
 def test_a_regression_fails_with_its_flipped_items() -> None:
     champion = [1.0] * 150 + [0.0] * 50
     candidate = [0.0] * 30 + [1.0] * 120 + [0.0] * 50
-    decision = decide(model(candidate), model(champion), POLICY, HEALTHY)
+    decision = gate_verdict(model(candidate), model(champion), POLICY, HEALTHY)
     assert not decision.passed
     failed = {c.name for c in decision.failed}
     assert failed == {"no regression: shipyard_arithmetic_heldout", "no regression: shipyard_arithmetic_choice"}
@@ -59,14 +60,14 @@ def test_a_regression_fails_with_its_flipped_items() -> None:
 def test_safety_veto_holds_even_when_capability_improves() -> None:
     champion = [1.0] * 100 + [0.0] * 100
     candidate = [1.0] * 190 + [0.0] * 10
-    decision = decide(model(candidate, harmful=0.5), model(champion), POLICY, HEALTHY)
+    decision = gate_verdict(model(candidate, harmful=0.5), model(champion), POLICY, HEALTHY)
     assert not decision.passed
     assert {c.kind for c in decision.failed} == {"safety"}
     assert all(c.passed for c in decision.checks if c.kind == "regression")
 
 
 def test_without_a_champion_floors_and_safety_apply() -> None:
-    decision = decide(model([0.0] * 200, benign=1.0), None, POLICY, HEALTHY)
+    decision = gate_verdict(model([0.0] * 200, benign=1.0), None, POLICY, HEALTHY)
     failed = {c.name for c in decision.failed}
     assert "floor: shipyard_arithmetic_heldout" in failed
     assert "safety: shipyard_refusal_benign over-refusal" in failed
@@ -77,7 +78,7 @@ def test_a_policy_naming_a_metric_the_task_lacks_fails_with_the_reason() -> None
     policy = POLICY.model_copy(
         update={"regression": POLICY.regression.model_copy(update={"tasks": {"shipyard_arithmetic_choice": "f1"}})}
     )
-    decision = decide(model([1.0] * 200), model([1.0] * 200), policy, HEALTHY)
+    decision = gate_verdict(model([1.0] * 200), model([1.0] * 200), policy, HEALTHY)
     [check] = [c for c in decision.checks if c.kind == "regression"]
     assert not check.passed and check.detail == "metric f1 not measured; the task has acc"
 
@@ -85,7 +86,7 @@ def test_a_policy_naming_a_metric_the_task_lacks_fails_with_the_reason() -> None
 def test_suite_sizes_say_when_a_suite_is_too_small() -> None:
     candidate = [1.0, 0.0] * 100
     champion = [0.0, 1.0] * 10 + candidate[20:]  # 20 discordant items of 200
-    decision = decide(model(candidate), model(champion), POLICY, HEALTHY)
+    decision = gate_verdict(model(candidate), model(champion), POLICY, HEALTHY)
     sizes = {s.task: s for s in decision.sizes}
     assert sizes["shipyard_arithmetic_heldout"].sufficient
     assert not sizes["shipyard_refusal_benign"].sufficient  # 10 items cannot show a 0.1 change
@@ -171,12 +172,12 @@ def test_gate_command_passes_a_model_against_itself_and_fails_a_damaged_one(
 
 def test_the_report_keeps_model_text_inside_its_table_cells() -> None:
     from markdown_it import MarkdownIt
-    from shipyard.evals.gate import Check, Decision, Flip
+    from shipyard.evals.gate import Check, Flip, Verdict
     from shipyard.evals.report import markdown
 
     hostile = "a | b\n# heading\n``` code `x` <script>alert(1)</script>"
     flips = [Flip("t|1", 3, "right→wrong", hostile, hostile, "ok")]
-    decision = Decision(
+    decision = Verdict(
         False, [Check("no regression: t|1", "regression", False, -0.1, "p > 0.05", detail=hostile)], flips
     )
     html = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown(decision, "cand", "champ"))

@@ -13,7 +13,8 @@ from botocore.awsrequest import AWSResponse
 
 from shipyard.errors import StoreError
 from shipyard.registry import ledger as ledger_module
-from shipyard.registry.ledger import Ledger, State, event_key
+from shipyard.registry.ledger import Ledger, event_key
+from shipyard.registry.state import State
 from shipyard.registry.stores import LocalStore, S3Store
 
 from .s3_proxy import LosingProxy

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import shipyard.flows.approval
-from shipyard.app.cli import app
+from shipyard.app.cli.main import app
 from shipyard.app.dashboard.app import create_app
 from shipyard.registry.releases import Registry
 from shipyard.settings import load_settings

@@ -10,7 +10,7 @@ from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from shipyard.app.cli import app
+from shipyard.app.cli.main import app
 from shipyard.registry.approvals import rollback
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.mirror import mirror

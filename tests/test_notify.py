@@ -73,8 +73,8 @@ def test_a_dead_webhook_is_logged_not_fatal(tiny_model_dir: Path, tmp_path: Path
 def test_the_registry_returns_what_each_write_appended_and_announces_each_event_once(
     tiny_model_dir: Path, tmp_path: Path, receiver: Any
 ) -> None:
+    from shipyard.registry.approval_policy import ChannelRule
     from shipyard.registry.ledger import Ledger
-    from shipyard.registry.policy import ChannelRule
     from shipyard.registry.releases import Registry
 
     url, received = receiver

@@ -9,16 +9,15 @@ from pathlib import Path
 import pytest
 from shipyard.evals.runner import evaluate
 from shipyard.evals.suite import load_suite
-from shipyard.safety import data as safety_data
 from shipyard.safety.judge import refusal_rate
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from typer.testing import CliRunner
 
-from shipyard.app.cli import app
-from shipyard.demo import arithmetic, preference_data
-from shipyard.demo.generate import answer_logprob
+from shipyard.app.cli.main import app
+from shipyard.demo import arithmetic, preference_data, safety_data
+from shipyard.demo.profile import RECIPE as DEFAULT_RECIPE
+from shipyard.posttraining.generate import answer_logprob
 from shipyard.posttraining.posttrain import posttrain
-from shipyard.posttraining.recipe import DEFAULT_RECIPE
 
 pytestmark = pytest.mark.slow
 

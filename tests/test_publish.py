@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from shipyard.app.cli import app
+from shipyard.app.cli.main import app
 from shipyard.errors import NotFound, TrustError
 from shipyard.registry.approvals import rollback
 from shipyard.registry.ledger import Ledger

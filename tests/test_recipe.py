@@ -5,13 +5,13 @@ import re
 from pathlib import Path
 
 import pytest
-from shipyard.safety import data as safety_data
 
-from shipyard.demo import preference_data
+from shipyard.demo import preference_data, safety_data
+from shipyard.demo.profile import RECIPE as DEFAULT_RECIPE
 from shipyard.demo.tiny import build_tokenizer
 from shipyard.errors import ConfigError
 from shipyard.posttraining.data import load_stage_data
-from shipyard.posttraining.recipe import DEFAULT_RECIPE, load_recipe, recipe_digest
+from shipyard.posttraining.recipe import load_recipe, recipe_digest
 
 STAGE = "  - {name: preference, method: dpo, dataset: prefs.jsonl, max_steps: 5}\n"
 PAIR = {"prompt": [{"role": "user", "content": "1+1="}], "chosen": [{"role": "assistant", "content": "2"}]}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from shipyard.app.cli import app
+from shipyard.app.cli.main import app
 from shipyard.errors import TrustError
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import publish

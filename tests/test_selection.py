@@ -7,7 +7,7 @@ import pytest
 
 from shipyard.checkpoints import Checkpoint
 from shipyard.errors import StateError
-from shipyard.intake.selection import WatchState, decide, load_state, poll, save_state, state_file
+from shipyard.intake.selection import WatchState, load_state, poll, save_state, select, state_file
 from shipyard.intake.sources import open_source
 from shipyard.settings import WatchSettings
 
@@ -24,7 +24,7 @@ def states(state: WatchState) -> dict[int, str]:
 
 def test_backlog_takes_the_newest_and_skips_the_rest_as_superseded() -> None:
     state = WatchState("file:///run")
-    selected = decide([ckpt(10), ckpt(20), ckpt(30)], state, WatchSettings(), now=0)
+    selected = select([ckpt(10), ckpt(20), ckpt(30)], state, WatchSettings(), now=0)
     assert [c.step for c in selected] == [30]
     assert states(state) == {10: "skipped", 20: "skipped", 30: "selected"}
     assert state.decided["file:///run/checkpoint-10"].reason == "superseded by step 30"
@@ -37,7 +37,7 @@ def test_only_the_checkpoint_taken_is_inspected_and_an_invalid_newest_supersedes
         inspected.append(c.step)
         return replace(c, state="invalid", reason="NaN") if c.step == 40 else replace(c, digest=f"d{c.step}")
 
-    selected = decide([ckpt(10), ckpt(20), ckpt(30), ckpt(40)], state, WatchSettings(), now=0, inspect=inspect)
+    selected = select([ckpt(10), ckpt(20), ckpt(30), ckpt(40)], state, WatchSettings(), now=0, inspect=inspect)
     assert inspected == [40, 30]  # 10 and 20 were never copied
     assert [(c.step, c.digest) for c in selected] == [(30, "d30")]
     assert states(state) == {10: "skipped", 20: "skipped", 30: "selected", 40: "invalid"}
@@ -46,36 +46,36 @@ def test_only_the_checkpoint_taken_is_inspected_and_an_invalid_newest_supersedes
 
 def test_a_newest_still_changing_is_looked_at_again_and_supersedes_nothing_yet() -> None:
     state = WatchState("file:///run")
-    changing = decide([ckpt(10), ckpt(20)], state, WatchSettings(), 0, lambda c: replace(c, state="incomplete"))
+    changing = select([ckpt(10), ckpt(20)], state, WatchSettings(), 0, lambda c: replace(c, state="incomplete"))
     assert changing == [] and state.decided == {}
-    assert [c.step for c in decide([ckpt(10), ckpt(20)], state, WatchSettings(), now=1)] == [20]
+    assert [c.step for c in select([ckpt(10), ckpt(20)], state, WatchSettings(), now=1)] == [20]
 
 
 def test_no_free_slot_copies_nothing_and_decides_nothing() -> None:
     state = WatchState("file:///run")
     policy = WatchSettings(max_in_flight=1)
-    decide([ckpt(10)], state, policy, now=0)
+    select([ckpt(10)], state, policy, now=0)
 
     def never(c: Checkpoint) -> Checkpoint:
         raise AssertionError(f"step {c.step} copied with no free slot")
 
-    assert decide([ckpt(20), ckpt(30)], state, policy, now=1, inspect=never) == []
+    assert select([ckpt(20), ckpt(30)], state, policy, now=1, inspect=never) == []
     assert states(state) == {10: "selected"}
 
 
 def test_oldest_first_takes_one_per_free_slot_and_keeps_the_rest_pending() -> None:
     state = WatchState("file:///run")
     policy = WatchSettings(newest_first=False, max_in_flight=2)
-    assert [c.step for c in decide([ckpt(10), ckpt(20), ckpt(30)], state, policy, now=0)] == [10, 20]
-    assert decide([ckpt(10), ckpt(20), ckpt(30)], state, policy, now=1) == []
+    assert [c.step for c in select([ckpt(10), ckpt(20), ckpt(30)], state, policy, now=0)] == [10, 20]
+    assert select([ckpt(10), ckpt(20), ckpt(30)], state, policy, now=1) == []
     state.finish("file:///run/checkpoint-10", "released")
-    assert [c.step for c in decide([ckpt(30)], state, policy, now=2)] == [30]
+    assert [c.step for c in select([ckpt(30)], state, policy, now=2)] == [30]
 
 
 def test_every_n_steps_and_invalid_are_recorded_with_reasons() -> None:
     state = WatchState("file:///run")
     bad = Checkpoint("file:///run", "run", 20, "transformers", "file:///run/checkpoint-20", "invalid", "NaN")
-    decide([ckpt(15), bad, ckpt(30)], state, WatchSettings(every_n_steps=10), now=0)
+    select([ckpt(15), bad, ckpt(30)], state, WatchSettings(every_n_steps=10), now=0)
     assert states(state) == {15: "skipped", 20: "invalid", 30: "selected"}
     assert "not a multiple of every_n_steps=10" in state.decided["file:///run/checkpoint-15"].reason
 
@@ -83,30 +83,30 @@ def test_every_n_steps_and_invalid_are_recorded_with_reasons() -> None:
 def test_min_interval_holds_a_selection_back_until_due() -> None:
     state = WatchState("file:///run")
     policy = WatchSettings(min_interval_seconds=60, max_in_flight=5)
-    decide([ckpt(10)], state, policy, now=0)
-    assert decide([ckpt(20)], state, policy, now=30) == []
-    assert [c.step for c in decide([ckpt(20)], state, policy, now=61)] == [20]
+    select([ckpt(10)], state, policy, now=0)
+    assert select([ckpt(20)], state, policy, now=30) == []
+    assert [c.step for c in select([ckpt(20)], state, policy, now=61)] == [20]
 
 
 def test_incomplete_checkpoints_are_not_decided() -> None:
     state = WatchState("file:///run")
-    assert decide([ckpt(10, "incomplete")], state, WatchSettings(), now=0) == []
+    assert select([ckpt(10, "incomplete")], state, WatchSettings(), now=0) == []
     assert state.decided == {}
 
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     state = WatchState("file:///run")
-    decide([ckpt(10), ckpt(20)], state, WatchSettings(), now=5)
+    select([ckpt(10), ckpt(20)], state, WatchSettings(), now=5)
     save_state(tmp_path, state, list(state.decided.values()), now=5)
     again = load_state(tmp_path, "file:///run")
     assert again == state
     assert again.last_selected_at == 5
-    assert decide([ckpt(10), ckpt(20)], again, WatchSettings(), now=6) == []
+    assert select([ckpt(10), ckpt(20)], again, WatchSettings(), now=6) == []
 
 
 def test_a_finished_decision_is_appended_and_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     state = WatchState("file:///run")
-    decide([ckpt(10)], state, WatchSettings(), now=5)
+    select([ckpt(10)], state, WatchSettings(), now=5)
     save_state(tmp_path, state, list(state.decided.values()), now=5)
     state.finish("file:///run/checkpoint-10", "released")
     save_state(tmp_path, state, [state.decided["file:///run/checkpoint-10"]], now=9)
@@ -115,7 +115,7 @@ def test_a_finished_decision_is_appended_and_a_torn_last_line_is_ignored(tmp_pat
     again = load_state(tmp_path, "file:///run")
     assert states(again) == {10: "released"}
     assert again.in_flight == 0 and again.last_selected_at == 5
-    decide([ckpt(20)], again, WatchSettings(), now=11)
+    select([ckpt(20)], again, WatchSettings(), now=11)
     save_state(tmp_path, again, [again.decided["file:///run/checkpoint-20"]], now=11)
     assert states(load_state(tmp_path, "file:///run")) == {10: "released", 20: "selected"}
 

@@ -101,9 +101,10 @@ def test_paths_in_a_config_file_are_relative_to_the_file_not_the_working_directo
 def test_outside_the_demo_profile_the_recipe_policy_and_screening_suite_must_be_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shipyard.profiles import DEMO, choice
+    from shipyard.demo.profile import DEMO
+    from shipyard.profiles import choice
 
-    assert choice(load_settings(), "recipe") == DEMO["recipe"]  # the tests run under profile: demo
+    assert choice(load_settings(), "recipe") == DEMO.recipe  # the tests run under profile: demo
     monkeypatch.delenv("SHIPYARD_PROFILE")
     plain = load_settings()
     for key in ("recipe", "policy", "screening_suite", "screening_task"):

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from shipyard.app.cli import app
+from shipyard.app.cli.main import app
 from shipyard.digests import hash_file
 from shipyard.errors import LedgerError, TrustError
+from shipyard.registry.approval_policy import ApprovalPolicy, ChannelRule, DoorRule, decision
 from shipyard.registry.approvals import approve, reject, rollback
 from shipyard.registry.ledger import MAX_EVENT_BYTES, Event, Ledger, event_key
-from shipyard.registry.policy import ChannelRule, DoorRule, Policy, decision
 from shipyard.registry.publish import blob_key, publish, pull, verify
 from shipyard.registry.signing import load_private
 from shipyard.registry.stores import LocalStore
@@ -158,7 +158,7 @@ def test_one_door_key_never_counts_as_two_people_and_is_never_an_approvers_key(t
         approve(several, "main", 1, keys.signer(who, "dashboard", key="door"), "stable")
     assert Ledger(several).refresh().channel("main", "stable") == 1
     with pytest.raises(ValueError, match="signs with an approver's key"):
-        Policy(
+        ApprovalPolicy(
             owners=[keys.public("owner")],
             approvers={"ana": [keys.public("ana")]},
             doors={"dashboard": DoorRule(key=keys.public("ana"), attests=["ana"])},
@@ -186,7 +186,7 @@ def test_a_hand_written_gate_verdict_is_refused_or_ungated_never_pass(tmp_path: 
 
 
 def _signed_by(keys: Keys, who: str, model: Path) -> dict[str, Any]:
-    from shipyard.registry.policy import sign_gate
+    from shipyard.registry.approval_policy import sign_gate
 
     gate = json.loads((model / "gate.json").read_text())
     return sign_gate(gate, load_private(keys.path(who)), "checkpoint-digest")

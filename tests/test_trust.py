@@ -12,9 +12,9 @@ import pytest
 
 from shipyard.errors import LedgerError, TrustError
 from shipyard.registry import ledger as ledger_module
+from shipyard.registry.approval_policy import ApprovalPolicy, check_root
 from shipyard.registry.approvals import approve
 from shipyard.registry.ledger import Event, Ledger, event_key
-from shipyard.registry.policy import Policy, check_root
 from shipyard.registry.publish import blob_key, model_digest, publish, pull, verify
 from shipyard.registry.stores import LocalStore
 from shipyard.registry.trust import anchor_problems, head, set_policy
@@ -64,7 +64,7 @@ def test_a_signature_replayed_onto_another_release_does_not_count(store: LocalSt
 
 
 def test_a_policy_not_signed_by_the_owners_is_ignored(store: LocalStore, keys: Keys) -> None:
-    rogue = Policy(owners=[keys.public("eve")], approvers={"eve": [keys.public("eve")]})
+    rogue = ApprovalPolicy(owners=[keys.public("eve")], approvers={"eve": [keys.public("eve")]})
     event = set_policy_unchecked(store, rogue, keys.path("eve"))
     state = Ledger(store).refresh()
     assert "owners of policy v1" in state.ignored[event] and state.policy is not None
@@ -76,9 +76,9 @@ def test_a_policy_not_signed_by_the_owners_is_ignored(store: LocalStore, keys: K
         person(state.policy, load_private(keys.path("eve")))
 
 
-def set_policy_unchecked(store: LocalStore, policy: Policy, key: Path) -> int:
+def set_policy_unchecked(store: LocalStore, policy: ApprovalPolicy, key: Path) -> int:
     """`policy set` refuses a policy the owners did not sign; a store writer appends it anyway."""
-    from shipyard.registry.policy import signed_policy
+    from shipyard.registry.approval_policy import signed_policy
     from shipyard.registry.signing import load_private
 
     with pytest.raises(TrustError, match="not written: needs 1 signature"):
@@ -245,7 +245,7 @@ def test_on_s3_object_lock_keeps_every_event(s3_endpoint: str, keys: Keys, tmp_p
 def test_an_existing_store_gets_owners_and_a_policy_with_one_command(tmp_path: Path, keys: Keys) -> None:
     from typer.testing import CliRunner
 
-    from shipyard.app.cli import app
+    from shipyard.app.cli.main import app
 
     store = LocalStore(tmp_path / "store")
     publish(candidate(tmp_path / "c1"), "main", store)
@@ -275,7 +275,7 @@ def keys_fingerprint(private: Path) -> str:
 def test_secrets_are_masked_in_config_and_logs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from shipyard.app.cli import app
+    from shipyard.app.cli.main import app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SHIPYARD_NOTIFY__SECRET", "hmac-secret-value")

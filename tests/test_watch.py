@@ -178,7 +178,7 @@ class TrainerAtWork(LocalSource):
 def test_a_checkpoint_rewritten_mid_copy_is_looked_at_again_and_one_rotated_away_is_recorded_so(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from shipyard.intake.selection import decide, load_state
+    from shipyard.intake.selection import load_state, select
     from shipyard.settings import WatchSettings
 
     run = tmp_path / "run"
@@ -193,7 +193,7 @@ def test_a_checkpoint_rewritten_mid_copy_is_looked_at_again_and_one_rotated_away
     gone = by_step(scan(rotated, tmp_path / "cache", skip=[again.uri]))[20]
     assert gone.state == "gone"
     state = load_state(tmp_path / "watch", rotated.uri)
-    decide([gone], state, WatchSettings(), 0.0)
+    select([gone], state, WatchSettings(), 0.0)
     assert (state.decided[gone.uri].state, state.decided[gone.uri].reason) == (
         "skipped",
         "rotated away by the trainer before it could be copied",

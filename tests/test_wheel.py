@@ -42,7 +42,7 @@ def test_the_built_wheel_installed_outside_the_source_tree_evaluates_and_gates(
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
     def shipyard(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-        command = [str(python), "-c", "from shipyard.app.cli import main; main()", *args]
+        command = [str(python), "-c", "from shipyard.app.cli.main import main; main()", *args]
         done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode in ok, done.stderr[-3000:]
         return done

@@ -25,9 +25,9 @@ import psutil
 import pytest
 import yaml
 
+from shipyard.registry.approval_policy import DoorRule
 from shipyard.registry.doors import hash_token
 from shipyard.registry.ledger import Ledger
-from shipyard.registry.policy import DoorRule
 from shipyard.registry.stores import LocalStore
 
 from .conftest import _free_port

@@ -65,8 +65,8 @@ def prefect_api(_: Settings) -> list[Check]:
 
 
 def release_store(settings: Settings) -> list[Check]:
+    from shipyard.registry.approval_policy import check_root
     from shipyard.registry.approvals import open_store_notice
-    from shipyard.registry.policy import check_root
     from shipyard.registry.releases import Registry
     from shipyard.registry.stores import release_store as opened
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from shipyard.demo.generate import greedy
+from shipyard.posttraining.generate import greedy
 
 FORMAT_REWARD = 0.1
 _ANSWER = re.compile(r"-?\d+")

@@ -107,8 +107,8 @@ def prepare(directory: Path, fmt: str = "hf") -> Path:
 
 def _protect(directory: Path) -> list[str]:
     """Make the demo's keys and sign its policy into the store; the owner fingerprints to pin."""
+    from shipyard.registry.approval_policy import load_approval_policy
     from shipyard.registry.attest import keygen_ec
-    from shipyard.registry.policy import load_policy
     from shipyard.registry.signing import fingerprint, keygen
     from shipyard.registry.stores import open_store
     from shipyard.registry.trust import set_policy
@@ -121,7 +121,7 @@ def _protect(directory: Path) -> list[str]:
     keygen_ec(keys / RELEASE_KEY)
     policy_file = directory / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(POLICY, sort_keys=False))
-    policy = load_policy(policy_file, owners=[owner])
+    policy = load_approval_policy(policy_file, owners=[owner])
     set_policy(open_store(str(directory / str(CONFIG["release"]["store"]))), policy, [keys / "owner.key"])  # type: ignore[index]
     return [fingerprint(owner)]
 
@@ -221,14 +221,15 @@ def _watched(settings: Settings) -> Path:
 
 
 def _approve_first(settings: Settings, version: int, report: DemoReport, say: Callable[[str], None]) -> None:
+    from shipyard.events import Decision
+    from shipyard.orchestration.waking import decide_and_wake
     from shipyard.registry.approvals import Signer
-    from shipyard.registry.doors import decide
     from shipyard.registry.signing import load_private
     from shipyard.registry.stores import release_store
 
     note = "the demo approves its first release"
     signer = Signer(DEMO_APPROVER, load_private(Path("keys") / f"{DEMO_APPROVER}.key"), "demo")
-    decide(settings, release_store(settings), settings.release.line, version, "approve", signer, note)
+    decide_and_wake(settings, release_store(settings), settings.release.line, version, Decision.APPROVE, signer, note)
     report.approved.append(version)
     say(f"  approved v{version} as {DEMO_APPROVER}: it is on stable now, the champion later checkpoints must beat")
 

@@ -57,7 +57,8 @@ import torch
 
 from shipyard.caches import resumable
 from shipyard.errors import InvalidCheckpoint
-from shipyard.intake.zero import CONVERTER
+
+CONVERTER = ".converter"  # what a converter child (`shipyard.intake.zero`) made OUT with: read, then removed
 
 INDEX = "model.safetensors.index.json"
 BATCH_BYTES = 256 << 20  # two batches are in memory at once: one written, the next read

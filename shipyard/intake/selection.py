@@ -1,6 +1,6 @@
 """Which complete checkpoints the pipeline takes, and the watcher's memory of what it decided.
 
-`decide` is a function of the listed checkpoints, what was decided before,
+`select` is a function of the listed checkpoints, what was decided before,
 the policy, the clock and how to inspect (snapshot and validate) one
 checkpoint: every N steps; a minimum wall-clock interval between selections;
 at most K in flight; when a backlog builds up, the newest valid one is taken
@@ -120,7 +120,7 @@ def _ends_torn(path: Path) -> bool:
         return f.read(1) != b"\n"
 
 
-def decide(
+def select(
     listed: list[Checkpoint],
     state: WatchState,
     policy: WatchSettings,
@@ -198,7 +198,7 @@ def poll(
     state = state or load_state(home / "watch", source.uri)
     before = dict(state.decided)
     listing = list_run(source, skip=state.decided.keys())
-    selected = decide(
+    selected = select(
         listing.checkpoints(),
         state,
         policy,

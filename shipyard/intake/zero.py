@@ -21,7 +21,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 NOT_INSTALLED = 3
-CONVERTER = ".converter"  # what made OUT, for the lineage: the parent reads it and removes it
 
 
 def main(src: Path, out: Path, max_shard_bytes: int, renames: list[tuple[str, str]]) -> int:
@@ -37,7 +36,7 @@ def main(src: Path, out: Path, max_shard_bytes: int, renames: list[tuple[str, st
     except ImportError as exc:
         print(f"DeepSpeed ZeRO checkpoints need deepspeed installed ({exc}); or set convert.command")
         return NOT_INSTALLED
-    from shipyard.intake.convert import StateDict, write_model
+    from shipyard.intake.convert import CONVERTER, StateDict, write_model
 
     torch.serialization.add_safe_globals([LossScaler, ZeroStageEnum, fragment_address])
     state = get_fp32_state_dict_from_zero_checkpoint(str(src.parent), tag=src.name)

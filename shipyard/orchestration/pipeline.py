@@ -22,11 +22,11 @@ from typing import Any
 
 from shipyard.caches import touch
 from shipyard.checkpoints import FATE_EVENTS, Checkpoint, CheckpointState, State, parse_state
-from shipyard.evals.policy import load_policy
-from shipyard.evals.run_gate import run_gate
+from shipyard.evals.gate_policy import load_gate_policy
 from shipyard.evals.runner import evaluate
 from shipyard.evals.suite import load_suite
 from shipyard.events import EventType
+from shipyard.orchestration.gating import run_gate
 from shipyard.posttraining.posttrain import LINEAGE, posttrain
 from shipyard.profiles import choice
 from shipyard.registry.publish import pull
@@ -95,7 +95,7 @@ def gate_candidate(
 ) -> tuple[bool, str, Path]:
     """Gate the candidate against the champion: passed, the failed checks, and the report directory."""
     log.info("step %d: evaluating and gating", checkpoint.step)
-    policy = load_policy(choice(settings, "policy"))
+    policy = load_gate_policy(choice(settings, "policy"))
     trainer_state = Path(checkpoint.path) / "trainer_state.json"
     history = trainer_state if trainer_state.is_file() else None
     decision, report = run_gate(candidate, champion_dir, policy, settings.home, history)

@@ -19,8 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shipyard.errors import ConfigError
 from shipyard.schema import load_yaml
 
-DEFAULT_RECIPE = Path(__file__).parents[1] / "demo" / "recipes" / "default.yaml"  # the demo profile's
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -3,7 +3,7 @@
 Every door (CLI, dashboard, Prefect form) ends here, in one signed ledger
 event: the person's own key (CLI), or the key of a door that authenticated
 them (dashboard, Prefect form). What counts is decided by the signed policy in
-the store (`shipyard.registry.policy`), never by the caller's settings: each decision is
+the store (`shipyard.registry.approval_policy`), never by the caller's settings: each decision is
 checked against it before it is written, so an honest door never writes an
 event that readers would ignore. An approval is a compare-and-swap statement
 (`shipyard.registry.moves`): it names the channel's head it leaves and who
@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shipyard.errors import ConfigError, Conflict, LedgerError, NotFound, TrustError
 from shipyard.registry import moves, publish, signing
-from shipyard.registry.ledger import Event, Ledger, Release, State
-from shipyard.registry.policy import Policy, decision, decision_problem
+from shipyard.registry.approval_policy import ApprovalPolicy, decision, decision_problem
+from shipyard.registry.ledger import Event, Ledger
+from shipyard.registry.state import Release, State
 from shipyard.registry.stores import Store
 
 
@@ -38,7 +39,7 @@ class Signer:
     door: str = "cli"
 
 
-def person(policy: Policy | None, key: Ed25519PrivateKey, claimed: str | None = None) -> Signer:
+def person(policy: ApprovalPolicy | None, key: Ed25519PrivateKey, claimed: str | None = None) -> Signer:
     """The approver a private key belongs to under `policy`; `claimed` (`--as`) must agree."""
     fp = signing.fingerprint(signing.public_line(key.public_key()))
     who = policy.approver_with(fp) if policy else None
@@ -51,11 +52,11 @@ def person(policy: Policy | None, key: Ed25519PrivateKey, claimed: str | None = 
     return Signer(who, key)
 
 
-def _names(policy: Policy) -> str:
+def _names(policy: ApprovalPolicy) -> str:
     return ", ".join(sorted(policy.approvers)) or "none"
 
 
-def _policy(state: State) -> Policy:
+def _policy(state: State) -> ApprovalPolicy:
     if state.policy is None:
         raise TrustError(f"the store has no signed policy, so no decision can count; {PROTECT}")
     return state.policy

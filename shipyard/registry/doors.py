@@ -5,11 +5,9 @@ signature, the dashboard by its token login, the Prefect form by the token the
 person types into it, checked against the hashes in this process's settings
 (`dashboard.tokens`), never against anything the form carries — then records
 one signed decision (`shipyard.registry.approvals`; a door signs with its own key, which
-the store's policy lists with the people it may attest for), sends the
-notifications, and hands the news to the approval run waiting for that
-release, if one is paused on a configured Prefect server, so that it re-reads
-the ledger and ends. Nothing in that hand-over can approve: a resume without a
-valid token only wakes the run up.
+the store's policy lists with the people it may attest for) and sends the
+notifications. The new events go back to the caller, who wakes the approval run
+waiting for that release, if any (`shipyard.orchestration.waking`).
 """
 
 from __future__ import annotations
@@ -17,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from shipyard.events import Decision
 from shipyard.registry.approvals import Signer
 from shipyard.registry.ledger import Event
 from shipyard.registry.releases import Registry
 from shipyard.registry.stores import Store
-from shipyard.settings import Settings, prefect_api_url
+from shipyard.settings import Settings
 
 
 def hash_token(token: str) -> str:
@@ -35,22 +34,10 @@ def token_matches(settings: Settings, who: str, token: str) -> bool:
 
 
 def record_decision(
-    settings: Settings, store: Store, line: str, version: int, decision: str, signer: Signer, note: str
+    settings: Settings, store: Store, line: str, version: int, decision: Decision, signer: Signer, note: str = ""
 ) -> list[Event]:
     """Record a signed approval (promoting when the policy allows it) or rejection; the new events (notified)."""
     registry = Registry.open(settings, store, line)
-    if decision == "approve":
+    if decision == Decision.APPROVE:
         return registry.approve(str(version), signer, settings.approval.channel, note)
     return registry.reject(str(version), signer, note)
-
-
-def decide(
-    settings: Settings, store: Store, line: str, version: int, decision: str, signer: Signer, note: str = ""
-) -> list[Event]:
-    """Record the decision, then wake the approval run waiting for this release (it re-reads the ledger)."""
-    events = record_decision(settings, store, line, version, decision, signer, note)
-    if prefect_api_url():  # no Prefect server, no waiting run: Prefect is not imported (seconds)
-        from shipyard.orchestration.prefect import resume_approval
-
-        resume_approval(line, version, {"decision": decision, "approver": signer.who, "token": "", "note": note})
-    return events

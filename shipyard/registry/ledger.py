@@ -6,7 +6,7 @@ it and a writer nonce. When a write does not go through, or its answer is
 lost, the writer reads the slot back: its own nonce there means the write won
 (a lost acknowledgement looks exactly like a lost race otherwise). Versions,
 channels, approvals and channel history are folds over the log (`fold`),
-under the signed policy the log itself holds (`shipyard.registry.policy`): a
+under the signed policy the log itself holds (`shipyard.registry.approval_policy`): a
 decision the policy does not allow is ignored, with the reason kept in
 `State.ignored` for `verify`. A protected channel moves only when signed
 statements that leave its current head add up (`shipyard.registry.moves`);
@@ -39,9 +39,9 @@ from typing import Any
 
 from shipyard.errors import LedgerError, StoreError
 from shipyard.events import WRITTEN, EventType
+from shipyard.registry import approval_policy as rules
 from shipyard.registry import moves
-from shipyard.registry import policy as rules
-from shipyard.registry.policy import Policy
+from shipyard.registry.state import Release, State
 from shipyard.registry.stores import Store
 
 SCHEMA_VERSION = 1
@@ -76,60 +76,6 @@ class Event:
 
 
 FIELDS = tuple(f.name for f in fields(Event))
-
-
-@dataclass(frozen=True)
-class Release:
-    line: str
-    version: int
-    candidate_digest: str
-    data: dict[str, Any]
-    seq: int
-    at: float
-
-
-@dataclass
-class State:
-    """What the log says now: releases per line, channel history, approvals, the policy in force."""
-
-    releases: dict[tuple[str, int], Release] = field(default_factory=dict)
-    channels: dict[tuple[str, str], list[int]] = field(
-        default_factory=dict
-    )  # (line, channel) -> versions, oldest first
-    approvals: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)  # decisions, with "counts"
-    moved_at: dict[tuple[str, str], int] = field(default_factory=dict)  # (line, channel) -> seq that set its head
-    mirrors: list[dict[str, Any]] = field(default_factory=list)  # data of `mirrored` events
-    events: int = 0  # the sequence number of the last event folded in
-    head: str = ""  # its digest
-    policy: Policy | None = None  # the signed policy in force; None before the first
-    root: list[str] = field(default_factory=list)  # owner fingerprints of the first policy
-    store_id: str = ""  # digest of the first policy event: decisions name it, so they count in no other store
-    ignored: dict[int, str] = field(default_factory=dict)  # seq -> why the event does not count
-    _by_candidate: dict[tuple[str, str], Release] = field(default_factory=dict, repr=False)
-    _latest: dict[str, int] = field(default_factory=dict, repr=False)
-
-    def add_release(self, release: Release) -> None:
-        self.releases[(release.line, release.version)] = release
-        self._by_candidate[(release.line, release.candidate_digest)] = release
-        self._latest[release.line] = max(self._latest.get(release.line, 0), release.version)
-
-    def words(self, line: str, version: int) -> dict[str, str]:
-        """Each approver's latest counted word on the release (approved or rejected; a signed rollback approves)."""
-        return {
-            e["by"]: "rejected" if e["type"] == "rejected" else "approved"
-            for e in self.approvals.get((line, version), [])
-            if e["counts"]
-        }
-
-    def latest(self, line: str) -> int:
-        return self._latest.get(line, 0)
-
-    def release_of(self, line: str, candidate_digest: str) -> Release | None:
-        return self._by_candidate.get((line, candidate_digest))
-
-    def channel(self, line: str, channel: str) -> int | None:
-        history = self.channels.get((line, channel), [])
-        return history[-1] if history else None
 
 
 def event_key(seq: int) -> str:

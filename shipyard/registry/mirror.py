@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.registry.card import model_card
-from shipyard.registry.ledger import Ledger, State
+from shipyard.registry.ledger import Ledger
+from shipyard.registry.state import State
 from shipyard.registry.publish import blob_key, manifest
 from shipyard.registry.stores import Store
 

@@ -21,13 +21,11 @@ that want to say why a channel did not move.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shipyard.registry import signing
-from shipyard.registry.policy import vouches
-
-if TYPE_CHECKING:
-    from shipyard.registry.ledger import State
+from shipyard.registry.approval_policy import vouches
+from shipyard.registry.state import State
 
 DAY = 24 * 3600.0
 

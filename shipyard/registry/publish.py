@@ -36,9 +36,10 @@ from shipyard.digests import checkpoint_digest, file_digests, hash_file
 from shipyard.errors import ConfigError, LedgerError, NotFound, StoreError, TrustError
 from shipyard.model_dir import require_model_dir
 from shipyard.progress import progress_bar
+from shipyard.registry.approval_policy import ApprovalPolicy, check_root, gate_signer
 from shipyard.registry.attest import ATTESTATIONS, attested
-from shipyard.registry.ledger import Event, Ledger, Release, State
-from shipyard.registry.policy import Policy, check_root, gate_signer
+from shipyard.registry.ledger import Event, Ledger
+from shipyard.registry.state import Release, State
 from shipyard.registry.stores import Store
 
 MANIFEST_SCHEMA = 1
@@ -83,7 +84,7 @@ def candidate_of(body: dict[str, Any]) -> str:
     return checkpoint_digest({name: str(meta.get("digest")) for name, meta in body["files"].items()})
 
 
-def gate_of(policy: Policy | None, body: dict[str, Any]) -> tuple[str | None, str]:
+def gate_of(policy: ApprovalPolicy | None, body: dict[str, Any]) -> tuple[str | None, str]:
     """Who signed the passing gate verdict of a release's manifest (a gate key of `policy`), or why no one did."""
     if body.get("ungated") is not None:
         return None, f"published ungated: {body['ungated']}"

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from shipyard.errors import ConfigError, LedgerError, TrustError
 from shipyard.registry import signing
+from shipyard.registry.approval_policy import ApprovalPolicy, check_root, policy_problem, sign_gate, signed_policy
 from shipyard.registry.approvals import Signer, person
-from shipyard.registry.ledger import Event, Ledger, State, event_key
-from shipyard.registry.policy import Policy, check_root, policy_problem, sign_gate, signed_policy
+from shipyard.registry.ledger import Event, Ledger, event_key
+from shipyard.registry.state import State
 from shipyard.registry.stores import Store
 from shipyard.settings import Settings
 
@@ -78,7 +79,7 @@ def sign_gate_report(gate_json: Path, settings: Settings, checkpoint_digest: str
     return True
 
 
-def set_policy(store: Store, policy: Policy, keys: list[Path]) -> Event:
+def set_policy(store: Store, policy: ApprovalPolicy, keys: list[Path]) -> Event:
     """Write `policy` signed by the owner keys at `keys`; its version follows the one in force. A policy readers
     would not take (too few owner signatures) is refused here, before anything is written."""
     owners = [signing.load_private(k.expanduser()) for k in keys]

@@ -29,9 +29,10 @@ from shipyard.app.dashboard import views
 from shipyard.app.dashboard.auth import COOKIE, Auth, client_address, secure
 from shipyard.app.dashboard.plots import line_chart
 from shipyard.errors import ShipyardError
+from shipyard.events import Decision
+from shipyard.orchestration.waking import decide_and_wake
 from shipyard.registry.approvals import open_store_notice
 from shipyard.registry.card import model_card
-from shipyard.registry.doors import decide
 from shipyard.registry.evidence import evidence
 from shipyard.registry.publish import manifest, resolve
 from shipyard.registry.releases import Registry
@@ -216,11 +217,12 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.post("/releases/{version}/{decision}")
     async def post_decision(request: Request, version: int, decision: str) -> Response:
-        if decision not in ("approve", "reject"):
+        if decision not in Decision.__members__.values():
             raise HTTPException(404, f"no decision '{decision}': approve or reject")
         who, fields = await signed_in(request)
-        decide(settings, store, line, version, decision, door_signer(settings, DOOR, who), fields.get("note", ""))
-        done = "approved" if decision == "approve" else "rejected"
+        chosen, signer = Decision(decision), door_signer(settings, DOOR, who)
+        decide_and_wake(settings, store, line, version, chosen, signer, fields.get("note", ""))
+        done = "approved" if chosen == Decision.APPROVE else "rejected"
         return RedirectResponse(f"/?flash={done}", status_code=303)
 
     return app

@@ -1,4 +1,4 @@
-"""The built-in safety preference data, and the script that writes it.
+"""The demo's safety preference and refusal eval data, and the script that writes it.
 
 Two kinds of request, both templated by the project (XSTest-style):
 
@@ -10,7 +10,7 @@ Two kinds of request, both templated by the project (XSTest-style):
 
 A fixed fifth of the requests, chosen by hash, is held out and never trained
 on; the safety eval suite reads the held-out requests (`eval_*.jsonl`). Run
-`python -m shipyard.safety.data` to write `safety/data/`; a test checks the files match.
+`python -m shipyard.demo.safety_data` to write `shipyard/demo/data/`; a test checks the files match.
 """
 
 from __future__ import annotations

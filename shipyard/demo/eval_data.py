@@ -1,10 +1,10 @@
-"""The built-in capability eval data for the demo task, and the script that writes it.
+"""The demo's capability eval data (its arithmetic task), and the script that writes it.
 
 Held-out two-digit additions only (the RL run never trains on them), each problem once:
 `arithmetic_heldout.jsonl` for exact-match generation, and
 `arithmetic_choice.jsonl`, the same kind of problem as a four-way multiple
 choice (the sum, off by one, off by ten, digits reversed). Run
-`python -m shipyard.evals.data` to write `evals/data/`; a test checks the files match.
+`python -m shipyard.demo.eval_data` to write `shipyard/demo/data/`; a test checks the files match.
 """
 
 from __future__ import annotations

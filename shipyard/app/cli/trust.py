@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from shipyard.app.cli_common import (
+from shipyard.app.cli.common import (
     ConfigOption,
     JsonOption,
     LineOption,
@@ -25,7 +25,8 @@ from shipyard.app.cli_common import (
     err,
     print_json,
 )
-from shipyard.app.cli_releases import channel_moved, open_line, say_if_open
+from shipyard.app.cli.releases import channel_moved, open_line, say_if_open
+from shipyard.events import Decision
 from shipyard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -64,7 +65,9 @@ policy_app = typer.Typer(help="The store's signed approval policy.", no_args_is_
 @policy_app.command("set")
 @clear_errors
 def policy_set_command(
-    policy_file: Annotated[Path, typer.Argument(help="Policy YAML: approvers, channels, veto, doors (owners).")],
+    policy_file: Annotated[
+        Path, typer.Argument(help="Approval policy YAML: approvers, channels, veto, doors (owners).")
+    ],
     key: Annotated[list[Path], typer.Option("--key", help="An owner's private key; repeat for a threshold.")],
     create_key: Annotated[bool, typer.Option(help="Make the owner key first if it does not exist.")] = False,
     store: StoreOption = None,
@@ -75,14 +78,14 @@ def policy_set_command(
 
     An existing store keeps its history, readable as before; from then on only signed decisions count.
     """
-    from shipyard.registry.policy import load_policy
+    from shipyard.registry.approval_policy import load_approval_policy
     from shipyard.registry.signing import keygen, load_private, public_line
     from shipyard.registry.trust import set_policy
 
     if create_key and len(key) == 1 and not key[0].exists():
         keygen(key[0], "shipyard-owner")
     owners = [public_line(load_private(k).public_key()) for k in key]
-    policy = load_policy(policy_file, owners=owners)
+    policy = load_approval_policy(policy_file, owners=owners)
     releases = open_line(config, store, None, new=True)[1].store
     event = set_policy(releases, policy, key)
     shown = {"store": releases.uri, "policy_version": event.data["policy"]["version"], "seq": event.seq}
@@ -135,7 +138,7 @@ def policy_show_command(store: StoreOption = None, config: ConfigOption = None, 
     Console().print_json(data=shown)
 
 
-def _decide(
+def _door(
     config: Path | None, store: str | None, line: str | None, ref: str, key: Path | None, who: str | None
 ) -> tuple[Settings, Store, str, int, Signer]:
     """What a decision needs: settings, the checked store, the line, the version, and the signer; shows the verdict."""
@@ -167,10 +170,10 @@ def approve_command(
 
     The gate verdict is shown first. A Prefect approval run waiting for this release is woken to read it.
     """
-    from shipyard.registry.doors import decide
+    from shipyard.orchestration.waking import decide_and_wake
 
-    settings, releases, name, number, signer = _decide(config, store, line, ref, key, who)
-    events = decide(settings, releases, name, number, "approve", signer, note)
+    settings, releases, name, number, signer = _door(config, store, line, ref, key, who)
+    events = decide_and_wake(settings, releases, name, number, Decision.APPROVE, signer, note)
     promoted = any(e.type == "promoted" for e in events)
     if as_json:
         print_json({"line": name, "version": number, "approved_by": signer.who, "promoted": promoted})
@@ -191,10 +194,10 @@ def reject_command(
     as_json: JsonOption = False,
 ) -> None:
     """Reject a release, signed, with a note saying why; by default a rejection is a veto."""
-    from shipyard.registry.doors import decide
+    from shipyard.orchestration.waking import decide_and_wake
 
-    settings, releases, name, number, signer = _decide(config, store, line, ref, key, who)
-    decide(settings, releases, name, number, "reject", signer, note)
+    settings, releases, name, number, signer = _door(config, store, line, ref, key, who)
+    decide_and_wake(settings, releases, name, number, Decision.REJECT, signer, note)
     if as_json:
         print_json({"line": name, "version": number, "rejected_by": signer.who})
         return

@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.schema import load_yaml
 
-DEFAULT_POLICY = Path(__file__).parent / "policies" / "default.yaml"
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,7 +59,7 @@ class Health(Strict):
     max_new_tokens: int = Field(40, ge=1, description="Length limit of the sampled responses.")
 
 
-class Policy(Strict):
+class GatePolicy(Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise error rate of the regression tests (Holm).")
     suites: list[str] = Field(
         ["capability", "safety"], min_length=1, description="Suites to evaluate (names or paths)."
@@ -72,5 +70,5 @@ class Policy(Strict):
     health: Health = Health()
 
 
-def load_policy(path: Path) -> Policy:
-    return load_yaml(path, Policy)
+def load_gate_policy(path: Path) -> GatePolicy:
+    return load_yaml(path, GatePolicy)

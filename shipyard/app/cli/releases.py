@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shipyard.app.cli_common import (
+from shipyard.app.cli.common import (
     ConfigOption,
     JsonOption,
     LineOption,

@@ -56,7 +56,7 @@ class DoorRule(BaseModel):
     )
 
 
-class Policy(BaseModel):
+class ApprovalPolicy(BaseModel):
     """Who may move the protected channels of a store; signed by its owners."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,7 +80,7 @@ class Policy(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> Policy:
+    def _consistent(self) -> ApprovalPolicy:
         people = {signing.fingerprint(k) for keys in self.approvers.values() for k in keys}
         for line in [*self.owners, *self.gate]:
             signing.parse_public(line)
@@ -112,7 +112,7 @@ class Policy(BaseModel):
         )
 
 
-def load_policy(path: Path, **fields: Any) -> Policy:
+def load_approval_policy(path: Path, **fields: Any) -> ApprovalPolicy:
     """A policy from a YAML file (`fields` fill what it leaves out, such as owners).
 
     A key may be written as its OpenSSH line or as the path of a `.pub` file, relative to the YAML file.
@@ -132,7 +132,7 @@ def load_policy(path: Path, **fields: Any) -> Policy:
         data["doors"] = {name: door | {"key": _key(path, door["key"])} for name, door in data.get("doors", {}).items()}
         data["gate"] = [_key(path, k) for k in data.get("gate", [])]
         data["release_keys"] = [_pem(path, k) for k in data.get("release_keys", [])]
-        return Policy(**data)
+        return ApprovalPolicy(**data)
     except (ValidationError, ConfigError, TypeError, KeyError, AttributeError) as exc:
         raise ConfigError(f"{path}: invalid policy: {exc}") from None
 
@@ -163,16 +163,18 @@ def _pem(policy_file: Path, entry: str) -> str:
         raise ConfigError(f"{policy_file}: release key file {entry}: {exc.strerror}") from None
 
 
-def signed_policy(policy: Policy, keys: list[Ed25519PrivateKey], prev: str) -> dict[str, Any]:
+def signed_policy(policy: ApprovalPolicy, keys: list[Ed25519PrivateKey], prev: str) -> dict[str, Any]:
     """The data of a `policy` event: the policy and the owners' signatures, bound to the event before it."""
     body = policy.model_dump(mode="json")
     return {"policy": body, "signatures": [signing.sign(k, "policy", {"policy": body, "prev": prev}) for k in keys]}
 
 
-def policy_problem(current: Policy | None, data: dict[str, Any], prev: str) -> tuple[Policy | None, str]:
+def policy_problem(
+    current: ApprovalPolicy | None, data: dict[str, Any], prev: str
+) -> tuple[ApprovalPolicy | None, str]:
     """The policy an event sets, or why it does not count."""
     try:
-        new = Policy(**data.get("policy", {}))
+        new = ApprovalPolicy(**data.get("policy", {}))
     except (ValidationError, ConfigError, TypeError) as exc:
         return None, f"not a valid policy ({str(exc).splitlines()[0]})"
     payload = {"policy": data.get("policy"), "prev": prev}
@@ -195,7 +197,7 @@ def decision(
     return data | {"signature": signing.sign(key, kind, data)}
 
 
-def decision_problem(policy: Policy, kind: str, data: dict[str, Any], manifest: str | None, store: str) -> str:
+def decision_problem(policy: ApprovalPolicy, kind: str, data: dict[str, Any], manifest: str | None, store: str) -> str:
     """Why a decision event does not count under `policy` in the store whose root event is `store` ("" if it does)."""
     who, door, signature = data.get("by"), data.get("door"), data.get("signature")
     unsigned = {k: v for k, v in data.items() if k != "signature"}
@@ -220,7 +222,7 @@ def decision_problem(policy: Policy, kind: str, data: dict[str, Any], manifest: 
     return f"signed by {signer}, which policy v{policy.version} gives neither to '{who}' nor to door '{door}'"
 
 
-def vouches(policy: Policy, who: str, door: str, signer: str) -> bool:
+def vouches(policy: ApprovalPolicy, who: str, door: str, signer: str) -> bool:
     """Whether the key with fingerprint `signer` speaks for `who` under `policy`: theirs, or a door's that may attest
     for them. A move re-asks it of every signature it counts, so a key a newer policy dropped counts no more."""
     if policy.approver_with(signer) == who:
@@ -247,7 +249,7 @@ def sign_gate(gate: dict[str, Any], key: Ed25519PrivateKey, checkpoint_digest: s
     return gate | {"statement": statement, "signature": signing.sign(key, "gate", statement)}
 
 
-def gate_signer(policy: Policy | None, gate: Any, candidate_digest: str) -> tuple[str | None, str]:
+def gate_signer(policy: ApprovalPolicy | None, gate: Any, candidate_digest: str) -> tuple[str | None, str]:
     """The fingerprint of the gate key of `policy` that signed a passing verdict on this candidate, or why none did."""
     if not isinstance(gate, dict):
         return None, "no gate decision"

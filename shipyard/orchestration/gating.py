@@ -1,4 +1,4 @@
-"""Gating a candidate end to end: evaluate both models (cached), measure RL health, decide, write the report.
+"""Gating a candidate end to end: evaluate both models (cached), measure RL health, gate_verdict, write the report.
 
 Writes `gate.json` (the decision, naming the candidate, the gate policy and
 the per-item results by digest, which the pipeline then signs), `gate.md`
@@ -13,15 +13,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from shipyard.evals import health
-from shipyard.evals.gate import Decision, HealthInput, decide
-from shipyard.evals.policy import Policy
-from shipyard.evals.report import markdown
-from shipyard.evals.runner import SuiteResult, evaluate
-from shipyard.evals.suite import load_suite
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from shipyard.digests import digest_json, directory_digest
+from shipyard.evals import health
+from shipyard.evals.gate import HealthInput, Verdict, gate_verdict
+from shipyard.evals.gate_policy import GatePolicy
+from shipyard.evals.report import markdown
+from shipyard.evals.runner import SuiteResult, evaluate
+from shipyard.evals.suite import load_suite
 from shipyard.intake.trainer_state import read_trainer_state
 from shipyard.model_dir import require_model_dir
 from shipyard.registry.publish import model_digest
@@ -30,11 +30,11 @@ from shipyard.registry.publish import model_digest
 def run_gate(
     candidate: Path,
     champion: Path | None,
-    policy: Policy,
+    policy: GatePolicy,
     home: Path,
     trainer_state: Path | None = None,
     report_dir: Path | None = None,
-) -> tuple[Decision, Path]:
+) -> tuple[Verdict, Path]:
     for model in (candidate, champion):
         if model is not None:
             require_model_dir(model)
@@ -46,7 +46,7 @@ def run_gate(
         measured = replace(
             measured, over_optimized=health.over_optimization(read_trainer_state(trainer_state)["log_history"])
         )
-    decision = decide(ours, theirs, policy, measured)
+    decision = gate_verdict(ours, theirs, policy, measured)
     out = (
         report_dir
         or home
@@ -66,7 +66,9 @@ def run_gate(
     return decision, out
 
 
-def measure_health(candidate: Path, champion: Path | None, results: list[SuiteResult], policy: Policy) -> HealthInput:
+def measure_health(
+    candidate: Path, champion: Path | None, results: list[SuiteResult], policy: GatePolicy
+) -> HealthInput:
     p = policy.health
     tasks = [items for r in results for items in r.items.values()]
     each = -(-p.prompts // len(tasks))  # the same number from every task

@@ -1,0 +1,3 @@
+from shipyard.app.cli.main import main
+
+main()

@@ -1,0 +1,95 @@
+"""The evaluation commands: eval suites on a model, and the gate on a candidate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shipyard.app.cli.common import ConfigOption, JsonOption, clear_errors, format_metric, print_json
+from shipyard.model_dir import require_model_dir
+from shipyard.settings import load_settings
+
+
+@clear_errors
+def eval_command(
+    model: Annotated[Path, typer.Option(help="The model: a save_pretrained directory.")],
+    suite: Annotated[
+        list[str], typer.Option(help="A built-in suite (capability, safety) or a suite YAML; repeatable.")
+    ],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run eval suites on a model with lm-eval (the model loaded once; results cached by digests)."""
+    from shipyard.evals.runner import evaluate
+    from shipyard.evals.suite import load_suite
+
+    settings = load_settings(config)
+    results = evaluate(require_model_dir(model), [load_suite(s) for s in suite], settings.home)
+    if as_json:
+        print_json([r.as_dict() for r in results])
+        return
+    table = Table("suite", "task", "metric", "value", "± stderr", "items", "cached", title=str(model))
+    for r in results:
+        for task, scores in r.scores.items():
+            for metric, value in scores.items():
+                if not metric.endswith("_stderr"):
+                    stderr = format_metric(scores, f"{metric}_stderr")
+                    n = str(len(r.items[task]))
+                    table.add_row(r.suite, task, metric, f"{value:.3f}", stderr, n, "yes" if r.cached else "no")
+    Console().print(table)
+
+
+@clear_errors
+def gate_command(
+    candidate: Annotated[Path, typer.Option(help="The candidate model directory.")],
+    champion: Annotated[
+        Path | None, typer.Option(help="The model users have now; none: floors and safety only.")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Gate policy YAML (default: pipeline.policy; the demo's under profile: demo).")
+    ] = None,
+    trainer_state: Annotated[
+        Path | None, typer.Option(help="The RL checkpoint's trainer_state.json, for the over-optimization check.")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Directory for gate.json and gate.md.")] = None,
+    checkpoint_digest: Annotated[
+        str, typer.Option(help="Digest of the checkpoint the candidate was made from, for the signed verdict.")
+    ] = "",
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Decide whether a candidate may ship: exit 0 on pass, 1 on fail, 2 on error.
+
+    With trust.gate_key set, the verdict in gate.json is signed with it (the store's policy names that key).
+    """
+    from shipyard.evals.gate_policy import load_gate_policy
+    from shipyard.orchestration.gating import run_gate
+    from shipyard.profiles import choice
+    from shipyard.registry.trust import sign_gate_report
+
+    settings = load_settings(config)
+    rules = load_gate_policy(choice(settings, "policy", policy))
+    decision, out = run_gate(candidate, champion, rules, settings.home, trainer_state, report)
+    sign_gate_report(out / "gate.json", settings, checkpoint_digest)
+    if as_json:
+        print_json(decision.as_dict())
+    else:
+        table = Table(
+            "check",
+            "verdict",
+            "statistic",
+            "threshold",
+            "p-value",
+            title=f"gate: {'PASS' if decision.passed else 'FAIL'}",
+        )
+        for c in decision.checks:
+            stat = f"{c.statistic:.3f}" if c.statistic is not None else "-"
+            p = f"{c.p_value:.4g}" if c.p_value is not None else "-"
+            table.add_row(c.name, "pass" if c.passed else "[red]FAIL[/]", stat, c.threshold, p)
+        Console().print(table)
+        Console().print(f"report: {out / 'gate.md'}")
+    raise typer.Exit(0 if decision.passed else 1)

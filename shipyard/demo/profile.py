@@ -1,0 +1,23 @@
+"""The demo profile: the demo's recipe, gate policy, screening suite and eval suites (`profile: demo`).
+
+Offered to the core through the `shipyard.profiles` entry point (pyproject.toml); nothing else imports the demo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shipyard.profiles import Profile
+
+HERE = Path(__file__).parent
+RECIPE = HERE / "recipes" / "default.yaml"
+POLICY = HERE / "policies" / "default.yaml"
+SUITES = {"capability": HERE / "suites" / "capability.yaml", "safety": HERE / "suites" / "safety.yaml"}
+
+DEMO = Profile(
+    recipe=RECIPE,
+    policy=POLICY,
+    screening_suite="capability",
+    screening_task="shipyard_arithmetic_heldout",
+    suites=SUITES,
+)
