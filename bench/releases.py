@@ -24,8 +24,8 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from shipyard.registry.ledger import EVENTS, PACK_EVERY, PACKS, Event, Ledger, apply, event_key, pack_key
-from shipyard.registry.state import State
 from shipyard.registry.publish import model_digest, promote, publish
+from shipyard.registry.state import State
 from shipyard.registry.stores import LocalStore, Progress, S3Store
 
 MB = 1 << 20

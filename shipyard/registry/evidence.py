@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from shipyard.registry.ledger import Ledger
-from shipyard.registry.state import State
 from shipyard.registry.publish import diff, gate_of, manifest, resolve
+from shipyard.registry.state import State
 from shipyard.registry.stores import Store
 
 

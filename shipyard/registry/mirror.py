@@ -20,8 +20,8 @@ from typing import Any
 
 from shipyard.registry.card import model_card
 from shipyard.registry.ledger import Ledger
-from shipyard.registry.state import State
 from shipyard.registry.publish import blob_key, manifest
+from shipyard.registry.state import State
 from shipyard.registry.stores import Store
 
 EXTRA = ("manifest.json", "README.md")

@@ -24,9 +24,9 @@ from shipyard.events import EventType
 from shipyard.registry import approvals, publish
 from shipyard.registry.approvals import Signer
 from shipyard.registry.ledger import Event, Ledger
-from shipyard.registry.state import Release, State
 from shipyard.registry.notify import announce
 from shipyard.registry.publish import Published
+from shipyard.registry.state import Release, State
 from shipyard.registry.stores import Store, release_store
 from shipyard.registry.trust import check_anchors
 from shipyard.settings import NotifySettings, Settings

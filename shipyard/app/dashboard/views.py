@@ -11,9 +11,9 @@ import humanize
 from shipyard.errors import LedgerError
 from shipyard.registry.evidence import verdict
 from shipyard.registry.ledger import Event
-from shipyard.registry.state import State
 from shipyard.registry.publish import manifest
 from shipyard.registry.releases import Registry
+from shipyard.registry.state import State
 from shipyard.registry.stores import Store
 from shipyard.registry.trust import check_anchors
 from shipyard.settings import Settings
