@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,19 @@ def pull_champion(settings: Settings) -> Path | None:
     return pipeline.champion(settings, release_store(settings))
 
 
-def elsewhere(deployment: str, what: str, checkpoint: Checkpoint, settings: Settings, **parameters: Any) -> Any:
-    """Run stage `what` through its deployment, found again by this release run after a crash (same key)."""
+def stage_run(
+    deployment: str | None,
+    what: str,
+    here: Callable[[], Any],
+    checkpoint: Checkpoint,
+    settings: Settings,
+    **parameters: Any,
+) -> Any:
+    """Stage `what` in this run (`here()`, under the training slot unless the run holds it already), or as a run
+    of its deployment, found again by this release run after a crash (same key)."""
+    if deployment is None:
+        with orchestration.training_slot(settings.pipeline, held=orchestration.split(settings.pipeline)):
+            return here()
     config = str(settings.config_file.resolve()) if settings.config_file else None
     parameters = {k: str(v) if isinstance(v, Path) else v for k, v in parameters.items()}
     parameters |= {"checkpoint": checkpoint.as_dict(), "config": config, "run": settings.run}
@@ -51,31 +63,37 @@ def elsewhere(deployment: str, what: str, checkpoint: Checkpoint, settings: Sett
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def screen(checkpoint: Checkpoint, champion: Path | None, settings: Settings) -> tuple[bool, str]:
-    deployment = settings.pipeline.eval_deployment
-    if deployment is None:
-        with orchestration.stage_slot(settings.pipeline):
-            return pipeline.screen(checkpoint, champion, settings)
-    passed, why, _ = elsewhere(deployment, "screen", checkpoint, settings, stage="screen", champion=champion)
+    passed, why, *_ = stage_run(
+        settings.pipeline.eval_deployment,
+        "screen",
+        lambda: pipeline.screen(checkpoint, champion, settings),
+        checkpoint,
+        settings,
+        stage="screen",
+        champion=champion,
+    )
     return passed, why
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def post_train(checkpoint: Checkpoint, settings: Settings) -> Path:
     deployment = settings.pipeline.posttrain_deployment
-    if deployment is None:
-        with orchestration.stage_slot(settings.pipeline):
-            return pipeline.make_candidate(checkpoint, settings)
-    return Path(elsewhere(deployment, "posttrain", checkpoint, settings))
+    return Path(
+        stage_run(deployment, "posttrain", lambda: pipeline.make_candidate(checkpoint, settings), checkpoint, settings)
+    )
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def gate(candidate: Path, champion: Path | None, checkpoint: Checkpoint, settings: Settings) -> tuple[bool, str, Path]:
-    deployment = settings.pipeline.eval_deployment
-    if deployment is None:
-        with orchestration.stage_slot(settings.pipeline):
-            return pipeline.gate_candidate(candidate, champion, checkpoint, settings)
-    passed, failed, report = elsewhere(
-        deployment, "gate", checkpoint, settings, stage="gate", champion=champion, candidate=candidate
+    passed, failed, report = stage_run(
+        settings.pipeline.eval_deployment,
+        "gate",
+        lambda: pipeline.gate_candidate(candidate, champion, checkpoint, settings),
+        checkpoint,
+        settings,
+        stage="gate",
+        champion=champion,
+        candidate=candidate,
     )
     return passed, failed, Path(report)
 
@@ -133,7 +151,7 @@ def stages(config: str | None) -> pipeline.Stages:
         gate=gate,
         publish=publish,
         record=record,
-        slot=lambda s: orchestration.release_slot(s.pipeline),
+        slot=lambda s: orchestration.training_slot(s.pipeline, held=not orchestration.split(s.pipeline)),
         gated=_artifacts,
         released=lambda version, s: request_approval(version, s, config),
     )

@@ -78,26 +78,22 @@ def ensure_slot(pipeline: PipelineSettings) -> None:
                 )
 
 
+def training_slot(pipeline: PipelineSettings, held: bool = True) -> AbstractContextManager[None]:
+    """Hold the slot while post-training or evaluating (nothing when not `held`); strict: a missing limit is an
+    error, not a free pass."""
+    return _hold(pipeline.slot) if held else nullcontext()
+
+
 @contextmanager
-def training_slot(pipeline: PipelineSettings) -> Iterator[None]:
-    """Hold the slot while post-training or evaluating; strict: a missing limit is an error, not a free pass."""
-    with concurrency(pipeline.slot, occupy=1, strict=True):
+def _hold(slot: str) -> Iterator[None]:
+    with concurrency(slot, occupy=1, strict=True):
         yield
 
 
 def split(pipeline: PipelineSettings) -> bool:
-    """Whether a heavy stage runs as a run of its own deployment (then each stage run takes the slot itself)."""
+    """Whether a heavy stage runs as a run of its own deployment. Then each stage run takes the slot itself and
+    the release run holds none; otherwise the release run holds it from screening to the gate's verdict."""
     return bool(pipeline.posttrain_deployment or pipeline.eval_deployment)
-
-
-def release_slot(pipeline: PipelineSettings) -> AbstractContextManager[None]:
-    """What a release run holds from screening to the gate's verdict: the slot, or nothing when split."""
-    return nullcontext() if split(pipeline) else training_slot(pipeline)
-
-
-def stage_slot(pipeline: PipelineSettings) -> AbstractContextManager[None]:
-    """What a stage done in the release run itself holds: the slot when split (the release run holds none)."""
-    return training_slot(pipeline) if split(pipeline) else nullcontext()
 
 
 def release_tags(line: str, checkpoint: Checkpoint) -> list[str]:

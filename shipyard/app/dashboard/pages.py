@@ -1,0 +1,87 @@
+"""The pages: releases and channels with their plots, one release's evidence and card, the checkpoint stream."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import nh3
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from shipyard.app.dashboard import views
+from shipyard.app.dashboard.context import Dashboard, dashboard
+from shipyard.app.dashboard.plots import line_chart
+from shipyard.registry.card import model_card
+from shipyard.registry.evidence import evidence
+from shipyard.registry.publish import manifest, resolve
+
+SAFETY = ("refusal",)  # metrics plotted on the safety chart
+RL_SIGNALS = ("reward", "heldout_accuracy")  # trainer metrics of the checkpoints, plotted against step
+
+router = APIRouter()
+Board = Annotated[Dashboard, Depends(dashboard)]
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request, board: Board) -> HTMLResponse:
+    line = board.line
+    state, events = views.read(board.registry, board.settings)
+    rows = views.releases(board.store, state, line, board.settings.approval.channel)
+    series = views.scores_by_step(board.store, state, line)
+    markers = [(float(r["step"]), f"v{r['version']}") for r in rows if r["step"] is not None]
+    capability = {k: v for k, v in series.items() if not k.endswith(SAFETY)}
+    safety = {k: v for k, v in series.items() if k.endswith(SAFETY)}
+    for row in rows:
+        row["waiting_run"] = _waiting_run(line, row["version"]) if row["pending"] else None
+    return board.page(
+        request,
+        "index.html",
+        "releases",
+        channels=views.channels(state, events, line),
+        releases=rows,
+        rl_plot=line_chart(views.rl_by_step(events, line, RL_SIGNALS), markers, "the RL run: train signals by step"),
+        scores_plot=line_chart(capability, markers, "eval scores of each release by RL step"),
+        safety_plot=line_chart(safety, markers, "safety: refusal rates of each release"),
+    )
+
+
+@router.get("/releases/{version}", response_class=HTMLResponse)
+def release(request: Request, version: int, board: Board) -> HTMLResponse:
+    line, store = board.line, board.store
+    state, _ = views.read(board.registry, board.settings)
+    body = manifest(store, resolve(state, line, str(version)))
+    previous = state.releases.get((line, version - 1))
+    lineage = body.get("lineage") or {}
+    return board.page(
+        request,
+        "release.html",
+        f"v{version}",
+        version=version,
+        store=store.uri,
+        heads=[c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
+        approvals=[
+            f"{a.get('by')} {a['type']} ({a.get('door')})"
+            + ("" if a["counts"] else " — before the policy, not counted")
+            for a in state.approvals.get((line, version), [])
+        ],
+        evidence=nh3.clean(board.markdown.render(evidence(store, line, version, board.settings.approval.channel))),
+        flips=(body.get("gate") or {}).get("flips", []),
+        lineage=[(k, lineage[k]) for k in sorted(lineage) if k not in ("recipe", "files", "stages")],
+        card=model_card(line, version, body, manifest(store, previous) if previous else None),
+    )
+
+
+@router.get("/stream", response_class=HTMLResponse)
+def stream(request: Request, board: Board) -> HTMLResponse:
+    _, events = views.read(board.registry, board.settings)
+    return board.page(request, "stream.html", "checkpoint stream", rows=views.stream(events, board.line))
+
+
+def _waiting_run(line: str, version: int) -> str | None:
+    """The name of the Prefect approval run waiting for this release, when a Prefect server is configured."""
+    from shipyard.orchestration.prefect import api_configured, waiting_approval
+
+    if not api_configured():
+        return None
+    run = waiting_approval(line, version)
+    return run.name if run else None
