@@ -5,12 +5,12 @@
     ├── NotAllowed                get the right key or approver; the store's signed policy decides        403
     │   └── TrustError            refused by the signed policy, or the store is not the pinned one
     ├── Conflict                  the thing is already there or changed meanwhile; look, then retry       409
-    │   └── DemoRunError          the demo RL run cannot start or continue (its directory is taken)
     ├── BadInput                  fix the argument, setting or file named in the message                  400
     │   ├── ConfigError           a settings file, environment variable or argument is wrong
     │   └── CheckpointError       a checkpoint cannot be used: names the file and the reason
-    │       ├── InvalidCheckpoint     complete but broken or unsafe (bad header, NaN, pickle, escape)
-    │       └── CheckpointInFlux      changed or vanished while being copied: the next poll looks again
+    │       └── InvalidCheckpoint     complete but broken or unsafe (bad header, NaN, pickle, escape)
+    ├── TryLater                  nothing to fix: it is changing now; the next poll or try looks again    503
+    │   └── CheckpointInFlux      a checkpoint changed or vanished while being copied
     ├── Unavailable               a service or store did not answer or failed; check it, then retry       503
     │   ├── SourceError           a checkpoint source cannot be listed or read
     │   ├── StoreError            a release store cannot be read or written
@@ -20,7 +20,8 @@
         └── LedgerError           the release ledger is inconsistent (broken chain, missing blob)
 
 Messages say what was expected, what was found, and which file, key or object; `context` carries the same
-as data (for `--json` and the dashboard). Later stages add their branches here, not in modules of their own.
+as data (for `--json` and the dashboard). The stages add their branches here, not in modules of their own; the
+demo, which sits on top, keeps its one (`DemoRunError`, a Conflict) to itself.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Corrupt",
-    "DemoRunError",
     "InvalidCheckpoint",
     "LedgerError",
     "NotAllowed",
@@ -45,6 +45,7 @@ __all__ = [
     "StateError",
     "StoreError",
     "TrustError",
+    "TryLater",
     "Unavailable",
 ]
 
@@ -88,10 +89,6 @@ class Conflict(ShipyardError):
     http_status = 409
 
 
-class DemoRunError(Conflict):
-    """The demo RL run cannot start or continue (for example, its output directory is taken)."""
-
-
 class BadInput(ShipyardError):
     """An argument, setting or file has a wrong value; the message names it."""
 
@@ -111,7 +108,14 @@ class InvalidCheckpoint(CheckpointError):
     """A complete checkpoint that is broken or unsafe: a bad header, NaN weights, a pickle, an escaping path."""
 
 
-class CheckpointInFlux(CheckpointError):
+class TryLater(ShipyardError):
+    """Nothing is wrong to fix: what was read is changing now, and the next poll or try looks again."""
+
+    kind = "try_later"
+    http_status = 503
+
+
+class CheckpointInFlux(TryLater):
     """A checkpoint's files changed or vanished while being copied; `gone` when its directory was rotated away."""
 
     def __init__(self, message: str, gone: bool = False) -> None:

@@ -10,9 +10,9 @@ import pytest
 from safetensors.torch import load_file
 
 from shipyard.checkpoints import Checkpoint
+from shipyard.demo.errors import DemoRunError
 from shipyard.demo.rl_run import WARM_START_CHECK_EVERY, run_demo, warm_start
 from shipyard.demo.tiny import TinyModelSpec, build_model, build_tokenizer
-from shipyard.errors import DemoRunError
 from shipyard.intake.scan import scan
 from shipyard.intake.sources import open_source
 from shipyard.intake.trainer_state import metrics_at, read_trainer_state

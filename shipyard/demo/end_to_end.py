@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from shipyard.app.dashboard.auth import new_token
-from shipyard.errors import DemoRunError
+from shipyard.demo.errors import DemoRunError
 from shipyard.orchestration.heartbeat import Heartbeat
 from shipyard.settings import Settings, ephemeral_prefect_defaults, load_settings
 

@@ -31,8 +31,8 @@ from transformers import (
 from transformers import TrainingArguments as HFTrainingArguments
 
 from shipyard.demo import arithmetic
+from shipyard.demo.errors import DemoRunError
 from shipyard.demo.tiny import TinyModelSpec, build_model, build_tokenizer
-from shipyard.errors import DemoRunError
 from shipyard.intake.trainer_state import metrics_at, read_trainer_state
 from shipyard.progress import progress_bar
 from shipyard.quiet import quiet_libraries
