@@ -1,1 +1,1 @@
-"""Eval suites (lm-eval task YAML with local data), the runner on lm-eval, gate statistics and policies."""
+"""Eval suites (lm-eval task YAML with local data), the runner on lm-eval, the gate, its policy and statistics."""

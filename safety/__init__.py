@@ -1,1 +1,1 @@
-"""Safety post-training recipe and data, safety eval suites, the refusal judge and safety gates."""
+"""Safety: the refusal judge, used by safety measurements and by the demo's refusal tasks."""

@@ -1,17 +1,20 @@
 """Shipyard: gated, versioned releases from the checkpoints of long RL runs of language models.
 
-The core library, grouped by the stage of the pipeline each part serves:
+The package by stage of the pipeline; each imports only what is listed below it (tests/test_layout.py):
 
-    intake/          list a run, apply each framework's layout, snapshot, convert, validate, select
-    posttraining/    recipes of preference and safety stages, trained with TRL into candidates
-    registry/        the ledger, stores, publishing, mirrors, the signed policy, approvals and their doors
-    orchestration/   the pipeline (the one composition of the stages) and what runs it on Prefect
-    app/             the command line and the release dashboard
-    demo/            the demo's own parts: its RL run, arithmetic task, tiny models, data, `shipyard demo`
+    shipyard/*.py     the core: settings, profiles, errors, digests, caches, progress, the checkpoint and event
+                      vocabulary (`checkpoints`, `events`); imports no stage
+    intake/           list a run, apply each framework's layout, snapshot, convert, validate, select   (core)
+    posttraining/     recipes of preference and safety stages, trained with TRL into candidates        (core)
+    registry/         the ledger, stores, publishing, mirrors, the signed approval policy, the doors    (core)
+    evals/ (top)      eval suites on lm-eval, the gate and its policy, statistics          (core, posttraining)
+    safety/ (top)     the refusal judge                                                    (core, posttraining)
+    orchestration/    the pipeline (the one composition of the stages), the watcher loop, the gate run, and
+    flows/ (top)      what runs them on Prefect                                                 (every stage)
+    app/              the command line (one module per stage) and the release dashboard (routers)
+    demo/             the demo: its RL run, task, data, suites, policy and profile; plugs in by entry points
 
-Beside them, what every stage shares: settings, profiles, the error tree, digests, caches, progress.
-Evaluation and the gate live in `evals/`, safety data and the refusal judge in `safety/`, the Prefect
-flows in `flows/`.
+The top-level flows/, evals/ and safety/ are the subpackages shipyard.flows, shipyard.evals and shipyard.safety.
 """
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ until the end, so every unfinished task is then printed as one plain line
 every `PLAIN_EVERY` seconds instead: a person tailing the log sees the work
 move. A command run with `--json` keeps stdout for its JSON result: its
 progress goes to stderr as one JSON object per unfinished task at the same
-interval (`JSON_LINES`, set for the command by `cli_common.clear_errors`).
+interval (`JSON_LINES`, set for the command by `shipyard.app.cli.common.clear_errors`).
 Used by the demo RL run, post-training and uploads.
 """
 

@@ -1,1 +1,1 @@
-"""The person-facing app: the command line and the release dashboard."""
+"""The person-facing app: the command line (one module per stage) and the release dashboard (routers)."""

@@ -1,1 +1,2 @@
-"""The demo's own parts: its RL run, its arithmetic task, tiny local models, data, and `shipyard demo`."""
+"""The demo: its RL run, arithmetic task, tiny local models, data, suites, gate policy and profile, and
+`shipyard demo`. It plugs into the core by entry points (`profile`, `cli`); nothing else imports it."""

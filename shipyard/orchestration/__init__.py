@@ -1,1 +1,2 @@
-"""Orchestration: the pipeline's one composition of the stages, and what runs it on Prefect."""
+"""Orchestration: the pipeline (the one composition of the stages), the watcher loop, the gate run, and what
+runs them on Prefect."""

@@ -1,1 +1,1 @@
-"""The release registry: the ledger, stores, publishing, mirrors, signed policy and approvals."""
+"""The release registry: the ledger, stores, publishing, mirrors, the signed approval policy and the doors."""

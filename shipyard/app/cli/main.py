@@ -2,7 +2,7 @@
 
 Commands that report state take `--json` and then print only JSON on stdout.
 Every error ends a command with one line on stderr and exit status 2
-(`cli_common.clear_errors`); `shipyard --debug …` keeps the traceback.
+(`common.clear_errors`); `shipyard --debug …` keeps the traceback.
 """
 
 from __future__ import annotations
