@@ -1,17 +1,23 @@
 """The README check: run the README's commands as a reader would, in order, in a scratch copy of the project.
 
-Every fenced `bash` block of the README is a list of commands, run one by
+The README and the pages of `docs/` it links to, in the order it links them,
+are one tour. Every fenced `bash` block is a list of commands, run one by
 one in one shell session (the working directory and exported variables carry
 over, as in a terminal) with a clean environment. A command must exit 0
-unless its trailing comment says otherwise. A fenced block preceded by
-`<!-- output: COMMAND -->` is what the last run of COMMAND printed, compared
-line by line: a line that is only `…` stands for any number of lines, a `…`
-inside a line for any text. Trailing comments carry the markers a reader sees:
+unless its trailing comment says otherwise. What the check needs beyond that
+sits in HTML comments, which a reader of the rendered page does not see:
 
-- `# … not run by CI: why` — cannot run offline or here; listed, not run;
-- `# … until Ctrl-C` — a server: it must stay up (and answer the `http://…`
-  address in the comment, if one is given), then it is stopped;
-- `# … exits 0 or 1 …` — the exit statuses that are not failures (at least two).
+- `<!-- output: COMMAND -->` before a fenced block: what the last run of
+  COMMAND printed, compared line by line; a line that is only `…` stands for
+  any number of lines, a `…` inside a line for any text (elisions a reader
+  reads as such);
+- `<!-- not run: why -->` before a `bash` block: its commands cannot run
+  offline or here (a bucket, a GPU, a cluster); listed, not run.
+
+Two trailing comments are for the reader as much as for the check:
+`# … until Ctrl-C` marks a server (it must stay up, and answer the `http://…`
+address in the comment, if one is given, then it is stopped), and
+`# … exits 0 or 1 …` the exit statuses that are not failures.
 
 Used by `tests/test_readme.py`; `python tests/readme.py [README]` runs it by hand.
 """
@@ -33,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OUTPUT_MARK = re.compile(r"<!--\s*output:\s*(.+?)\s*-->")
-NOT_RUN = re.compile(r"not run by CI:?\s*(.*)")
+NOT_RUN_MARK = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
+DOCS_LINK = re.compile(r"\]\((docs/[\w.-]+\.md)\)")
 EXITS = re.compile(r"exits (\d+(?: or \d+)+)")
 URL = re.compile(r"https?://\S+")
 SERVER_UP_SECONDS = 20.0  # a server without an address must stay up this long
@@ -46,11 +53,7 @@ class Command:
     text: str
     comment: str
     line: int
-
-    @property
-    def skip_reason(self) -> str | None:
-        found = NOT_RUN.search(self.comment)
-        return (found.group(1) or "marked not run by CI") if found else None
+    skip_reason: str | None = None  # the `not run` mark of its block
 
     @property
     def is_server(self) -> bool:
@@ -91,22 +94,23 @@ def parse(text: str) -> list[Command | Expected]:
         while i < len(lines) and not lines[i].strip().startswith("```"):
             i += 1
         body = lines[start + 1 : i]
-        mark = _mark_before(lines, start)
-        if mark is not None:
-            items.append(Expected(mark, body, start + 1))
+        before = next((line.strip() for line in reversed(lines[:start]) if line.strip()), "")
+        if output := OUTPUT_MARK.fullmatch(before):
+            items.append(Expected(output.group(1).strip("`"), body, start + 1))
         elif info in ("bash", "sh", "shell"):
-            items.extend(_commands(body, start + 2))
+            not_run = NOT_RUN_MARK.fullmatch(before)
+            items.extend(_commands(body, start + 2, not_run.group(1) if not_run else None))
         i += 1
     return items
 
 
-def _mark_before(lines: list[str], fence: int) -> str | None:
-    before = next((line for line in reversed(lines[:fence]) if line.strip()), "")
-    found = OUTPUT_MARK.fullmatch(before.strip())
-    return found.group(1).strip("`") if found else None
+def pages(readme: Path) -> list[Path]:
+    """The README, then each page of docs/ it links to, in the order of its first link."""
+    linked = dict.fromkeys(DOCS_LINK.findall(readme.read_text()))
+    return [readme, *(readme.parent / name for name in linked)]
 
 
-def _commands(body: list[str], first_line: int) -> Iterator[Command]:
+def _commands(body: list[str], first_line: int, skip: str | None = None) -> Iterator[Command]:
     pending, start = "", first_line
     for number, raw in enumerate(body, first_line):
         line = raw.rstrip()
@@ -119,7 +123,7 @@ def _commands(body: list[str], first_line: int) -> Iterator[Command]:
         pending = ""
         if whole and not whole.startswith("#"):
             command, comment = split_comment(whole)
-            yield Command(command, comment, start)
+            yield Command(command, comment, start, skip)
 
 
 def split_comment(line: str) -> tuple[str, str]:
@@ -271,14 +275,16 @@ def clean_env(home: Path) -> dict[str, str]:
 
 
 def check(readme: Path, workdir: Path, log: Path, running_under: str = "", timeout: float = 1800.0) -> Report:
-    """Run `readme`'s commands in `workdir`; every failure and every command not run, with its README line."""
+    """Run the commands of `readme` and of the docs it links to in `workdir`; every failure and every command
+    not run, with its file and line."""
     report = Report()
     home = workdir.parent / "home"
     home.mkdir(exist_ok=True)
     shell = Shell(workdir, clean_env(home), log, workdir.parent / "shell-state")
     outputs: dict[str, str] = {}
-    for item in parse(readme.read_text()):
-        where = f"{readme.name}:{item.line}"
+    tour = [(page, item) for page in pages(readme) for item in parse(page.read_text())]
+    for page, item in tour:
+        where = f"{page.relative_to(readme.parent)}:{item.line}"
         if isinstance(item, Expected):
             if item.command not in outputs:
                 report.failures.append(f"{where}: output of `{item.command}` shown, but the README never ran it")

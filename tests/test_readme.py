@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .readme import Command, Expected, check, clean_env, matches, parse, scratch_copy, split_comment
+from .readme import Command, Expected, check, clean_env, matches, pages, parse, scratch_copy, split_comment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,11 @@ cd sub && pwd
 export GREETING=hi
 echo "$GREETING # not a comment"
 false                     # exits 0 or 1 (here 1, on purpose)
-sleep 300                 # not run by CI: waits too long
+```
+
+<!-- not run: waits too long -->
+```bash
+sleep 300
 ```
 
 <!-- output: echo hello world -->
@@ -64,7 +68,7 @@ def test_a_broken_command_and_a_drifted_output_fail_the_check(tmp_path: Path) ->
     readme.write_text(SMALL)
     report = check(readme, work, tmp_path / "commands.log")
     assert report.failures == [], report.failures
-    assert report.skipped == ["README.md:10: sleep 300 (waits too long)"]
+    assert report.skipped == ["README.md:14: sleep 300 (waits too long)"]
 
     readme.write_text(SMALL.replace("echo hello world ", "ehco hello world ", 1).replace("hello …", "hello world"))
     report = check(readme, work, tmp_path / "commands.log")
@@ -73,8 +77,9 @@ def test_a_broken_command_and_a_drifted_output_fail_the_check(tmp_path: Path) ->
 
 
 def test_a_readme_command_broken_on_purpose_fails(tmp_path: Path) -> None:
-    """One real command of the README, misspelt: the check reports its line and exit status."""
-    shown = next(i for i in parse((ROOT / "README.md").read_text()) if isinstance(i, Command) and "--help" in i.text)
+    """One real command of the tour, misspelt: the check reports its line and exit status."""
+    tour = [i for page in pages(ROOT / "README.md") for i in parse(page.read_text())]
+    shown = next(i for i in tour if isinstance(i, Command) and "--help" in i.text)
     readme = tmp_path / "README.md"
     readme.write_text(f"```bash\nsource .venv/bin/activate\n{shown.text.replace('--help', '--hepl')}\n```\n")
     work = scratch_copy(ROOT, tmp_path / "work")
@@ -82,9 +87,18 @@ def test_a_readme_command_broken_on_purpose_fails(tmp_path: Path) -> None:
     assert len(report.failures) == 1 and "exited 2" in report.failures[0], report.failures
 
 
+def test_the_readme_is_a_page_that_links_every_doc_and_shows_no_test_markers() -> None:
+    """The README stays short; the reference is docs/, one page per stage, each linked, so each is checked."""
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) <= 350
+    assert sorted(pages(readme)[1:]) == sorted((ROOT / "docs").glob("*.md"))
+    for page in pages(readme):
+        assert "not run by CI" not in page.read_text(), page  # the check's marks are HTML comments
+
+
 def test_the_readme_shows_commands_not_placeholders() -> None:
     """A command with `<…>` or `[…]` in it cannot run as written: options belong in the prose."""
-    commands = [i for i in parse((ROOT / "README.md").read_text()) if isinstance(i, Command)]
+    commands = [i for page in pages(ROOT / "README.md") for i in parse(page.read_text()) if isinstance(i, Command)]
     assert len(commands) > 30
     for command in commands:
         if command.skip_reason is None:
