@@ -32,12 +32,13 @@ import yaml
 
 from shipyard.app.dashboard.auth import new_token
 from shipyard.demo.errors import DemoRunError
+from shipyard.events import EventType
 from shipyard.orchestration.heartbeat import Heartbeat
 from shipyard.settings import Settings, ephemeral_prefect_defaults, load_settings
 
 DEMO_APPROVER = "demo-approver"
 YOU = "you"
-FATES = ("skipped", "gate_failed", "refused")
+FATES = (EventType.SKIPPED, EventType.GATE_FAILED, EventType.REFUSED)
 TOKEN_FILE = "you.token"
 KEY_FILE = "you.key"
 DOORS = ("dashboard", "prefect-ui")

@@ -97,18 +97,18 @@ def apply(state: State, event: Event) -> None:
         state.ignored[event.seq] = why
 
 
-def _apply(state: State, kind: str, d: dict[str, Any], event: Event) -> str:
+def _apply(state: State, kind: EventType, d: dict[str, Any], event: Event) -> str:
     """Why the event does not count ("" when it was folded in)."""
     if not isinstance(d, dict):
         return f"malformed {kind} event (its data is a {type(d).__name__}, not an object)"
-    if kind == "policy":
+    if kind == EventType.POLICY:
         new, why = rules.policy_problem(state.policy, d, event.prev)
         if new is not None:
             if state.policy is None:
                 state.root, state.store_id = new.owner_fingerprints(), event.digest
             state.policy = new
         return why
-    if kind == "released":
+    if kind == EventType.RELEASED:
         line, version = str(d["line"]), int(d["version"])
         if (line, version) in state.releases:
             return f"v{version} of {line} was released before"
@@ -116,12 +116,14 @@ def _apply(state: State, kind: str, d: dict[str, Any], event: Event) -> str:
         if not _protected(state, "candidate"):
             _point(state, line, "candidate", version, event.seq)
         return ""
-    if kind == "mirrored":
+    if kind == EventType.MIRRORED:
         state.mirrors.append(d)
         return ""
-    if kind in ("approved", "rejected") or (kind == "rolled_back" and _protected(state, d["channel"])):
+    if kind in (EventType.APPROVED, EventType.REJECTED) or (
+        kind == EventType.ROLLED_BACK and _protected(state, d["channel"])
+    ):
         return _decision(state, kind, d, event)
-    if kind in ("promoted", "rolled_back"):
+    if kind in (EventType.PROMOTED, EventType.ROLLED_BACK):
         return _move(state, kind, d, event.seq)
     if kind == EventType.MALFORMED:
         return str(d["error"])
@@ -165,10 +167,10 @@ def _move(state: State, kind: str, d: dict[str, Any], seq: int) -> str:
     if (line, version) not in state.releases:
         return f"line '{line}' has no version {version}"
     if _protected(state, channel):
-        if kind == "promoted" and state.channel(line, channel) == version:
+        if kind == EventType.PROMOTED and state.channel(line, channel) == version:
             return ""  # announces the move its signatures made
         return f"{channel} is protected: it moves only by signed statements, not by a bare {kind} event"
-    if kind == "rolled_back" and version not in state.channels.get((line, channel), [])[:-1]:
+    if kind == EventType.ROLLED_BACK and version not in state.channels.get((line, channel), [])[:-1]:
         return f"v{version} was never on {channel} before its head"
     _point(state, line, channel, version, seq)
     return ""

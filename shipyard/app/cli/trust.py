@@ -26,7 +26,7 @@ from shipyard.app.cli.common import (
     print_json,
 )
 from shipyard.app.cli.releases import channel_moved, open_line, say_if_open
-from shipyard.events import Decision
+from shipyard.events import Decision, EventType
 from shipyard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def approve_command(
 
     settings, releases, name, number, signer = _door(config, store, line, ref, key, who)
     events = decide_and_wake(settings, releases, name, number, Decision.APPROVE, signer, note)
-    promoted = any(e.type == "promoted" for e in events)
+    promoted = any(e.type == EventType.PROMOTED for e in events)
     if as_json:
         print_json({"line": name, "version": number, "approved_by": signer.who, "promoted": promoted})
         return

@@ -9,6 +9,7 @@ from typing import Any
 import humanize
 
 from shipyard.errors import LedgerError
+from shipyard.events import EventType
 from shipyard.registry.evidence import verdict
 from shipyard.registry.ledger import Event
 from shipyard.registry.publish import manifest
@@ -18,7 +19,12 @@ from shipyard.registry.stores import Store
 from shipyard.registry.trust import check_anchors
 from shipyard.settings import Settings
 
-FATES = {"skipped": "skipped", "refused": "refused", "gate_failed": "failed the gate", "released": "released"}
+FATES = {
+    EventType.SKIPPED: "skipped",
+    EventType.REFUSED: "refused",
+    EventType.GATE_FAILED: "failed the gate",
+    EventType.RELEASED: "released",
+}
 
 
 def read(registry: Registry, settings: Settings) -> tuple[State, list[Event]]:
@@ -39,7 +45,11 @@ def channels(state: State, events: list[Event], line: str) -> list[dict[str, Any
     for (name, channel), history in sorted(state.channels.items()):
         if name != line or not history:
             continue
-        moved = [e for e in events if e.type in ("promoted", "rolled_back") and e.data.get("channel") == channel]
+        moved = [
+            e
+            for e in events
+            if e.type in (EventType.PROMOTED, EventType.ROLLED_BACK) and e.data.get("channel") == channel
+        ]
         since = moved[-1].at if moved else state.releases[(line, history[-1])].at
         approvers = sorted(w for w, word in state.words(line, history[-1]).items() if word == "approved")
         rows.append(
@@ -85,7 +95,7 @@ def stream(events: list[Event], line: str) -> list[dict[str, Any]]:
     rows = [
         {
             "step": e.data.get("step"),
-            "fate": FATES[e.type] + (f" as v{e.data['version']}" if e.type == "released" else ""),
+            "fate": FATES[e.type] + (f" as v{e.data['version']}" if e.type == EventType.RELEASED else ""),
             "reason": e.data.get("reason", ""),
             "checkpoint": e.data.get("checkpoint_uri", ""),
             "age": age(e.at),
