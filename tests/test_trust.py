@@ -201,7 +201,13 @@ def test_the_cli_takes_no_approvers_from_the_environment(store: LocalStore, keys
     bo = [*base, "approve", "v2", "--key", str(keys.path("bo")), "--json", *where]
     done = subprocess.run(bo, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"line": "main", "version": 2, "approved_by": "bo", "promoted": True}
+    assert json.loads(done.stdout) == {
+        "line": "main",
+        "version": 2,
+        "approved_by": "bo",
+        "promoted": True,
+        "waiting": "",
+    }
     assert "gate: PASS" in done.stderr
     verified = subprocess.run(
         [*base, "ledger", "verify", *where], env=env, capture_output=True, text=True, cwd=tmp_path

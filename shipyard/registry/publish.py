@@ -217,7 +217,10 @@ def resolve(state: State, line: str, ref: str) -> Release:
     version = int(ref.removeprefix("v")) if ref.removeprefix("v").isdigit() else state.channel(line, ref)
     if version is None or (line, version) not in state.releases:
         channels = sorted({c for (name, c) in state.channels if name == line})
-        raise NotFound(f"line '{line}' has no release or channel '{ref}' (channels: {', '.join(channels) or 'none'})")
+        hint = f"; did you mean '{close[0]}'?" if (close := difflib.get_close_matches(ref, channels, n=1)) else ""
+        raise NotFound(
+            f"line '{line}' has no release or channel '{ref}'{hint} (channels: {', '.join(channels) or 'none'})"
+        )
     return state.releases[(line, version)]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from shipyard.checkpoints import Checkpoint
 from shipyard.events import EventType
-from shipyard.registry import approvals, publish
+from shipyard.registry import approvals, moves, publish
 from shipyard.registry.approvals import Signer
 from shipyard.registry.ledger import Event, Ledger
 from shipyard.registry.notify import announce
@@ -139,6 +139,15 @@ class Registry:
         mine = [r for (line, _), r in state.releases.items() if line == self.line]
         waiting = [r for r in mine if approvals.settled(state, self.line, r.version, channel) is None]
         return sorted(waiting, key=lambda r: r.version, reverse=True)
+
+    def waiting(self, ref: str, channel: str) -> str:
+        """Why the release is not on `channel` yet under the store's policy ("" when it is, or when the channel is
+        not protected): the approvals it still needs, a veto, or a policy that keeps ungated releases off."""
+        state = self.state()
+        release = publish.resolve(state, self.line, ref)
+        if state.policy is None or channel not in state.policy.channels:
+            return ""
+        return moves.tally(state, self.line, channel, release.version)[1]
 
     def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """A page of the ledger: up to `limit` events after sequence number `after`, oldest first."""

@@ -54,6 +54,8 @@ def load_private(path: Path) -> Ed25519PrivateKey:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the signing key ({exc.strerror})") from None
+    if data.lstrip().startswith((b"ssh-", b"ecdsa-", b"-----BEGIN PUBLIC KEY")):
+        raise ConfigError(f"{path}: a public key; give the private key it belongs to (the file without .pub)")
     try:
         key = _load(data, None)
     except TypeError:  # encrypted

@@ -40,5 +40,5 @@ def dashboard_token_command(
     from shipyard.app.dashboard.auth import new_token
 
     token, digest = new_token()
-    Console().print(f"token for {who} (give it to them, it is not stored): {token}")
-    Console().print(f"config: dashboard: {{tokens: {{{who}: {digest}}}}}")
+    print(f"token for {who} (give it to them, it is not stored): {token}")  # plain print: never wrapped
+    print(f"config: dashboard: {{tokens: {{{who}: {digest}}}}}")

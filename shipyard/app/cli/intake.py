@@ -46,6 +46,14 @@ def checkpoints_command(
     if as_json:
         print_json([c.as_dict() for c in seen])
         return
+    if not seen:
+        Console(stderr=True).print(
+            f"{run.uri}: no checkpoint found (nothing in a layout Shipyard knows: checkpoint-N/, global_step_N/, "
+            "step_N/, iter_N/, …); check the path, or wait for the run's first save",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     caption = None if validate else "listed only: nothing copied or checked (--validate does both)"
     table = Table("step", "state", "reason", "digest", "reward", "held-out acc", "uri", title=source, caption=caption)
     for c in seen:

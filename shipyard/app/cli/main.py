@@ -12,7 +12,9 @@ from importlib.metadata import entry_points, version
 from typing import Annotated, Any
 
 import typer
+from pydantic import ByteSize
 from rich.console import Console
+from rich.filesize import decimal
 from rich.table import Table
 
 from shipyard.app.cli import dashboard, evals, flows, intake, posttraining, releases, trust
@@ -51,8 +53,10 @@ def config_command(config: ConfigOption = None, as_json: JsonOption = False) -> 
         print_json(data)
         return
     table = Table("key", "value", title=f"settings ({settings.config_file or 'defaults and environment'})")
+    data = {k: v for k, v in data.items() if k != "demo"} | {"demo": data["demo"]}  # the demo's section last
+    sizes = {f"cache.{name}" for name, f in type(settings.cache).model_fields.items() if f.annotation is ByteSize}
     for key, value in _flatten(data):
-        table.add_row(key, str(value))
+        table.add_row(key, decimal(value) if key in sizes else str(value))
     Console().print(table)
 
 

@@ -56,7 +56,7 @@ def keygen_command(
     from shipyard.registry.signing import fingerprint, keygen
 
     line = keygen(out, comment)
-    Console().print(f"{out} (private, keep it)\n{out}.pub: {line}\nfingerprint: {fingerprint(line)}")
+    print(f"{out} (private, keep it)\n{out}.pub: {line}\nfingerprint: {fingerprint(line)}")  # never wrapped: pasted
 
 
 policy_app = typer.Typer(help="The store's signed approval policy.", no_args_is_help=True)
@@ -171,15 +171,19 @@ def approve_command(
     The gate verdict is shown first. A Prefect approval run waiting for this release is woken to read it.
     """
     from shipyard.orchestration.waking import decide_and_wake
+    from shipyard.registry.releases import Registry
 
     settings, releases, name, number, signer = _door(config, store, line, ref, key, who)
     events = decide_and_wake(settings, releases, name, number, Decision.APPROVE, signer, note)
     promoted = any(e.type == EventType.PROMOTED for e in events)
-    if as_json:
-        print_json({"line": name, "version": number, "approved_by": signer.who, "promoted": promoted})
-        return
     channel = settings.approval.channel
-    Console().print(f"{name} v{number}: approved by {signer.who}" + (f"; promoted to {channel}" if promoted else ""))
+    waits = "" if promoted else Registry.of(releases, settings, name).waiting(str(number), channel)
+    if as_json:
+        done = {"line": name, "version": number, "approved_by": signer.who, "promoted": promoted, "waiting": waits}
+        print_json(done)
+        return
+    moved = f"; promoted to {channel}" if promoted else f"; {channel} still waits: {waits}" if waits else ""
+    Console().print(f"{name} v{number}: approved by {signer.who}{moved}", highlight=False, soft_wrap=True)
 
 
 @clear_errors
