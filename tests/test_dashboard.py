@@ -133,7 +133,12 @@ def test_an_approver_signs_in_approves_and_sees_the_channel_move(
     page.click("#approve-v2")
     assert page.inner_text("#flash") == "Approved."
     assert "v2" in page.inner_text("#channels tr:has-text('stable')")
+    moved = page.inner_text("#channel-history tr:has-text('v2')")  # who moved it, from where, and why
+    assert all(word in moved for word in ("stable", "promoted", "v1", "ana", "ana: gate is clean")), moved
     page.screenshot(path=str(ARTIFACTS / "dashboard-approved.png"), full_page=True)
+    page.goto(f"{url}/releases/3")  # a decision can be made from the release page, which says what it waits for
+    assert page.inner_text("#waiting") == "Not on stable yet: 0 of the 1 approval(s) stable needs."
+    assert page.locator("#approve-v3").count() == 1 and page.locator("#reject-v3").count() == 1
     state = Ledger(store).refresh()
     assert state.channel("main", "stable") == 2
     assert [(a["by"], a["door"], a["note"]) for a in state.approvals[("main", 2)]] == [

@@ -38,6 +38,7 @@ def index(request: Request, board: Board) -> HTMLResponse:
         "index.html",
         "releases",
         channels=views.channels(state, events, line),
+        history=views.channel_history(state, events, line),
         releases=rows,
         rl_plot=line_chart(views.rl_by_step(events, line, RL_SIGNALS), markers, "the RL run: train signals by step"),
         scores_plot=line_chart(capability, markers, "eval scores of each release by RL step"),
@@ -50,6 +51,8 @@ def release(request: Request, version: int, board: Board) -> HTMLResponse:
     line, store = board.line, board.store
     state, _ = views.read(board.registry, board.settings)
     body = manifest(store, resolve(state, line, str(version)))
+    channel = board.settings.approval.channel
+    pending = views.is_pending(state, line, version, channel)
     previous = state.releases.get((line, version - 1))
     lineage = body.get("lineage") or {}
     return board.page(
@@ -58,6 +61,9 @@ def release(request: Request, version: int, board: Board) -> HTMLResponse:
         f"v{version}",
         version=version,
         store=store.uri,
+        channel=channel,
+        pending=pending,
+        waiting=views.waiting(state, line, version, channel) if pending else "",
         heads=[c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
         approvals=[
             f"{a.get('by')} {a['type']} ({a.get('door')})"

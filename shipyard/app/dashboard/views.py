@@ -10,6 +10,7 @@ import humanize
 
 from shipyard.errors import LedgerError
 from shipyard.events import EventType
+from shipyard.registry import moves
 from shipyard.registry.evidence import verdict
 from shipyard.registry.ledger import Event
 from shipyard.registry.publish import manifest
@@ -66,7 +67,6 @@ def channels(state: State, events: list[Event], line: str) -> list[dict[str, Any
 
 def releases(store: Store, state: State, line: str, approval_channel: str) -> list[dict[str, Any]]:
     """Every release of the line, newest first, with its step, gate verdict, approvals and whether it is pending."""
-    on_channel = set(state.channels.get((line, approval_channel), []))
     rows = []
     for (name, version), release in sorted(state.releases.items(), reverse=True):
         if name != line:
@@ -76,6 +76,7 @@ def releases(store: Store, state: State, line: str, approval_channel: str) -> li
         except LedgerError:  # a missing or altered manifest: shown as such, never a crash
             gate = "unreadable"
         words = state.words(line, version)
+        pending = is_pending(state, line, version, approval_channel)
         rows.append(
             {
                 "version": version,
@@ -84,10 +85,55 @@ def releases(store: Store, state: State, line: str, approval_channel: str) -> li
                 "approvals": [f"{who} {word}" for who, word in sorted(words.items())],
                 "age": age(release.at),
                 "heads": [c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
-                "pending": version not in on_channel and "rejected" not in words.values(),
+                "pending": pending,
+                "waiting": waiting(state, line, version, approval_channel) if pending else "",
             }
         )
     return rows
+
+
+def is_pending(state: State, line: str, version: int, channel: str) -> bool:
+    """Never on `channel` and not rejected: what approvers have before them."""
+    return (
+        version not in state.channels.get((line, channel), []) and "rejected" not in state.words(line, version).values()
+    )
+
+
+def waiting(state: State, line: str, version: int, channel: str) -> str:
+    """What the release still needs to reach `channel` under the store's policy ("" for an unprotected one)."""
+    if state.policy is None or channel not in state.policy.channels:
+        return ""
+    return moves.tally(state, line, channel, version)[1]
+
+
+def channel_history(state: State, events: list[Event], line: str) -> list[dict[str, Any]]:
+    """Every move of the line's channels that counted, newest first: to and from which version, when, by whom,
+    with what note."""
+    heads: dict[str, int] = {}
+    rows = []
+    for e in events:
+        moved = e.type in (EventType.PROMOTED, EventType.ROLLED_BACK) and e.data.get("line") == line
+        if not moved or e.seq in state.ignored:  # only moves that counted (their fields were checked as folded)
+            continue
+        channel, version = str(e.data["channel"]), int(e.data["version"])
+        by = e.data.get("approved_by") or e.data.get("by") or "—"
+        note = str(e.data.get("note", ""))
+        if not note and isinstance(by, list):  # moved by approvals: their notes say why
+            said = [a for a in state.approvals.get((line, version), []) if a.get("by") in by and a.get("note")]
+            note = "; ".join(f"{a['by']}: {a['note']}" for a in said)
+        rows.append(
+            {
+                "channel": channel,
+                "kind": "rolled back" if e.type == EventType.ROLLED_BACK else "promoted",
+                "version": version,
+                "from": heads.get(channel),
+                "when": age(e.at),
+                "by": ", ".join(by) if isinstance(by, list) else str(by),
+                "note": note,
+            }
+        )
+        heads[channel] = version
+    return list(reversed(rows))
 
 
 def stream(events: list[Event], line: str) -> list[dict[str, Any]]:
