@@ -7,6 +7,7 @@ nothing of Shipyard's but the event vocabulary.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -14,8 +15,15 @@ from typing import Any
 from shipyard.events import EventType
 
 TRAINER_STATE = "trainer_state.json"
-# Training state a trainer saves beside the weights: pickles that are never opened, copied or published.
+# Training state a trainer saves beside the weights: pickles that are never opened, copied or published
+# (under data parallelism one RNG state per rank: rng_state_<rank>.pth).
 TRAINER_STATE_PICKLES = frozenset({"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "scaler.pt"})
+RANK_RNG_STATE = re.compile(r"rng_state_\d+\.pth")
+
+
+def is_trainer_pickle(name: str) -> bool:
+    """Whether the file `name` (a base name) is a trainer's own state, never weights."""
+    return name in TRAINER_STATE_PICKLES or RANK_RNG_STATE.fullmatch(name) is not None
 
 
 class CheckpointState(StrEnum):

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from shipyard.checkpoints import TRAINER_STATE_PICKLES
+from shipyard.checkpoints import is_trainer_pickle
 
 RACY_NS = 2 * 10**9  # a file modified this recently may still change within the same mtime
 _local = threading.local()
@@ -48,7 +48,7 @@ def checkpoint_digest(files: dict[str, str]) -> str:
 
 def directory_digest(path: Path) -> str:
     """The checkpoint digest of a local model directory, as a snapshot of it would have (trainer pickles left out)."""
-    paths = [p for p in sorted(path.rglob("*")) if p.is_file() and p.name not in TRAINER_STATE_PICKLES]
+    paths = [p for p in sorted(path.rglob("*")) if p.is_file() and not is_trainer_pickle(p.name)]
     names = [p.relative_to(path).as_posix() for p in paths]
     return checkpoint_digest(dict(zip(names, file_digests(paths), strict=True)))
 

@@ -321,3 +321,46 @@ c.convert({args}, max_shard_bytes=200_000)
     model = AutoModelForCausalLM.from_pretrained(done.path)
     full = load_file(sharded / "full.safetensors")
     assert all(torch.equal(t, full[name]) for name, t in model.state_dict().items())
+
+
+def test_an_hf_trainer_fsdp_sharded_checkpoint_is_taken_and_its_rank_state_never_copied(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`checkpoint-N/` as transformers' Trainer writes it under accelerate's FSDP with SHARDED_STATE_DICT: the
+    model through accelerate's own call, `dist_cp.save(state_dict={"model": …}, storage_writer=FileSystemWriter(
+    pytorch_model_fsdp_0), planner=DefaultSavePlanner())` (here in one process: the bytes are the same per
+    tensor), the optimizer as DCP beside it, one RNG state per rank, the scheduler, trainer_state.json last; no
+    config.json and no weights file."""
+    import torch.distributed.checkpoint as dist_cp
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ckpt = tmp_path / "run" / "checkpoint-5"
+    dist_cp.save(
+        state_dict={"model": model.state_dict()},
+        storage_writer=dist_cp.FileSystemWriter(str(ckpt / "pytorch_model_fsdp_0")),
+        planner=DefaultSavePlanner(),
+        no_dist=True,
+    )
+    optimizer = {"optimizer": {"state": {"model.norm.weight": {"exp_avg": torch.ones(4)}}}}
+    dist_cp.save(optimizer, storage_writer=dist_cp.FileSystemWriter(str(ckpt / "optimizer_0")), no_dist=True)
+    for rank in (0, 1):
+        torch.save({"python": [rank], "cpu": torch.get_rng_state()}, ckpt / f"rng_state_{rank}.pth")
+    torch.save({"last_epoch": 5}, ckpt / "scheduler.pt")
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 5, "log_history": [{"step": 5, "loss": 1.0}]}))
+
+    [refused] = scan(open_source(str(tmp_path / "run")), tmp_path / "home", convert=ConvertSettings())
+    assert refused.state == "invalid", refused
+    assert "no config.json beside the weights; set convert.base_model" in refused.reason
+    assert "pickle" not in refused.reason
+
+    settings = ConvertSettings(base_model=tiny_model_dir)
+    [taken] = scan(open_source(str(tmp_path / "run")), tmp_path / "home2", convert=settings)
+    assert taken.state == "complete", taken.reason
+    assert taken.converted_by.startswith("shipyard (dcp)")
+    converted = AutoModelForCausalLM.from_pretrained(taken.path).state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(converted[name], tensor), name
+    snapshot = tmp_path / "home2" / "snapshots" / "checkpoints" / taken.digest
+    copied = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
+    assert copied and all(n.startswith("pytorch_model_fsdp_0/") or n == "trainer_state.json" for n in copied), copied

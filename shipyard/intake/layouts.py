@@ -41,6 +41,8 @@ DEEPSPEED_HF = re.compile(r"(?:^|.*/)global_step(\d+)_hf$")
 DEEPSPEED = re.compile(r"(?:^|.*/)global_step(\d+)$")
 PRIME_BROADCAST = re.compile(r"(?:^|.*/)broadcasts/step_(\d+)$")
 PRIME_TRAINER = re.compile(r"(?:^|.*/)step_(\d+)/trainer$")
+HF_FSDP = "pytorch_model_fsdp_0"  # the HF Trainer under FSDP with SHARDED_STATE_DICT: accelerate's DCP of {"model": …}
+HF_SIDE = ("config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json", "added_tokens.json")
 STEP_DIR = re.compile(r"(?:^|.*/)(tmp_)?step_(\d+)$")  # NeMo-RL (renamed when done) or open-instruct
 TORCHTITAN = re.compile(r"(?:^|.*/)step-(\d+)$")
 MEGATRON = re.compile(r"(?:^|.*/)iter_(\d+)$")
@@ -85,9 +87,14 @@ def find_checkpoints(files: Iterable[str], read_text: Callable[[str], str]) -> l
         inside = children.get(d, set())
         if match := TRANSFORMERS.match(d):
             complete = f"{d}/{TRAINER_STATE}" in listed
-            found[d] = Found(
+            transformers = Found(
                 d, int(match[1]), "transformers", complete, "" if complete else f"{TRAINER_STATE} not yet written"
             )
+            if any(n.startswith(f"{HF_FSDP}/") for n in inside):  # weights sharded by rank; optimizer_0/ is not taken
+                keep = (f"{HF_FSDP}/*", TRAINER_STATE, "chat_template.jinja", "vocab.json", "merges.txt", *HF_SIDE)
+                hf_files = "." if "config.json" in inside else ""
+                transformers = replace(transformers, format="dcp", weights=HF_FSDP, hf_files=hf_files, keep=keep)
+            found[d] = transformers
         elif (match := VERL.match(d)) and _has_weights(inside):
             found[d] = _by_marker(d, int(match[1]), "verl", verl_done, VERL_MARKER)
         elif (match := VERL_ACTOR.match(d)) and (how := _verl_actor(inside)):

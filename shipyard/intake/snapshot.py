@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from shipyard.caches import touch, working
-from shipyard.checkpoints import TRAINER_STATE_PICKLES
+from shipyard.checkpoints import is_trainer_pickle
 from shipyard.digests import checkpoint_digest, remember
 from shipyard.errors import CheckpointInFlux
 from shipyard.intake.sources import Source
@@ -40,7 +40,7 @@ def model_files(listing: list[str], checkpoint: str, keep: tuple[str, ...] = ())
     prefix = f"{checkpoint}/"
     names = [f.removeprefix(prefix) for f in listing if f.startswith(prefix)]
     names = [n for n in names if not keep or any(fnmatch.fnmatchcase(n, pattern) for pattern in keep)]
-    return sorted(n for n in names if PurePosixPath(n).name not in TRAINER_STATE_PICKLES)
+    return sorted(n for n in names if not is_trainer_pickle(PurePosixPath(n).name))
 
 
 def take_snapshot(source: Source, checkpoint: str, names: list[str], cache: Path) -> Snapshot:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
-from shipyard.checkpoints import TRAINER_STATE_PICKLES
+from shipyard.checkpoints import is_trainer_pickle
 from shipyard.errors import InvalidCheckpoint
 from shipyard.intake.chat_templates import check_chat_templates
 
@@ -62,9 +62,7 @@ def validate_checkpoint(
     """Raise `InvalidCheckpoint` unless `root` is a usable model directory; what was tolerated, as notes."""
     files = _safe_files(root, max_file_bytes)
     shards = _safetensors_files(root, files)
-    pickles = [
-        f for f in files if f.endswith(PICKLE_WEIGHT_SUFFIXES) and PurePosixPath(f).name not in TRAINER_STATE_PICKLES
-    ]
+    pickles = [f for f in files if f.endswith(PICKLE_WEIGHT_SUFFIXES) and not is_trainer_pickle(PurePosixPath(f).name)]
     if not shards and not pickles:
         raise InvalidCheckpoint(f"{root}: no weight files (*.safetensors)")
     if pickles and not shards and not allow_pickle_weights:

@@ -31,7 +31,7 @@ from typing import Any
 
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
-from shipyard.checkpoints import TRAINER_STATE_PICKLES
+from shipyard.checkpoints import is_trainer_pickle
 from shipyard.digests import checkpoint_digest, file_digests, hash_file
 from shipyard.errors import ConfigError, LedgerError, NotFound, StoreError, TrustError
 from shipyard.model_dir import require_model_dir
@@ -69,7 +69,7 @@ def release_files(model_dir: Path) -> dict[str, Path]:
     return {
         p.relative_to(model_dir).as_posix(): p
         for p in sorted(model_dir.rglob("*"))
-        if p.is_file() and p.name not in (*METADATA, "gate.md", *TRAINER_STATE_PICKLES)
+        if p.is_file() and p.name not in (*METADATA, "gate.md") and not is_trainer_pickle(p.name)
     }
 
 
