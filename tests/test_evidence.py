@@ -14,9 +14,20 @@ from .helpers import gated
 def candidate(tiny_model_dir: Path, out: Path, accuracy: float, passed: bool) -> Path:
     shutil.copytree(tiny_model_dir, out)
     (out / "config.json").write_text((tiny_model_dir / "config.json").read_text() + f"\n{' ' * int(accuracy * 8)}")
-    checks = [{"name": "floor: arith", "passed": passed, "detail": f"{accuracy} ≥ 0.3"}]
+    checks = [
+        {"name": "floor: arith", "passed": passed, "statistic": accuracy, "threshold": "≥ 0.3", "detail": "exact"},
+        {
+            "name": "regression: arith",
+            "passed": True,
+            "statistic": -0.01,
+            "threshold": "p ≥ 0.05",
+            "p_value": 0.41,
+            "interval": [-0.05, 0.03],
+        },
+    ]
     (out / "evals.json").write_text(json.dumps({"arith": {"exact_match": accuracy, "exact_match_stderr": 0.01}}))
-    (out / "lineage.json").write_text(json.dumps({"checkpoint": "run/checkpoint-20", "step": 20}))
+    lineage = {"run": "file:///run", "checkpoint_uri": "file:///run/checkpoint-20", "step": 20}
+    (out / "lineage.json").write_text(json.dumps(lineage))
     return gated(out, passed=passed, checks=checks)
 
 
@@ -29,7 +40,9 @@ def test_evidence_shows_checks_and_deltas_against_the_champion(tiny_model_dir: P
     promote(store, "main", 1)
     page = evidence(store, "main", 2)
     assert "## main v2: approve for stable?" in page
-    assert "| floor: arith | pass | 0.625 ≥ 0.3 |" in page
+    assert "| floor: arith | pass | +0.625 | ≥ 0.3 | — | — | exact |" in page  # every check with its numbers
+    assert "| regression: arith | pass | -0.010 | p ≥ 0.05 | [-0.050, +0.030] | 0.41 |  |" in page
+    assert "- RL run: file:///run, step 20" in page
     assert "| arith | exact_match | 0.625 | +0.125 |" in page
     assert "stderr" not in page
-    assert "champion: v1 (stable)" in page and "run/checkpoint-20" in page
+    assert "champion: v1 (stable)" in page and "- checkpoint: file:///run/checkpoint-20" in page

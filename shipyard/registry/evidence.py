@@ -22,19 +22,28 @@ def evidence(store: Store, line: str, version: int, champion_channel: str = "sta
     lineage = body.get("lineage") or {}
     gate = body.get("gate") or {}
     champion = state.channel(line, champion_channel)
-    checkpoint = str(release.data.get("checkpoint_digest", ""))
+    checkpoint = str(release.data.get("checkpoint_digest") or lineage.get("checkpoint_digest") or "")
+    where = lineage.get("checkpoint_uri") or "not recorded (published by hand)"
     lines = [
         f"## {cell(line)} v{version}: approve for {cell(champion_channel)}?",
         "",
-        f"- checkpoint: {cell(lineage.get('checkpoint', '?'))} (digest {cell(checkpoint[:16])})",
+        f"- RL run: {cell(lineage.get('run', 'not recorded'))}, step {cell(lineage.get('step', 'not recorded'))}",
+        f"- checkpoint: {cell(where)}" + (f" (digest `{checkpoint[:16]}`)" if checkpoint else ""),
         f"- candidate digest: `{release.candidate_digest[:16]}`",
         f"- champion: {f'v{champion}' if champion else 'none yet'} ({champion_channel})",
         f"- gate: {verdict(state, body)}",
         "",
-        "| check | verdict | detail |",
-        "| --- | --- | --- |",
+        "| check | verdict | statistic | threshold | 95% interval | p-value | detail |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [_check_row(check) for check in gate.get("checks", [])]
+    if sizes := gate.get("sizes"):
+        lines += [
+            "",
+            "| task | items | smallest drop detectable | items needed | enough |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [_size_row(size) for size in sizes]
     deltas = diff(store, line, str(champion), str(version))["score_deltas"] if champion else {}
     lines += ["", f"| task | metric | v{version} | change vs champion |", "| --- | --- | --- | --- |"]
     for task, metrics in sorted((body.get("evals") or {}).items()):
@@ -66,5 +75,26 @@ def cell(text: Any) -> str:
 
 
 def _check_row(check: dict[str, Any]) -> str:
-    verdict = "pass" if check.get("passed") is True else "**FAIL**"
-    return f"| {cell(check.get('name', '?'))} | {verdict} | {cell(check.get('detail', ''))} |"
+    interval: Any = check.get("interval")
+    p_value = check.get("p_value")
+    bounds = isinstance(interval, list | tuple) and len(interval) == 2
+    cells = (
+        cell(check.get("name", "?")),
+        "pass" if check.get("passed") is True else "**FAIL**",
+        _number(check.get("statistic")),
+        cell(check.get("threshold", "")) or "—",
+        f"[{_number(interval[0])}, {_number(interval[1])}]" if bounds else "—",
+        f"{p_value:.3g}" if isinstance(p_value, int | float) and not isinstance(p_value, bool) else "—",
+        cell(check.get("detail", "")),
+    )
+    return "| " + " | ".join(cells) + " |"
+
+
+def _size_row(size: dict[str, Any]) -> str:
+    enough = "yes" if size.get("sufficient") else "**no**"
+    cells = (cell(size.get("task", "?")), cell(size.get("items", "?")), _number(size.get("detectable_effect")))
+    return f"| {' | '.join(cells)} | {cell(size.get('items_needed', '?'))} | {enough} |"
+
+
+def _number(value: Any) -> str:
+    return f"{value:+.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else "—"
