@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import nh3
 from fastapi import APIRouter, Depends, Request
@@ -28,7 +28,7 @@ def index(request: Request, board: Board) -> HTMLResponse:
     state, events = views.read(board.registry, board.settings)
     rows = views.releases(board.store, state, line, board.settings.approval.channel)
     series = views.scores_by_step(board.store, state, line)
-    markers = [(float(r["step"]), f"v{r['version']}") for r in rows if r["step"] is not None]
+    markers = [(float(r["step"]), _label(r)) for r in rows if r["step"] is not None]
     capability = {k: v for k, v in series.items() if not k.endswith(SAFETY)}
     safety = {k: v for k, v in series.items() if k.endswith(SAFETY)}
     for row in rows:
@@ -81,6 +81,11 @@ def release(request: Request, version: int, board: Board) -> HTMLResponse:
 def stream(request: Request, board: Board) -> HTMLResponse:
     _, events = views.read(board.registry, board.settings)
     return board.page(request, "stream.html", "checkpoint stream", rows=views.stream(events, board.line))
+
+
+def _label(row: dict[str, Any]) -> str:
+    """A release's mark on the plots: its version, and the channels it heads but `candidate` (`v2 stable`)."""
+    return " ".join([f"v{row['version']}", *(head for head in row["heads"] if head != "candidate")])
 
 
 def _waiting_run(line: str, version: int) -> str | None:
