@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID, uuid5
 
 from prefect.client.orchestration import get_client
@@ -43,11 +43,9 @@ from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL
 from prefect.states import AwaitingRetry, Cancelled
 
+from shipyard.checkpoints import Checkpoint
 from shipyard.errors import ConfigError, OrchestrationError
 from shipyard.settings import PipelineSettings
-
-if TYPE_CHECKING:  # the watcher imports torch; a door that only resumes a run should not pay for it
-    from shipyard.checkpoints import Checkpoint
 
 DETECTED = "shipyard.checkpoint.detected"
 EVENT_NAMESPACE = UUID("6f1c9a52-2d0e-4c1b-9a57-5d3f0e0b7a11")  # event ids are uuid5 in this namespace
