@@ -61,6 +61,13 @@ def tally(state: State, line: str, channel: str, version: int) -> tuple[list[str
     return counted, ""
 
 
+def waiting(state: State, line: str, channel: str, version: int) -> str:
+    """What the release still needs to reach `channel` under the store's policy ("" for an unprotected channel)."""
+    if state.policy is None or channel not in state.policy.channels:
+        return ""
+    return tally(state, line, channel, version)[1]
+
+
 def statements(state: State, line: str, channel: str, version: int) -> dict[str, dict[str, Any]]:
     """Each approver's latest counted statement moving `channel` from its present head to `version`, by a key
     that still speaks for them."""

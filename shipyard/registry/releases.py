@@ -144,10 +144,7 @@ class Registry:
         """Why the release is not on `channel` yet under the store's policy ("" when it is, or when the channel is
         not protected): the approvals it still needs, a veto, or a policy that keeps ungated releases off."""
         state = self.state()
-        release = publish.resolve(state, self.line, ref)
-        if state.policy is None or channel not in state.policy.channels:
-            return ""
-        return moves.tally(state, self.line, channel, release.version)[1]
+        return moves.waiting(state, self.line, channel, publish.resolve(state, self.line, ref).version)
 
     def events(self, after: int = 0, limit: int = 100) -> list[Event]:
         """A page of the ledger: up to `limit` events after sequence number `after`, oldest first."""

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from shipyard.app.dashboard import views
 from shipyard.app.dashboard.context import Dashboard, dashboard
 from shipyard.app.dashboard.plots import line_chart
+from shipyard.registry import moves
 from shipyard.registry.card import model_card
 from shipyard.registry.evidence import evidence
 from shipyard.registry.publish import manifest, resolve
@@ -63,7 +64,7 @@ def release(request: Request, version: int, board: Board) -> HTMLResponse:
         store=store.uri,
         channel=channel,
         pending=pending,
-        waiting=views.waiting(state, line, version, channel) if pending else "",
+        waiting=moves.waiting(state, line, channel, version) if pending else "",
         heads=[c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
         approvals=[
             f"{a.get('by')} {a['type']} ({a.get('door')})"

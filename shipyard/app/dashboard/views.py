@@ -86,7 +86,7 @@ def releases(store: Store, state: State, line: str, approval_channel: str) -> li
                 "age": age(release.at),
                 "heads": [c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
                 "pending": pending,
-                "waiting": waiting(state, line, version, approval_channel) if pending else "",
+                "waiting": moves.waiting(state, line, approval_channel, version) if pending else "",
             }
         )
     return rows
@@ -97,13 +97,6 @@ def is_pending(state: State, line: str, version: int, channel: str) -> bool:
     return (
         version not in state.channels.get((line, channel), []) and "rejected" not in state.words(line, version).values()
     )
-
-
-def waiting(state: State, line: str, version: int, channel: str) -> str:
-    """What the release still needs to reach `channel` under the store's policy ("" for an unprotected one)."""
-    if state.policy is None or channel not in state.policy.channels:
-        return ""
-    return moves.tally(state, line, channel, version)[1]
 
 
 def channel_history(state: State, events: list[Event], line: str) -> list[dict[str, Any]]:
