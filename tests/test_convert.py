@@ -351,7 +351,7 @@ def test_an_hf_trainer_fsdp_sharded_checkpoint_is_taken_and_its_rank_state_never
 
     [refused] = scan(open_source(str(tmp_path / "run")), tmp_path / "home", convert=ConvertSettings())
     assert refused.state == "invalid", refused
-    assert "no config.json beside the weights; set convert.base_model" in refused.reason
+    assert "no config.json in the checkpoint, in the run" in refused.reason and "convert.base_model" in refused.reason
     assert "pickle" not in refused.reason
 
     settings = ConvertSettings(base_model=tiny_model_dir)
@@ -361,6 +361,16 @@ def test_an_hf_trainer_fsdp_sharded_checkpoint_is_taken_and_its_rank_state_never
     converted = AutoModelForCausalLM.from_pretrained(taken.path).state_dict()
     for name, tensor in model.state_dict().items():
         assert torch.equal(converted[name], tensor), name
+
+    # The Trainer saves the model's config (and the tokenizer) into the run's root: taken from there, no setting.
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tiny_model_dir / name, tmp_path / "run" / name)
+    [from_run] = scan(open_source(str(tmp_path / "run")), tmp_path / "home3", convert=ConvertSettings())
+    assert from_run.state == "complete", from_run.reason
+    converted = AutoModelForCausalLM.from_pretrained(from_run.path).state_dict()
+    assert all(torch.equal(converted[name], tensor) for name, tensor in model.state_dict().items())
+    assert (Path(from_run.path) / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
+    assert not any((tmp_path / "home3" / "run-config").iterdir())  # the copies were scratch
     snapshot = tmp_path / "home2" / "snapshots" / "checkpoints" / taken.digest
     copied = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
     assert copied and all(n.startswith("pytorch_model_fsdp_0/") or n == "trainer_state.json" for n in copied), copied

@@ -66,3 +66,50 @@ def test_open_instruct_steps_settle_when_a_later_step_appears() -> None:
     seen = found(files)
     assert seen["output/step_100"].complete and seen["output/step_100"].layout == "open-instruct"
     assert not seen["output/step_200"].complete and "taken once a later step appears" in seen["output/step_200"].reason
+
+
+def test_a_checkpoint_without_config_takes_the_run_roots_else_the_earliest_checkpoints() -> None:
+    from shipyard.intake.layouts import run_config
+
+    fsdp = [f"out/checkpoint-{s}/pytorch_model_fsdp_0/{n}" for s in (10, 20) for n in DCP]
+    fsdp += [f"out/checkpoint-{s}/trainer_state.json" for s in (10, 20)]
+    seen = found(fsdp)
+    assert run_config(fsdp, seen["out/checkpoint-20"], seen.values()) is None
+    with_root = [*fsdp, "out/config.json"]
+    assert run_config(with_root, seen["out/checkpoint-20"], seen.values()) == "out"
+    titan = ["config.json", "step-5/.metadata", "step-5/__0_0.distcp"]
+    assert run_config(titan, found(titan)["step-5"], found(titan).values()) == "."
+    prime = ["broadcasts/step_5/model.safetensors", "broadcasts/step_5/config.json", "broadcasts/step_5/STABLE"]
+    prime += [f"checkpoints/step_15/trainer/{n}" for n in DCP]
+    seen = found(prime)
+    assert run_config(prime, seen["checkpoints/step_15/trainer"], seen.values()) == "broadcasts/step_5"
+
+
+def test_the_framework_of_a_run_is_named_from_its_layouts() -> None:
+    from shipyard.intake.frameworks import detect
+
+    def named(files: list[str], markers: dict[str, str] | None = None) -> str:
+        return detect(list(found(files, markers).values())).framework
+
+    trl = [f"checkpoint-{s}/{n}" for s in (50, 100, 150) for n in ("model.safetensors", "trainer_state.json")]
+    assert named(trl) == "TRL / HF Trainer"
+    assert detect(list(found(trl).values())).interval == 50
+    fsdp = [f"checkpoint-5/pytorch_model_fsdp_0/{n}" for n in DCP] + ["checkpoint-5/trainer_state.json"]
+    assert named(fsdp) == "TRL / HF Trainer under FSDP (SHARDED_STATE_DICT)"
+    assert detect(list(found(fsdp).values())).without_config == 1
+    verl = ["latest_checkpointed_iteration.txt", "global_step_10/actor/model_world_size_1_rank_0.pt"]
+    assert named(verl, {"latest_checkpointed_iteration.txt": "10"}) == "veRL"
+    openrlhf = ["_actor/latest", "_actor/global_step5/mp_rank_00_model_states.pt"]
+    assert named(openrlhf, {"_actor/latest": "global_step5"}) == "OpenRLHF (DeepSpeed)"
+    zero = ["latest", "global_step5/zero_pp_rank_0_mp_rank_00_model_states.pt"]
+    assert named(zero, {"latest": "global_step5"}) == "DeepSpeed ZeRO"
+    nemo = [f"step_10/policy/weights/{n}" for n in DCP]
+    assert named(nemo) == "NeMo-RL"
+    assert named(["broadcasts/step_5/model.safetensors", "broadcasts/step_5/STABLE"]) == "prime-rl"
+    assert named(["step-100/.metadata", "step-100/__0_0.distcp"]) == "torchtitan"
+    slime = ["latest_checkpointed_iteration.txt", "iter_0000010/common.pt"]
+    megatron = detect(list(found(slime, {"latest_checkpointed_iteration.txt": "10"}).values()))
+    assert megatron.framework == "slime / Megatron" and megatron.needs_command
+    instruct = [f"output/step_{s}/{n}" for s in (100, 200) for n in ("config.json", "model.safetensors")]
+    assert named(instruct) == "open-instruct"
+    assert detect([]).lines() == ["no checkpoint found yet"]

@@ -334,7 +334,10 @@ def _side_files(hf_files: list[Path], out: Path, weights: Path) -> None:
     for directory in reversed(hf_files):  # the first one holding a file wins
         _copy_side_files(directory, out)
     if not (out / "config.json").is_file():
-        raise InvalidCheckpoint(f"{weights}: no config.json beside the weights; set convert.base_model")
+        raise InvalidCheckpoint(
+            f"{weights}: no config.json in the checkpoint, in the run (its root, an earlier checkpoint) or in"
+            " convert.base_model: set convert.base_model to the model's directory"
+        )
 
 
 def _copy_side_files(hf_files: Path, out: Path) -> None:

@@ -126,6 +126,23 @@ def find_checkpoints(files: Iterable[str], read_text: Callable[[str], str]) -> l
     return sorted(_collisions(_prefer_hf(list(found.values()))), key=lambda f: (f.step, f.path))
 
 
+def run_config(files: Iterable[str], found: Found, others: Iterable[Found]) -> str | None:
+    """Where the run keeps the config of a checkpoint that holds none (`found.hf_files` empty): the nearest
+    directory above it holding `config.json` (the run root, where a trainer saves its final model), else the
+    earliest other checkpoint that has one; None when the run has none."""
+    listed = set(files)
+    for parent in PurePosixPath(found.path).parents:
+        where = "" if str(parent) == "." else f"{parent}/"
+        if f"{where}config.json" in listed:
+            return str(parent)
+    for other in sorted(others, key=lambda f: f.step):
+        if other.hf_files or other.format == "hf":
+            where = str(PurePosixPath(other.path) / (other.hf_files or "."))
+            if f"{where}/config.json" in listed:
+                return where
+    return None
+
+
 def _children(listed: set[str]) -> dict[str, set[str]]:
     """For every directory, the paths (relative to it) of every file below it."""
     below: dict[str, set[str]] = {}

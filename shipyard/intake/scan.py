@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
-from contextlib import suppress
+import tempfile
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from shipyard.checkpoints import TRAINER_STATE, Checkpoint, CheckpointState
 from shipyard.errors import CheckpointError, CheckpointInFlux, ShipyardError
-from shipyard.intake.layouts import Found, find_checkpoints
+from shipyard.intake.layouts import Found, find_checkpoints, run_config
 from shipyard.intake.snapshot import model_files, take_snapshot
-from shipyard.intake.sources import Source
+from shipyard.intake.sources import Source, in_run
 from shipyard.intake.trainer_state import metrics_at, read_trainer_state
 from shipyard.settings import ConvertSettings
 
@@ -52,7 +53,8 @@ class Listing:
     ) -> Checkpoint:
         """Snapshot a listed complete checkpoint under `home`, convert it if sharded, validate: its state and reason."""
         found = self.found[checkpoint.uri]
-        return _inspect(self.source, self.files, found, checkpoint, home, allow_pickle_weights, convert)
+        config_dir = run_config(self.files, found, self.found.values()) if not found.hf_files else None
+        return _inspect(self.source, self.files, found, config_dir, checkpoint, home, allow_pickle_weights, convert)
 
     def _listed(self, found: Found) -> Checkpoint:
         base = (self.source.uri, _run_id(self.source), found.step, found.layout, checkpoint_uri(self.source, found))
@@ -109,6 +111,7 @@ def _inspect(
     source: Source,
     listing: list[str],
     found: Found,
+    config_dir: str | None,
     base: Checkpoint,
     home: Path,
     allow_pickle_weights: bool,
@@ -142,7 +145,9 @@ def _inspect(
 
         fmt = "lora" if found.format == "hf" and is_adapter(snap.path) else found.format
         if fmt != "hf":
-            model, converted_by = _convert(found, fmt, snap.path, snap.digest, home, convert)
+            side = _run_config(source, listing, config_dir, home) if fmt != "hf" and config_dir else None
+            with side or nullcontext() as config_copy:
+                model, converted_by = _convert(found, fmt, snap.path, snap.digest, home, convert, config_copy)
         notes = validate_checkpoint(model, allow_pickle_weights=allow_pickle_weights)
         has_state = f"{found.path}/{TRAINER_STATE}" in listing
         metrics = metrics_at(read_trainer_state(snap.path / TRAINER_STATE), found.step) if has_state else {}
@@ -166,12 +171,22 @@ def _inspect(
 
 
 def _convert(
-    found: Found, fmt: str, snapshot: Path, digest: str, home: Path, settings: ConvertSettings
+    found: Found,
+    fmt: str,
+    snapshot: Path,
+    digest: str,
+    home: Path,
+    settings: ConvertSettings,
+    run_config: Path | None = None,
 ) -> tuple[Path, str]:
-    """The model directory a sharded checkpoint converts to, under `home/converted/<digest>`, and by what."""
+    """The model directory a sharded checkpoint converts to, under `home/converted/<digest>`, and by what.
+
+    Config and tokenizer come from the checkpoint, else the run (`run_config`), else `convert.base_model`.
+    """
     from shipyard.intake.convert import convert
 
     hf_files = [snapshot / found.hf_files] if found.hf_files else []
+    hf_files += [run_config] if run_config else []
     hf_files += [settings.base_model] if settings.base_model else []
     done = convert(
         fmt,
@@ -186,6 +201,19 @@ def _convert(
     for note in done.notes:
         log.info("%s: converted: %s", found.path, note)
     return done.path, done.converter
+
+
+@contextmanager
+def _run_config(source: Source, listing: list[str], directory: str, home: Path) -> Iterator[Path]:
+    """The run's config and tokenizer files in `directory`, copied (never linked) into a scratch folder."""
+    from shipyard.intake.convert import HF_SIDE_FILES
+
+    (home / "run-config").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home / "run-config") as scratch:
+        for name in HF_SIDE_FILES:
+            if in_run(directory, name) in listing:
+                source.fetch(directory, name, Path(scratch) / name)
+        yield Path(scratch)
 
 
 def _utf8(name: str) -> bool:

@@ -54,6 +54,11 @@ class Source(Protocol):
 CHUNK = 8 << 20
 
 
+def in_run(directory: str, name: str) -> str:
+    """The path of file `name` of `directory` (relative to the run; "" or "." is the run's root)."""
+    return name if directory in ("", ".") else f"{directory}/{name}"
+
+
 def copy_hashing(src: BinaryIO, dest: Path) -> str:
     """Copy the open file `src` to `dest` and return its sha256, reading each byte once."""
     digest = hashlib.sha256()
@@ -98,7 +103,7 @@ class LocalSource:
         as opened (a regular file): a writer of the run directory cannot swap in a file from elsewhere."""
         path = self.root / checkpoint / name
         try:
-            fd = open_beneath(self.root, f"{checkpoint}/{name}")
+            fd = open_beneath(self.root, in_run(checkpoint, name))
         except FileNotFoundError:
             gone = not (self.root / checkpoint).is_dir()
             raise CheckpointInFlux(f"{path}: vanished while being copied", gone=gone) from None
@@ -201,7 +206,7 @@ class S3Source:
         return bytes(body).decode(errors="replace")
 
     def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
-        key = f"{self.prefix}{checkpoint}/{name}"
+        key = self.prefix + in_run(checkpoint, name)
         try:
             self.client.download_file(self.bucket, key, str(dest))
         except ClientError as exc:
@@ -289,7 +294,7 @@ class HubSource:
         return self._download(path).read_text(errors="replace")
 
     def fetch(self, checkpoint: str, name: str, dest: Path) -> str:
-        with self._download(f"{checkpoint}/{name}").open("rb") as src:  # a file of our own cache
+        with self._download(in_run(checkpoint, name)).open("rb") as src:  # a file of our own cache
             return copy_hashing(src, dest)
 
     def version(self, checkpoint: str, name: str) -> str | None:
