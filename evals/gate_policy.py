@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from shipyard.schema import load_yaml
 
@@ -68,7 +68,17 @@ class GatePolicy(Strict):
     regression: Regression = Regression()
     safety: Safety = Safety()
     health: Health = Health()
+    _base: Path | None = PrivateAttr(None)  # the policy file's directory: suite paths are relative to it
+
+    def suite_refs(self) -> list[str]:
+        """`suites` as `load_suite` takes them: a relative YAML path resolved against the policy's file."""
+        return [
+            str(self._base / s) if self._base and s.endswith((".yaml", ".yml")) and not Path(s).is_absolute() else s
+            for s in self.suites
+        ]
 
 
 def load_gate_policy(path: Path) -> GatePolicy:
-    return load_yaml(path, GatePolicy)
+    policy = load_yaml(path, GatePolicy)
+    policy._base = path.parent
+    return policy

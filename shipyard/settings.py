@@ -379,6 +379,7 @@ PATH_KEYS = (
     "runs[].policy",
     "runs[].recipe",
 )
+NAME_OR_PATH_KEYS = ("pipeline.screening_suite",)  # a suite's name (kept) or its YAML file (relative to the file)
 
 
 class RelativeYaml(YamlConfigSettingsSource):
@@ -390,7 +391,7 @@ class RelativeYaml(YamlConfigSettingsSource):
 
     def _read_files(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         data: dict[str, Any] = super()._read_files(*args, **kwargs)
-        for key in PATH_KEYS:
+        for key in (*PATH_KEYS, *NAME_OR_PATH_KEYS):
             *parents, name = key.split(".")
             sections: list[Any] = [data]
             for part in parents:  # "[]": every item of a list
@@ -400,7 +401,8 @@ class RelativeYaml(YamlConfigSettingsSource):
                 sections = found
             for section in (s for s in sections if isinstance(s, dict)):
                 for each in list(section) if name == "*" else [name] if name in section else []:
-                    section[each] = _relative_to(self.base, section[each])
+                    if key in PATH_KEYS or str(section[each]).endswith((".yaml", ".yml")):
+                        section[each] = _relative_to(self.base, section[each])
         return data
 
 

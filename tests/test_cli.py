@@ -92,6 +92,18 @@ def test_doctor_reports_versions_device_prefect_and_store(tmp_path: Path) -> Non
     broken = runner.invoke(app, ["doctor", "--config", str(tmp_path / "s.yaml"), "--json"])
     store = next(c for c in json.loads(broken.stdout) if c["name"] == "release store")
     assert broken.exit_code == 1 and store["status"] == "fail" and "unsupported store" in store["detail"]
+    assert {checks[n]["status"] for n in ("recipe", "gate policy", "screening")} == {"ok"}  # the demo's choices
+    bad = tmp_path / "gate.yaml"
+    bad.write_text("suites: [suites/missing.yaml]\n")
+    (tmp_path / "t.yaml").write_text(f"pipeline: {{policy: {bad}, screening_task: nope}}\n")
+    wrong = {
+        c["name"]: c
+        for c in json.loads(runner.invoke(app, ["doctor", "-c", str(tmp_path / "t.yaml"), "--json"]).stdout)
+    }
+    assert wrong["gate policy"]["status"] == "fail" and "missing.yaml" in wrong["gate policy"]["detail"]
+    assert (
+        wrong["screening"]["status"] == "fail" and "'nope' is not a task of capability" in wrong["screening"]["detail"]
+    )
 
 
 def test_watch_outside_the_demo_profile_names_the_missing_choice_before_prefect(

@@ -85,13 +85,18 @@ def test_paths_in_a_config_file_are_relative_to_the_file_not_the_working_directo
     config = tmp_path / "etc" / "lab.yaml"
     config.parent.mkdir()
     lines = ["home: state", "release: {store: releases}", "watch: {source: s3://bucket/run}"]
-    lines += ["pipeline: {recipe: recipes/r.yaml}", "trust: {key: /abs/me.key, door_keys: {dashboard: keys/d.key}}"]
+    lines += ["pipeline: {recipe: recipes/r.yaml, screening_suite: suites/s.yaml}"]
+    lines += ["trust: {key: /abs/me.key, door_keys: {dashboard: keys/d.key}}"]
     config.write_text("\n".join(lines) + "\n")
     monkeypatch.chdir(tmp_path)
     settings = load_settings(config.relative_to(tmp_path))
     etc = config.parent
     assert settings.home == etc / "state" and settings.release.store == str(etc / "releases")
     assert settings.pipeline.recipe == etc / "recipes" / "r.yaml"
+    assert settings.pipeline.screening_suite == str(etc / "suites" / "s.yaml")  # a suite's file; a name stays
+    assert load_settings(
+        write(etc / "n.yaml", "pipeline: {screening_suite: capability}\n")
+    ).pipeline.screening_suite == ("capability")
     assert settings.trust.door_keys["dashboard"] == etc / "keys" / "d.key"
     assert settings.watch.source == "s3://bucket/run" and settings.trust.key == Path("/abs/me.key")
     monkeypatch.setenv("SHIPYARD_RELEASE__STORE", "from-env")  # the environment is the caller's: its cwd

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from shipyard.errors import ShipyardError
+from shipyard.errors import ConfigError, ShipyardError
 from shipyard.settings import Settings, prefect_api_url
 
 PACKAGES = ("shipyard", "torch", "transformers", "trl", "peft", "lm_eval", "prefect", "boto3", "huggingface_hub")
@@ -90,6 +90,40 @@ def release_store(settings: Settings) -> list[Check]:
     return checks
 
 
+def choices(settings: Settings) -> list[Check]:
+    """The recipe, the gate policy with its suites, and the screening suite and task: each loads. One not set
+    is a warning: only the pipeline needs them, not a reader or an approver."""
+    from shipyard.evals.gate_policy import load_gate_policy
+    from shipyard.evals.suite import load_suite
+    from shipyard.posttraining.recipe import load_recipe
+    from shipyard.profiles import choice
+
+    def recipe() -> str:
+        path = choice(settings, "recipe")
+        return f"{path}: {', '.join(s.name for s in load_recipe(path).stages)}"
+
+    def policy() -> str:
+        path = choice(settings, "policy")
+        return f"{path}: {sum(len(load_suite(ref).tasks) for ref in load_gate_policy(path).suite_refs())} task(s)"
+
+    def screening() -> str:
+        suite, task = choice(settings, "screening_suite"), choice(settings, "screening_task")
+        if task not in load_suite(suite).tasks:
+            raise ConfigError(f"pipeline.screening_task {task!r} is not a task of {suite}")
+        return f"{task} of {suite}"
+
+    checks = []
+    for name, loaded in (("recipe", recipe), ("gate policy", policy), ("screening", screening)):
+        if name == "screening" and not settings.pipeline.screening:
+            continue
+        try:
+            checks.append(Check(name, OK, loaded()))
+        except ShipyardError as exc:
+            unset = " is not set" in str(exc)
+            checks.append(Check(name, WARN if unset else FAIL, f"{exc}{'; only the pipeline needs it' * unset}"))
+    return checks
+
+
 def browser(_: Settings) -> list[Check]:
     found = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
     if found is None:
@@ -97,7 +131,14 @@ def browser(_: Settings) -> list[Check]:
     return [Check("chromium", OK, found)]
 
 
-CHECKS: tuple[Callable[[Settings], list[Check]], ...] = (versions, accelerator, prefect_api, release_store, browser)
+CHECKS: tuple[Callable[[Settings], list[Check]], ...] = (
+    versions,
+    accelerator,
+    prefect_api,
+    release_store,
+    choices,
+    browser,
+)
 
 
 def diagnose(settings: Settings) -> list[Check]:

@@ -38,7 +38,7 @@ def run_gate(
     for model in (candidate, champion):
         if model is not None:
             require_model_dir(model)
-    suites = [load_suite(s) for s in policy.suites]
+    suites = [load_suite(s) for s in policy.suite_refs()]
     ours = evaluate(candidate, suites, home)
     theirs = evaluate(champion, suites, home) if champion else None
     measured = measure_health(candidate, champion, ours, policy)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
 
-from shipyard.app.cli import dashboard, evals, flows, intake, posttraining, releases, trust
+from shipyard.app.cli import dashboard, evals, flows, init, intake, posttraining, releases, trust
 from shipyard.app.cli.common import ConfigOption, Debug, JsonOption, clear_errors, print_json
 from shipyard.settings import load_settings
 
@@ -91,6 +91,7 @@ def doctor_command(config: ConfigOption = None, as_json: JsonOption = False) -> 
     raise typer.Exit(1 if any(c.status == FAIL for c in checks) else 0)
 
 
+app.command("init")(init.init_command)
 app.command("checkpoints")(intake.checkpoints_command)
 app.command("gc")(intake.gc_command)
 app.command("posttrain")(posttraining.posttrain_command)
