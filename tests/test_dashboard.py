@@ -39,9 +39,9 @@ def release_of(tiny_model_dir: Path, out: Path, step: int, accuracy: float, deta
     shutil.copytree(tiny_model_dir, out)
     (out / "config.json").write_text((tiny_model_dir / "config.json").read_text() + " " * step)
     checks = [{"name": "floor: arith", "passed": True, "detail": detail or f"{accuracy} ≥ 0.3"}]
-    gated(
-        out, checks=checks, flips=[{"task": XSS, "direction": "lost", "prompt": XSS, "candidate": "", "champion": ""}]
-    )
+    flips = [{"task": XSS, "direction": "lost", "prompt": XSS, "candidate": "", "champion": ""}]
+    suites = {"capability": ["arith", XSS], "safety": ["refusal_harmful"]} if step > 40 else {}  # v1: an older report
+    gated(out, checks=checks, flips=flips, **({"suites": suites} if suites else {}))
     evals = {"arith": {"exact_match": accuracy}, "refusal_harmful": {"refusal": 0.9}, XSS: {"exact_match": 0.5}}
     (out / "evals.json").write_text(json.dumps(evals))
     lineage = {"run": "runs/demo", "step": step, "checkpoint_digest": f"c{step}", "metrics": {"reward": step / 200}}
@@ -100,7 +100,12 @@ def test_pages_show_versions_and_channels(dashboard: tuple[str, LocalStore], bro
     releases = page.inner_text("#releases")
     assert releases.index("v3") < releases.index("v2") < releases.index("v1")
     assert "v2" in page.inner_text("#pending") and "v3" in page.inner_text("#pending")
-    assert page.locator("svg[aria-label^='eval scores']").count() == 1
+    for suite in ("capability", "safety", "evals"):  # v1's report names no suites: its scores plot as "evals"
+        assert page.locator(f"svg[aria-label^='suite {suite}']").count() == 1, suite
+    heads = page.locator("svg[aria-label^='suite capability'] text").all_text_contents()
+    assert "v1 stable" in heads and "v3" in heads  # each release marked, the channel heads named
+    pending = page.inner_text("#pending")
+    assert "signed by the pipeline's key SHA256:" in pending and "0 of the 1 approval(s) stable needs" in pending
     assert page.locator("svg[aria-label^='the RL run'] polyline").count() == 1  # train reward by step
     page.screenshot(path=str(ARTIFACTS / "dashboard-index.png"), full_page=True)
     page.goto(f"{url}/releases/2")
@@ -242,3 +247,24 @@ def test_pages_read_only_new_events_and_errors_are_html_pages_with_their_status(
         assert missing.status_code == 404 and "<h1>Not found</h1>" in missing.text and "no release" in missing.text
         refused = client.post("/releases/1/approve", data={"csrf": "x"})
         assert refused.status_code == 403 and "<h1>Refused</h1>" in refused.text
+
+
+def test_the_release_list_says_who_signed_the_verdict_and_when_the_policy_keeps_a_release_off(tmp_path: Path) -> None:
+    from shipyard.app.dashboard.views import releases
+    from shipyard.registry.approval_policy import ChannelRule
+    from shipyard.registry.releases import Registry
+
+    from .helpers import candidate
+
+    store, keys = LocalStore(tmp_path / "store"), Keys(tmp_path / "keys")
+    publish(candidate(tmp_path / "c1", b"one"), "main", store)
+    publish(candidate(tmp_path / "c2", b"two", signed=False), "main", store, ungated="a tokenizer hotfix")
+    protect(store, keys, channels={"stable": ChannelRule(), "beta": ChannelRule(allow_ungated=True)})
+    state = Registry.of(store, Settings(trust={"owners": [keys.fingerprint("owner")]})).state()
+    stable = {r["version"]: r for r in releases(store, state, "main", "stable")}
+    assert stable[1]["gate"] == "pass" and stable[1]["gate_why"].startswith("signed by the pipeline's key SHA256:")
+    assert stable[1]["waiting"] == "0 of the 1 approval(s) stable needs"
+    assert stable[2]["gate"] == "ungated" and "a tokenizer hotfix" in stable[2]["gate_why"]
+    assert stable[2]["waiting"] == "never: ungated, and the policy keeps ungated releases off stable"
+    beta = {r["version"]: r for r in releases(store, state, "main", "beta")}
+    assert beta[2]["waiting"] == "0 of the 1 approval(s) beta needs"

@@ -58,6 +58,7 @@ def run_gate(
         "candidate_digest": model_digest(candidate),  # publish checks it is this candidate
         "policy_digest": digest_json(policy.model_dump(mode="json")),
         "items_digest": digest_json([{k: v for k, v in r.as_dict().items() if k != "cached"} for r in ours]),
+        "suites": {r.suite: sorted(r.scores) for r in ours},  # which tasks each suite ran (the plots group by it)
     }
     (out / "gate.json").write_text(json.dumps(named, indent=1) + "\n")
     (out / "gate.md").write_text(markdown(decision, str(candidate), str(champion) if champion else None))

@@ -16,7 +16,6 @@ from shipyard.registry.card import model_card
 from shipyard.registry.evidence import evidence
 from shipyard.registry.publish import manifest, resolve
 
-SAFETY = ("refusal",)  # metrics plotted on the safety chart
 RL_SIGNALS = ("reward", "heldout_accuracy")  # trainer metrics of the checkpoints, plotted against step
 
 router = APIRouter()
@@ -28,10 +27,8 @@ def index(request: Request, board: Board) -> HTMLResponse:
     line = board.line
     state, events = views.read(board.registry, board.settings)
     rows = views.releases(board.store, state, line, board.settings.approval.channel)
-    series = views.scores_by_step(board.store, state, line)
     markers = [(float(r["step"]), _label(r)) for r in rows if r["step"] is not None]
-    capability = {k: v for k, v in series.items() if not k.endswith(SAFETY)}
-    safety = {k: v for k, v in series.items() if k.endswith(SAFETY)}
+    by_suite = views.scores_by_suite(board.store, state, line)
     for row in rows:
         row["waiting_run"] = _waiting_run(line, row["version"]) if row["pending"] else None
     return board.page(
@@ -42,8 +39,11 @@ def index(request: Request, board: Board) -> HTMLResponse:
         history=views.channel_history(state, events, line),
         releases=rows,
         rl_plot=line_chart(views.rl_by_step(events, line, RL_SIGNALS), markers, "the RL run: train signals by step"),
-        scores_plot=line_chart(capability, markers, "eval scores of each release by RL step"),
-        safety_plot=line_chart(safety, markers, "safety: refusal rates of each release"),
+        suite_plots=[
+            line_chart(series, markers, f"suite {suite}: scores of each release by RL step")
+            for suite, series in sorted(by_suite.items())
+        ]
+        or [line_chart({}, [], "eval scores of each release")],
     )
 
 

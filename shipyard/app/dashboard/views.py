@@ -20,6 +20,7 @@ from shipyard.registry.stores import Store
 from shipyard.registry.trust import check_anchors
 from shipyard.settings import Settings
 
+SAFETY_METRICS = ("refusal",)
 FATES = {
     EventType.SKIPPED: "skipped",
     EventType.REFUSED: "refused",
@@ -72,24 +73,34 @@ def releases(store: Store, state: State, line: str, approval_channel: str) -> li
         if name != line:
             continue
         try:
-            gate = verdict(state, manifest(store, release)).split(" ")[0].lower()
+            said = verdict(state, manifest(store, release))
         except LedgerError:  # a missing or altered manifest: shown as such, never a crash
-            gate = "unreadable"
+            said = "UNREADABLE"
+        gate, _, why = said.partition(" ")
         words = state.words(line, version)
         pending = is_pending(state, line, version, approval_channel)
         rows.append(
             {
                 "version": version,
                 "step": release.data.get("step"),
-                "gate": gate,
+                "gate": gate.lower(),
+                "gate_why": why.strip("()").replace("verdict signed", "signed"),
                 "approvals": [f"{who} {word}" for who, word in sorted(words.items())],
                 "age": age(release.at),
                 "heads": [c for (n, c), h in sorted(state.channels.items()) if n == line and h and h[-1] == version],
                 "pending": pending,
-                "waiting": moves.waiting(state, line, approval_channel, version) if pending else "",
+                "waiting": _waiting(state, line, approval_channel, version, gate.lower()) if pending else "",
             }
         )
     return rows
+
+
+def _waiting(state: State, line: str, channel: str, version: int, gate: str) -> str:
+    """What the release needs to reach `channel`; "never" when the policy keeps it off whatever approvals come."""
+    rule = state.policy.channels.get(channel) if state.policy else None
+    if rule is not None and gate != "pass" and not rule.allow_ungated:
+        return f"never: {gate}, and the policy keeps ungated releases off {channel}"
+    return moves.waiting(state, line, channel, version)
 
 
 def is_pending(state: State, line: str, version: int, channel: str) -> bool:
@@ -145,21 +156,27 @@ def stream(events: list[Event], line: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["step"] is None, r["step"] or 0))
 
 
-def scores_by_step(store: Store, state: State, line: str) -> dict[str, list[tuple[float, float]]]:
-    """Each eval score of the released models against the RL step they came from."""
-    series: dict[str, list[tuple[float, float]]] = {}
+def scores_by_suite(store: Store, state: State, line: str) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Each eval score of the released models against the RL step they came from, by suite (as the gate ran
+    them; a release whose gate report names no suites puts refusal rates under "safety", the rest under "evals")."""
+    suites: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for (name, _), release in sorted(state.releases.items()):
         step = release.data.get("step")
         if name != line or step is None:
             continue
         try:
-            for task, metrics in (manifest(store, release).get("evals") or {}).items():
+            body = manifest(store, release)
+            ran = (body.get("gate") or {}).get("suites") or {}
+            suite_of = {str(task): str(suite) for suite, tasks in ran.items() for task in tasks}
+            for task, metrics in (body.get("evals") or {}).items():
                 for metric, value in metrics.items():
-                    if not metric.endswith("_stderr"):
-                        series.setdefault(f"{task} {metric}", []).append((float(step), float(value)))
+                    if metric.endswith("_stderr"):
+                        continue
+                    suite = suite_of.get(task) or ("safety" if metric in SAFETY_METRICS else "evals")
+                    suites.setdefault(suite, {}).setdefault(f"{task} {metric}", []).append((float(step), float(value)))
         except (LedgerError, AttributeError, TypeError, ValueError):
             continue  # an unreadable or malformed manifest: `verify` names it; the page shows the rest
-    return series
+    return suites
 
 
 def rl_by_step(events: list[Event], line: str, names: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
