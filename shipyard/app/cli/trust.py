@@ -151,7 +151,7 @@ def _door(
     number = resolve(state, name, ref).version
     signer = cli_signer(settings, state, key, who)
     verdict = next((ln for ln in evidence(releases, name, number).splitlines() if ln.startswith("- gate:")), "")
-    err.print(f"{name} v{number} {verdict.removeprefix('- ')}", highlight=False)
+    err.print(f"{name} v{number} {verdict.removeprefix('- ')}", highlight=False, soft_wrap=True)
     return settings, releases, name, number, signer
 
 
