@@ -131,8 +131,11 @@ def test_an_approver_with_a_key_of_their_own_keeps_the_private_half(run: Path, t
     from shipyard.registry.signing import fingerprint, keygen
 
     mine = keygen(tmp_path / "me" / "id_ed25519", "me@lab")
-    done = cli("init", "--source", str(run), "--dir", "lab", "--approver", f"me={tmp_path}/me/id_ed25519.pub")
+    done = cli("init", "--source", str(run), "--dir", "lab", "--approver", f"me={tmp_path}/me/id_ed25519.pub", "--json")
     assert done.exit_code == 0, done.output
+    shown = json.loads(done.stdout)  # --json: only JSON on stdout, the lines for a person on stderr
+    assert shown["framework"] == "TRL / HF Trainer" and shown["checkpoints"] == {"complete": 3}
+    assert "run: " in done.stderr
     assert not (tmp_path / "lab" / "keys" / "me.key").exists()  # never copied, never made
     settings = json.loads(cli("config", "-c", str(tmp_path / "lab/shipyard.yaml"), "--json").stdout)
     assert settings["trust"]["key"] == str(tmp_path / "me" / "id_ed25519")

@@ -6,13 +6,16 @@ import getpass
 import re
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from shipyard.app.cli.common import JsonOption, clear_errors, print_json
 from shipyard.errors import ConfigError
-from shipyard.settings import load_settings
+from shipyard.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from shipyard.app.init import Answers
 
 
 @clear_errors
@@ -46,15 +49,48 @@ def init_command(
     """Set up a directory for your run: config, a starting recipe, gate policy and suites (copies of the demo's,
     DECIDE marking what is yours to choose), keys, the signed approval policy with its owners pinned, and a
     dashboard login per approver. Then checks the machine and lists the run. Never overwrites a file."""
-    from shipyard.app.init import Answers, initialize
+    from shipyard.app.init import initialize
+
+    ask = sys.stdin.isatty() if interactive is None else interactive
+    say = _Say(as_json)
+    env = load_settings()
+    answers, framework = _answers(
+        env, ask, say, source, base_model, store, line, approver or [], required, every_n_steps, directory
+    )
+    done = initialize(answers, env.s3.endpoint_url)
+    shown: dict[str, Any] = {"directory": str(directory), "config": str(done.config), "owners": done.owners}
+    shown |= {"framework": framework, "files": [str(f) for f in done.files]}
+    say(f"wrote {len(done.files)} files under {directory}: {done.config.name}, policy.yaml (signed into the store)")
+    say(f"owners pinned: {', '.join(done.owners)} (keys/owner.key signs policy changes: keep it offline)")
+    for who, token in done.tokens.items():
+        say(f"dashboard login of {who}: {token} (hand it over; only its hash is in the config)")
+    shown |= _after(done.config, say)
+    cd = "" if directory == Path(".") else f"cd {directory} && "
+    say(f"next: grep -rn DECIDE {directory} (choose those), then {cd}shipyard checkpoints --validate")
+    if as_json:
+        print_json(shown)
+
+
+def _answers(
+    env: Settings,
+    ask: bool,
+    say: _Say,
+    source: str | None,
+    base_model: Path | None,
+    store: str | None,
+    line: str | None,
+    approver: list[str],
+    required: int | None,
+    every_n_steps: int | None,
+    directory: Path,
+) -> tuple[Answers, str]:
+    """The flags, with what they leave out asked for (on a terminal) or defaulted; says what the run holds."""
+    from shipyard.app.init import Answers
     from shipyard.intake.frameworks import detect
     from shipyard.intake.layouts import run_config
     from shipyard.intake.scan import list_run
     from shipyard.intake.sources import open_source
 
-    ask = sys.stdin.isatty() if interactive is None else interactive
-    say = _Say(as_json)
-    env = load_settings()
     source = source or (typer.prompt("Your run: a path, s3://bucket/prefix or hf://org/name") if ask else None)
     if not source:
         raise ConfigError("no run: give --source (a path, s3://bucket/prefix or hf://org/name)")
@@ -64,27 +100,20 @@ def init_command(
     say(f"run: {source}")
     for text in detected.lines():
         say(f"  {text}")
-    bare = [f for f in found if f.format not in ("hf", "command") and not f.hf_files]
-    config_in_run = bool(bare) and run_config(listing.files, bare[0], found) is not None
     if base_model is None and ask:
         why = "config.json and tokenizer, for checkpoints without them and as LoRA's base; empty: none"
         base_model = Path(answer) if (answer := typer.prompt(f"Base model directory ({why})", default="")) else None
-    if bare and not config_in_run and base_model is None:
+    bare = [f for f in found if f.format not in ("hf", "command") and not f.hf_files]
+    if bare and base_model is None and run_config(listing.files, bare[0], found) is None:
         say(f"  warning: {len(bare)} checkpoint(s) hold no config.json and the run has none: give --base-model")
     if detected.needs_command:
         say("  warning: Megatron weights need a converter: set convert.command (docs/intake.md)")
     if store is None and ask:
         store = typer.prompt("Release store (a path or s3://bucket/prefix)", default=str(directory / "releases"))
-    name = _name(source)
-    line = line or (typer.prompt("Release line", default=name) if ask else name)
+    line = line or (typer.prompt("Release line", default=_name(source)) if ask else _name(source))
     if not approver:
-        people = (
-            typer.prompt(
-                "Approvers (comma-separated; NAME=KEY.pub for one with a key of their own)", default=getpass.getuser()
-            )
-            if ask
-            else getpass.getuser()
-        )
+        question = "Approvers (comma-separated; NAME=KEY.pub for one with a key of their own)"
+        people = typer.prompt(question, default=getpass.getuser()) if ask else getpass.getuser()
         approver = [p.strip() for p in people.split(",") if p.strip()]
     approvers = {n: (Path(k) if k else None) for n, _, k in (a.partition("=") for a in approver)}
     if required is None:
@@ -100,18 +129,7 @@ def init_command(
         every_n_steps=every_n_steps or detected.interval or 1,
         detected=[f"The run: {text}" for text in detected.lines()[:1]],
     )
-    done = initialize(answers, env.s3.endpoint_url)
-    shown: dict[str, Any] = {"directory": str(directory), "config": str(done.config), "owners": done.owners}
-    shown |= {"framework": detected.framework, "files": [str(f) for f in done.files]}
-    say(f"wrote {len(done.files)} files under {directory}: {done.config.name}, policy.yaml (signed into the store)")
-    say(f"owners pinned: {', '.join(done.owners)} (keys/owner.key signs policy changes: keep it offline)")
-    for who, token in done.tokens.items():
-        say(f"dashboard login of {who}: {token} (hand it over; only its hash is in the config)")
-    shown |= _after(done.config, say)
-    cd = "" if directory == Path(".") else f"cd {directory} && "
-    say(f"next: grep -rn DECIDE {directory} (choose those), then {cd}shipyard checkpoints --validate")
-    if as_json:
-        print_json(shown)
+    return answers, detected.framework
 
 
 def _after(config: Path, say: _Say) -> dict[str, Any]:
