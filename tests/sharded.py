@@ -5,9 +5,13 @@
 frameworks save: a torch DCP checkpoint of the model (`out/dcp/`, as NeMo-RL,
 prime-rl and torchtitan do), each rank's sharded state dict with `torch.save`
 (`out/verl/model_world_size_2_rank_<r>.pt` and `fsdp_config.json`, on a mesh
-named `fsdp`, as veRL's checkpoint manager does), and the full unsharded state dict
-(`out/full.safetensors`), the
-reference every conversion must equal bit for bit.
+named `fsdp`, as veRL's checkpoint manager does), a checkpoint as transformers' Trainer writes it under
+accelerate's FSDP2 with SHARDED_STATE_DICT (`out/hf-fsdp/checkpoint-3/`: accelerate's `save_fsdp_model`
+call, `pytorch_model_fsdp_0/` a DCP of `{"model": …}`, the optimizer as DCP in `optimizer_0/`, an RNG state
+per rank, `scheduler.pt`, `trainer_state.json`; no config.json, no weights file), and the full unsharded
+state dict (`out/full.safetensors`), the reference every conversion must equal bit for bit. (accelerate turns
+FSDP on only for accelerator devices, never for MULTI_CPU, so the Trainer itself cannot run FSDP on this CPU
+machine; the files are written by the calls it makes.)
 """
 
 import json
@@ -58,12 +62,33 @@ def _worker(rank: int, model_dir: str, out: str, port: int) -> None:
         torch.save(sharded, root / "verl" / f"model_world_size_{WORLD}_rank_{rank}.pt")
         if rank == 0:
             (root / "verl" / "fsdp_config.json").write_text(json.dumps({"FSDP_version": 2, "world_size": WORLD}))
+        _save_as_hf_trainer(model, optimizer, root / "hf-fsdp" / "checkpoint-3", rank)
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
             save_file({k: v.contiguous() for k, v in full.items()}, root / "full.safetensors")
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _save_as_hf_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: Path, rank: int) -> None:
+    """What `Trainer._save_checkpoint` writes under accelerate's FSDP2 with SHARDED_STATE_DICT, by the same calls
+    (accelerate's `save_fsdp_model` and `save_fsdp_optimizer`, transformers' per-rank RNG state)."""
+    import torch.distributed.checkpoint as dist_cp
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=False, cpu_offload=False, broadcast_from_rank0=False)
+    state = get_model_state_dict(model, options=options)
+    writer = dist_cp.FileSystemWriter(str(ckpt / "pytorch_model_fsdp_0"))
+    dist_cp.save(state_dict={"model": state}, storage_writer=writer, planner=DefaultSavePlanner())
+    optim = get_optimizer_state_dict(model, optimizer, options=options)
+    dist_cp.save(state_dict={"optimizer": optim}, storage_writer=dist_cp.FileSystemWriter(str(ckpt / "optimizer_0")))
+    torch.save({"python": [rank], "cpu": torch.get_rng_state()}, ckpt / f"rng_state_{rank}.pth")
+    dist.barrier()
+    if rank == 0:
+        torch.save({"last_epoch": 3}, ckpt / "scheduler.pt")
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 3, "log_history": [{"step": 3}]}))
 
 
 def train_sharded(model_dir: Path, out: Path) -> Path:

@@ -324,51 +324,36 @@ c.convert({args}, max_shard_bytes=200_000)
 
 
 def test_an_hf_trainer_fsdp_sharded_checkpoint_is_taken_and_its_rank_state_never_copied(
-    tiny_model_dir: Path, tmp_path: Path
+    sharded: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    """`checkpoint-N/` as transformers' Trainer writes it under accelerate's FSDP with SHARDED_STATE_DICT: the
-    model through accelerate's own call, `dist_cp.save(state_dict={"model": …}, storage_writer=FileSystemWriter(
-    pytorch_model_fsdp_0), planner=DefaultSavePlanner())` (here in one process: the bytes are the same per
-    tensor), the optimizer as DCP beside it, one RNG state per rank, the scheduler, trainer_state.json last; no
-    config.json and no weights file."""
-    import torch.distributed.checkpoint as dist_cp
-    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    ckpt = tmp_path / "run" / "checkpoint-5"
-    dist_cp.save(
-        state_dict={"model": model.state_dict()},
-        storage_writer=dist_cp.FileSystemWriter(str(ckpt / "pytorch_model_fsdp_0")),
-        planner=DefaultSavePlanner(),
-        no_dist=True,
-    )
-    optimizer = {"optimizer": {"state": {"model.norm.weight": {"exp_avg": torch.ones(4)}}}}
-    dist_cp.save(optimizer, storage_writer=dist_cp.FileSystemWriter(str(ckpt / "optimizer_0")), no_dist=True)
-    for rank in (0, 1):
-        torch.save({"python": [rank], "cpu": torch.get_rng_state()}, ckpt / f"rng_state_{rank}.pth")
-    torch.save({"last_epoch": 5}, ckpt / "scheduler.pt")
-    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 5, "log_history": [{"step": 5, "loss": 1.0}]}))
-
-    [refused] = scan(open_source(str(tmp_path / "run")), tmp_path / "home", convert=ConvertSettings())
+    """`checkpoint-N/` as transformers' Trainer writes it under accelerate's FSDP2 with SHARDED_STATE_DICT, by two
+    gloo processes through accelerate's own calls (`tests/sharded.py`): the model a DCP of `{"model": …}`, the
+    optimizer as DCP beside it, one RNG state per rank, the scheduler, trainer_state.json; no config.json and
+    no weights file. Converted, it equals the full state dict bit for bit."""
+    run = tmp_path / "run"
+    shutil.copytree(sharded / "hf-fsdp", run)
+    [refused] = scan(open_source(str(run)), tmp_path / "home", convert=ConvertSettings())
     assert refused.state == "invalid", refused
     assert "no config.json in the checkpoint, in the run" in refused.reason and "convert.base_model" in refused.reason
     assert "pickle" not in refused.reason
 
-    settings = ConvertSettings(base_model=tiny_model_dir)
-    [taken] = scan(open_source(str(tmp_path / "run")), tmp_path / "home2", convert=settings)
+    full = load_file(sharded / "full.safetensors")
+    [taken] = scan(open_source(str(run)), tmp_path / "home2", convert=ConvertSettings(base_model=tiny_model_dir))
     assert taken.state == "complete", taken.reason
     assert taken.converted_by.startswith("shipyard (dcp)")
     converted = AutoModelForCausalLM.from_pretrained(taken.path).state_dict()
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(converted[name], tensor), name
+    assert all(torch.equal(converted[name], tensor) for name, tensor in full.items())
+    snapshot = tmp_path / "home2" / "snapshots" / "checkpoints" / taken.digest
+    copied = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
+    assert copied and all(n.startswith("pytorch_model_fsdp_0/") or n == "trainer_state.json" for n in copied), copied
 
     # The Trainer saves the model's config (and the tokenizer) into the run's root: taken from there, no setting.
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(tiny_model_dir / name, tmp_path / "run" / name)
-    [from_run] = scan(open_source(str(tmp_path / "run")), tmp_path / "home3", convert=ConvertSettings())
+        shutil.copyfile(tiny_model_dir / name, run / name)
+    [from_run] = scan(open_source(str(run)), tmp_path / "home3", convert=ConvertSettings())
     assert from_run.state == "complete", from_run.reason
     converted = AutoModelForCausalLM.from_pretrained(from_run.path).state_dict()
-    assert all(torch.equal(converted[name], tensor) for name, tensor in model.state_dict().items())
+    assert all(torch.equal(converted[name], tensor) for name, tensor in full.items())
     assert (Path(from_run.path) / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
     assert not any((tmp_path / "home3" / "run-config").iterdir())  # the copies were scratch
     snapshot = tmp_path / "home2" / "snapshots" / "checkpoints" / taken.digest
