@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from shipyard.app.cli.main import app
 from shipyard.app.starter import DECIDE
 from tests.helpers import make_checkpoint
+from tests.hub_server import HubServer
 
 runner = CliRunner()
 
@@ -180,3 +181,16 @@ def test_init_on_an_s3_run_with_an_s3_store(s3_endpoint: str, run: Path, tmp_pat
     assert json.loads(cli("policy", "show", "-c", config, "--json").stdout)["version"] == 1  # the endpoint kept
     again = cli("init", "--dir", "lab2", *args, **env)
     assert again.exit_code == 2 and "s3://lab-runs/releases: already a release store" in again.stderr
+
+
+@pytest.mark.usefixtures("hub_online")
+def test_init_on_a_hub_run(hub_server: HubServer, run: Path, tmp_path: Path) -> None:
+    files = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    hub_server.commit("lab/grpo", files)
+    done = cli(
+        "init", "--source", "hf://lab/grpo", "--dir", "lab", "--no-interactive", SHIPYARD_HUB__ENDPOINT=hub_server.url
+    )
+    assert done.exit_code == 0, done.output
+    assert "TRL / HF Trainer: 3 checkpoint(s)" in done.stdout and "checkpoints: 3 (3 complete)" in done.stdout
+    settings = json.loads(cli("config", "-c", str(tmp_path / "lab/shipyard.yaml"), "--json").stdout)
+    assert settings["hub"]["endpoint"] == hub_server.url and settings["release"]["line"] == "grpo"

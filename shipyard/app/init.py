@@ -105,8 +105,11 @@ def planned_files(answers: Answers) -> list[Path]:
     return [Path(CONFIG), Path(POLICY), *sorted([*made, *planned(installed()[answers.profile])])]
 
 
-def initialize(answers: Answers, endpoint_url: str | None = None) -> Initialized:
-    """Write the directory and sign the policy into the store; refuses before writing anything that exists."""
+def initialize(answers: Answers, s3_endpoint: str | None = None, hub_endpoint: str | None = None) -> Initialized:
+    """Write the directory and sign the policy into the store; refuses before writing anything that exists.
+
+    The endpoints (of an S3-compatible store, of a Hub mirror) come from the environment init runs in; the
+    config keeps the one its source or store uses."""
     from shipyard.registry.ledger import EVENTS
     from shipyard.registry.stores import open_store
 
@@ -114,7 +117,7 @@ def initialize(answers: Answers, endpoint_url: str | None = None) -> Initialized
     d = answers.directory
     if clash := [str(d / f) for f in planned_files(answers) if (d / f).exists() or (d / f).is_symlink()]:
         raise ConfigError(f"refusing to overwrite {len(clash)} file(s): {', '.join(clash[:5])}; choose another --dir")
-    store = open_store(_store(answers), endpoint_url)
+    store = open_store(_store(answers), s3_endpoint)
     if next(iter(store.keys(EVENTS)), None) is not None:
         raise ConfigError(
             f"{store.uri}: already a release store; init makes a new one. To read this one, get its owners'"
@@ -132,8 +135,12 @@ def initialize(answers: Answers, endpoint_url: str | None = None) -> Initialized
         tokens[name].touch(mode=0o600)
         tokens[name].write_text(token + "\n")
     config = d / CONFIG
-    s3 = endpoint_url if any(w.startswith("s3://") for w in (answers.source, _store(answers))) else None
-    config.write_text(config_text(answers, starter, owners, you, hashes, s3))
+    endpoints: dict[str, tuple[str, str]] = {}
+    if s3_endpoint and any(where.startswith("s3://") for where in (answers.source, _store(answers))):
+        endpoints["s3"] = ("endpoint_url", s3_endpoint)
+    if hub_endpoint and answers.source.startswith("hf://"):
+        endpoints["hub"] = ("endpoint", hub_endpoint)
+    config.write_text(config_text(answers, starter, owners, you, hashes, endpoints))
     return Initialized(config, owners, you, tokens, planned_files(answers))
 
 
@@ -201,7 +208,7 @@ def config_text(
     owners: list[str],
     you: str | None,
     tokens: dict[str, str],
-    s3_endpoint: str | None = None,
+    endpoints: dict[str, tuple[str, str]] | None = None,
 ) -> str:
     """The settings file, every value with its comment."""
     data = CommentedMap()
@@ -213,9 +220,9 @@ def config_text(
         data["convert"] = convert = CommentedMap()
         why = "config and tokenizer of checkpoints that hold none (else the run's), and the base of LoRA adapters"
         _put(convert, "base_model", str(answers.base_model.resolve()), why)
-    if s3_endpoint:
-        data["s3"] = s3 = CommentedMap()
-        _put(s3, "endpoint_url", s3_endpoint, "an S3-compatible endpoint (from this environment); remove it for AWS")
+    for section, (name, url) in (endpoints or {}).items():
+        data[section] = CommentedMap()
+        _put(data[section], name, url, "from the environment init ran in: a compatible service, not the default")
     data["pipeline"] = pipeline = CommentedMap()
     _put(pipeline, "recipe", str(starter.recipe), "DECIDE: your post-training (a copy of the demo's; see its DECIDEs)")
     _put(pipeline, "policy", str(starter.policy), "DECIDE: your release gate (a copy of the demo's)")

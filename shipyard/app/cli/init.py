@@ -57,7 +57,7 @@ def init_command(
     answers, framework = _answers(
         env, ask, say, source, base_model, store, line, approver or [], required, every_n_steps, directory
     )
-    done = initialize(answers, env.s3.endpoint_url)
+    done = initialize(answers, env.s3.endpoint_url, env.hub.endpoint)
     shown: dict[str, Any] = {"directory": str(directory), "config": str(done.config), "owners": done.owners}
     shown |= {"framework": framework, "files": [str(f) for f in done.files]}
     say(f"wrote {len(done.files)} files under {directory}: {done.config.name}, policy.yaml (signed into the store)")
