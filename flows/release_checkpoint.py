@@ -51,14 +51,15 @@ def stage_run(
     **parameters: Any,
 ) -> Any:
     """Stage `what` in this run (`here()`, under the training slot unless the run holds it already), or as a run
-    of its deployment, found again by this release run after a crash (same key)."""
+    of its deployment, found again by this release run after a crash (same key). A stage run reads its own
+    settings: only the run's name and paths inside the shared home go to it."""
     if deployment is None:
         with orchestration.training_slot(settings.pipeline, held=orchestration.split(settings.pipeline)):
             return here()
-    config = str(settings.config_file.resolve()) if settings.config_file else None
     parameters = {k: str(v) if isinstance(v, Path) else v for k, v in parameters.items()}
-    parameters |= {"checkpoint": checkpoint.as_dict(), "config": config, "run": settings.run}
-    return orchestration.run_stage(deployment, f"{what}-{settings.release.line}-step-{checkpoint.step}", parameters)
+    parameters |= {"checkpoint": checkpoint.as_dict(), "run": settings.run}
+    name = f"{what}-{settings.release.line}-step-{checkpoint.step}"
+    return orchestration.run_stage(deployment, name, parameters, settings.home)
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)

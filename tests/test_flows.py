@@ -267,3 +267,26 @@ def test_one_watch_deployment_follows_two_runs_each_on_its_own_line_and_policy(
     assert list(ledger.releases) == [("run-a", 1)]
     assert "shipyard_arithmetic_heldout" in outcomes[1]["reason"]
     assert watch_run(config=str(config)) == []  # each run's own watch state: nothing new in either
+
+
+def test_paths_cross_pools_as_paths_in_the_shared_home_and_a_stage_result_comes_back_through_it(tmp_path: Path) -> None:
+    from shipyard.errors import OrchestrationError
+    from shipyard.orchestration.crossing import read_stage_result, rebase, write_stage_result
+
+    shared = tmp_path / "volume"
+    (shared / "candidates").mkdir(parents=True)
+    light, gpu = tmp_path / "vm" / "shipyard", tmp_path / "pod" / "home"
+    for mount in (light, gpu):
+        mount.parent.mkdir(parents=True)
+        mount.symlink_to(shared)
+    sent = {"path": f"{light}/snapshots/ab", "uri": "s3://bucket/run/checkpoint-5", "step": 5, "also": f"{shared}/x"}
+    assert rebase(sent, light, gpu) == {**sent, "path": f"{gpu}/snapshots/ab", "also": f"{gpu}/x"}
+    assert rebase([f"{light}x/elsewhere", None, (1, str(light))], light, gpu) == [
+        f"{light}x/elsewhere",
+        None,
+        [1, str(gpu)],
+    ]
+    write_stage_result(gpu, "run-1", (True, "", f"{gpu}/gates/r1"))
+    assert read_stage_result(light, "run-1", "gate") == [True, "", f"{light}/gates/r1"]
+    with pytest.raises(OrchestrationError, match=r"left no result .* the same Shipyard home"):
+        read_stage_result(light, "run-2", "gate")

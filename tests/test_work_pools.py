@@ -1,6 +1,10 @@
 """Work pools end to end: a real `prefect server`, `prefect deploy` of infra/prefect.yaml as written, and
 `prefect worker start` processes for the light pool and the heavy (GPU) pool, here both process pools.
 
+The pools share only what a cluster shares: the release store, the Prefect server, and the Shipyard home volume,
+which the GPU pool mounts at another path. Each worker has its own config file, HOME and PREFECT_HOME; the light
+workers' Prefect results are kept on the shared volume (a new light worker is a new machine).
+
 A checkpoint appears in the watched run → the scheduled watch run starts a release run on the light pool → it runs
 post-training and the gate as runs of their own on the heavy pool → the light worker is killed with its release
 run mid-release, and a new one started → the run is marked crashed (heartbeats), scheduled again by the watch flow,
@@ -48,9 +52,10 @@ class Cluster:
         self.logs, self.env, self.procs = logs, env, {}  # type: dict[str, subprocess.Popen[bytes]]
         logs.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, *command: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *command: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = self.env | (env or {})
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -121,13 +126,15 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def configure(tmp_path: Path, cluster: Cluster, keys: Keys) -> tuple[Path, Path]:
-    """A protected release store, a run directory still empty, and the config file workers are pointed at."""
-    store, run = tmp_path / "releases", tmp_path / "run"
+def configure(tmp_path: Path, cluster: Cluster, keys: Keys) -> tuple[Path, Path, dict[str, dict[str, str]]]:
+    """A protected release store, a run directory still empty, and each pool's machine: its config file (at its
+    own path, naming the shared home where that machine mounts it), HOME and PREFECT_HOME."""
+    store, run, shared = tmp_path / "releases", tmp_path / "run", tmp_path / "shared-home"
     run.mkdir()
+    shared.mkdir()
     protect(LocalStore(store), keys, doors={"prefect-ui": DoorRule(key=keys.public("prefect-ui"), attests=["ana"])})
     config = {
-        "home": str(tmp_path / "home"),
+        "home": str(shared),
         "release": {"store": str(store)},
         "watch": {"source": str(run)},
         "approval": {"poll_seconds": 1},
@@ -139,9 +146,22 @@ def configure(tmp_path: Path, cluster: Cluster, keys: Keys) -> tuple[Path, Path]
         },
         "dashboard": {"tokens": {"ana": hash_token("ana-token")}},
     }
-    (tmp_path / "shipyard.yaml").write_text(yaml.safe_dump(config))
-    cluster.env["SHIPYARD_CONFIG"] = str(tmp_path / "shipyard.yaml")
-    return store, run
+    machines = {}
+    for pool, etc in (("light", "etc"), ("gpu", "opt/conf")):
+        machine = tmp_path / pool
+        mount = machine / "mnt" / "shipyard"  # the same volume, mounted elsewhere
+        mount.parent.mkdir(parents=True)
+        mount.symlink_to(shared)
+        (machine / etc).mkdir(parents=True)
+        (machine / etc / "shipyard.yaml").write_text(yaml.safe_dump(config | {"home": str(mount)}))
+        machines[pool] = {
+            "SHIPYARD_CONFIG": str(machine / etc / "shipyard.yaml"),
+            "HOME": str(machine),
+            "PREFECT_HOME": str(machine / ".prefect"),
+        }
+    machines["light"]["PREFECT_LOCAL_STORAGE_PATH"] = str(shared / "prefect-results")
+    cluster.env["SHIPYARD_CONFIG"] = machines["light"]["SHIPYARD_CONFIG"]  # the operator's CLI, on the light VM
+    return store, run, machines
 
 
 @contextmanager
@@ -165,7 +185,7 @@ def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_
     tmp_path: Path, rl_checkpoint: Path, cluster: Cluster
 ) -> None:
     keys = Keys(tmp_path / "keys")
-    store, run = configure(tmp_path, cluster, keys)
+    store, run, machines = configure(tmp_path, cluster, keys)
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.schedules import IntervalSchedule
 
@@ -181,8 +201,8 @@ def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_
         )
 
     worker = [str(BIN / "prefect"), "worker", "start", "--type", "process", "--pool"]
-    cluster.start("light-1", *worker, "shipyard-light")
-    cluster.start("gpu", *worker, "shipyard-gpu")
+    cluster.start("light-1", *worker, "shipyard-light", env=machines["light"])
+    cluster.start("gpu", *worker, "shipyard-gpu", env=machines["gpu"])
     shutil.copytree(rl_checkpoint, run / "checkpoint-10")  # a checkpoint appears in the watched run
 
     running = StateType.RUNNING
@@ -194,7 +214,8 @@ def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_
     )
     [release] = runs_of(cluster, "release-checkpoint")
     cluster.kill("light-1")  # the light worker and the release run it was executing
-    cluster.start("light-2", *worker, "shipyard-light")
+    fresh = machines["light"] | {"HOME": str(tmp_path / "light-2"), "PREFECT_HOME": str(tmp_path / "light-2/.prefect")}
+    cluster.start("light-2", *worker, "shipyard-light", env=fresh)  # another machine, the same shared volume
 
     def published() -> bool:
         return Ledger(LocalStore(store)).refresh().channel("main", "candidate") == 1

@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -45,6 +46,7 @@ from prefect.states import AwaitingRetry, Cancelled
 
 from shipyard.checkpoints import Checkpoint
 from shipyard.errors import ConfigError, OrchestrationError
+from shipyard.orchestration.crossing import read_stage_result
 from shipyard.settings import PipelineSettings
 
 DETECTED = "shipyard.checkpoint.detected"
@@ -126,12 +128,15 @@ def start_release_run(
     return run
 
 
-def run_stage(deployment: str, name: str, parameters: dict[str, Any]) -> Any:
+def run_stage(deployment: str, name: str, parameters: dict[str, Any], home: Path) -> Any:
     """Run a heavy stage as a run of `deployment` (on its own pool) and wait for it; the stage's result.
 
     The idempotency key is the calling flow run and a digest of the parameters: a release run that crashed while
-    it waited finds the same stage run again (running or finished) instead of starting a second one. The result
-    is small (a path in the shared Shipyard home, a verdict); models and scores stay in that home, by digest.
+    it waited finds the same stage run again (running or finished) instead of starting a second one. The stage
+    run reads its own settings; it gets the run's name and paths inside the shared home (`home`, as this pool
+    mounts it, goes along so the stage rebases them onto its own mount). Its result is small (a path in the
+    shared home, a verdict) and comes back through that home (`shipyard.orchestration.crossing`); models and
+    scores stay there, by digest.
     """
     from prefect.context import FlowRunContext
     from prefect.deployments import run_deployment
@@ -140,11 +145,12 @@ def run_stage(deployment: str, name: str, parameters: dict[str, Any]) -> Any:
     caller = context.flow_run.id if context and context.flow_run else ""
     digest = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:32]
     key = f"shipyard-stage:{caller}:{digest}"
+    parameters = {**parameters, "home": str(home)}
     run = run_deployment(deployment, parameters=parameters, flow_run_name=name, idempotency_key=key, timeout=None)
     assert isinstance(run, FlowRun) and run.state is not None
     if not run.state.is_completed():
         raise OrchestrationError(f"{deployment} run {run.name} ended {run.state.name}: {run.state.message or ''}")
-    return run.state.result()
+    return read_stage_result(home, str(run.id), f"{deployment} run {run.name}")
 
 
 def detected_event_id(line: str, checkpoint: Checkpoint) -> UUID:
