@@ -3,16 +3,22 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= shipyard-demo
+# Where torch comes from: PyTorch's CPU index (about 200 MB), so a laptop never pulls PyPI's CUDA build (several
+# GB). On a GPU machine: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128 (your CUDA version).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup demo test check lock clean
 
 setup: $(VENV)/.installed
 
-# torch first, from the pinned CPU build, so nothing later pulls a CUDA build.
+# torch first, from TORCH_INDEX, so nothing later pulls another build; where that index is unreachable, pip's
+# own configuration decides (a local wheel directory, or PyPI). Then it says which build it installed.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q --retries 1 --timeout 15 torch==2.13.0 --index-url $(TORCH_INDEX) \
+	  || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -c "import torch; print('installed torch', torch.__version__, 'for CUDA ' + torch.version.cuda if torch.version.cuda else '(the CPU build)')"
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 

@@ -97,7 +97,25 @@ def test_terraform_for_the_release_bucket_validates(tmp_path: Path) -> None:
     subprocess.run(init, cwd=tmp_path, check=True, capture_output=True)
     validated = subprocess.run(["terraform", "validate", "-json"], cwd=tmp_path, capture_output=True, text=True)
     assert json.loads(validated.stdout)["valid"], validated.stdout
-    assert "abort_incomplete_multipart_upload" in (tmp_path / "main.tf").read_text()
+    text = (tmp_path / "main.tf").read_text()
+    assert "abort_incomplete_multipart_upload" in text
+
+
+def test_the_bucket_policy_keeps_the_ledger_whole_and_the_docs_give_the_terraforms_days() -> None:
+    text = (INFRA / "terraform" / "main.tf").read_text()
+    statements = {
+        m["sid"]: m["body"]
+        for m in re.finditer(r'statement \{\s*sid\s*=\s*"(?P<sid>\w+)"(?P<body>.*?)\n  \}', text, re.S)
+    }
+    for sid, action in (("LedgerIsWriteOnce", '"s3:PutObject"'), ("LedgerIsNeverCut", '"s3:DeleteObject"')):
+        body = statements[sid]
+        assert 'effect    = "Deny"' in body and action in body and "/*ledger/*" in body, sid
+    assert '"s3:DeleteObjectVersion"' not in statements["LedgerIsNeverCut"]  # Object Lock refuses those
+    days = re.search(r'variable "abort_incomplete_uploads_after_days" \{.*?default\s*=\s*(\d+)', text, re.S)
+    assert days is not None
+    docs = (ROOT / "docs" / "orchestration.md").read_text()
+    said = re.findall(r"after (\d+|a) days?\)?", " ".join(docs.split()))
+    assert said and set(said) == {days[1]}, said
 
 
 def test_the_dockerfile_passes_hadolint_and_copies_what_exists() -> None:
@@ -112,3 +130,21 @@ def test_the_dockerfile_passes_hadolint_and_copies_what_exists() -> None:
     assert all((ROOT / source).exists() for sources in copies for source in sources), copies
     torch_pin = re.search(r"torch==[0-9.]+", (ROOT / "Makefile").read_text())
     assert torch_pin and torch_pin.group() in dockerfile.read_text()  # the same torch as the tested setup
+
+
+def test_the_image_runs_its_own_kubernetes_worker_and_the_vllm_example_fits_the_eval_pods_gpus() -> None:
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("prefect-kubernetes") for d in extras["kubernetes"])
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert "ARG EXTRAS=kubernetes" in dockerfile and '".[$EXTRAS]"' in dockerfile
+    deployments = yaml.safe_load((INFRA / "prefect.yaml").read_text())["deployments"]
+    [evaluate] = [d for d in deployments if d["entrypoint"].endswith(":evaluate_checkpoint")]
+    docs = (ROOT / "docs" / "evals.md").read_text()
+    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", docs, re.S) if "model: vllm" in b]
+    args = yaml.safe_load(example)["model_args"]
+    assert (
+        args["tensor_parallel_size"] * args.get("data_parallel_size", 1)
+        == evaluate["work_pool"]["job_variables"]["gpus"]
+    )

@@ -8,7 +8,9 @@
 # The ledger's history cannot be cut or rewritten: Object Lock is enabled on the bucket, and Shipyard writes every
 # ledger event under compliance-mode retention (release.object_lock_days; see the `release_settings` output), so
 # no one, the account's root included, can delete or replace an event's version before it expires; the bucket
-# policy refuses any PUT under ledger/ without If-None-Match: *, so a second version cannot be made either.
+# policy refuses any PUT under ledger/ without If-None-Match: *, so a second version cannot be made either, and
+# any DELETE there without a version id, which would put a delete marker over an event and cut the log for every
+# reader (deleting a version itself, s3:DeleteObjectVersion, is what compliance-mode retention refuses).
 #
 #   terraform init -plugin-dir=<local provider mirror>   # or plain `terraform init` with registry access
 #   terraform apply -var bucket=my-org-shipyard-releases
@@ -154,6 +156,17 @@ data "aws_iam_policy_document" "releases" {
       test     = "Null"
       variable = "s3:if-none-match"
       values   = ["true"]
+    }
+  }
+
+  statement {
+    sid       = "LedgerIsNeverCut"
+    effect    = "Deny"
+    actions   = ["s3:DeleteObject"]
+    resources = ["${aws_s3_bucket.releases.arn}/*ledger/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
     }
   }
 
