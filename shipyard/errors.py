@@ -14,7 +14,8 @@
     ├── Unavailable               a service or store did not answer or failed; check it, then retry       503
     │   ├── SourceError           a checkpoint source cannot be listed or read
     │   ├── StoreError            a release store cannot be read or written
-    │   └── OrchestrationError    Prefect's API cannot be started or reached, or a flow run failed
+    │   ├── OrchestrationError    Prefect's API cannot be started or reached, or a flow run failed
+    │   └── TrainingError         a post-training job failed (a rank crashed, ran out of memory); ends with its log
     └── Corrupt                   stored state is damaged; repair or restore it                          500
         ├── StateError            Shipyard's own state on disk is corrupt (names file and line)
         └── LedgerError           the release ledger is inconsistent (broken chain, missing blob)
@@ -44,6 +45,7 @@ __all__ = [
     "SourceError",
     "StateError",
     "StoreError",
+    "TrainingError",
     "TrustError",
     "TryLater",
     "Unavailable",
@@ -140,6 +142,10 @@ class StoreError(Unavailable):
 
 class OrchestrationError(Unavailable):
     """Prefect's API cannot be started or reached, or a flow run it holds failed."""
+
+
+class TrainingError(Unavailable):
+    """A post-training job failed (a rank crashed, ran out of memory); the message ends with its log's tail."""
 
 
 class Corrupt(ShipyardError):

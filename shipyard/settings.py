@@ -14,7 +14,7 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -183,6 +183,11 @@ class PipelineSettings(Section):
     posttrain_deployment: str | None = Field(
         None,
         description="Post-train in a run of this deployment (its own pool, e.g. 8 GPUs) and wait for it; None: here.",
+    )
+    posttrain_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1,
+        description="Processes each post-training runs on (`accelerate launch`; the recipe's FSDP/DeepSpeed apply);"
+        " auto: one per visible GPU.",
     )
     crashed_after_seconds: int = Field(
         120, ge=5, description="A flow run with no heartbeat for this long is marked crashed (and retried)."

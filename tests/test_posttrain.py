@@ -146,3 +146,32 @@ def test_two_processes_under_accelerate_make_one_candidate_within_the_noise_of_o
     for task in ("shipyard_arithmetic_heldout", "shipyard_arithmetic_choice"):
         metric = "exact_match" if task.endswith("heldout") else "acc"
         assert abs(scores[0][task][metric] - scores[1][task][metric]) <= 0.01, scores  # measured: equal
+
+
+def test_the_pipeline_launches_its_own_distributed_post_training_and_a_failed_rank_fails_it_with_the_log(
+    rl_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`pipeline.posttrain_processes: 2`: the pipeline runs `accelerate launch` itself (gloo peers on a CPU)."""
+    import psutil
+
+    from shipyard.checkpoints import Checkpoint
+    from shipyard.errors import TrainingError
+    from shipyard.orchestration.pipeline import make_candidate
+    from shipyard.settings import Settings
+
+    taken = Checkpoint("file:///run", "run", 10, "transformers", "file:///run/checkpoint-10", "complete")
+    taken = Checkpoint(**(taken.as_dict() | {"path": str(rl_checkpoint)}))
+    recipe = preference_recipe(tmp_path, ", max_steps: 4")
+    settings = Settings(home=tmp_path / "home", pipeline={"recipe": recipe, "posttrain_processes": 2})
+    made = make_candidate(taken, settings)
+    lineage = json.loads((made / "lineage.json").read_text())
+    assert lineage["world_size"] == 2 and made.parent == tmp_path / "home" / "candidates"
+    [kept] = (tmp_path / "home" / "posttrain-logs").glob("*.log")  # the ranks' log lines, kept in the home
+    assert kept.read_text().strip()
+
+    (tmp_path / "odd").mkdir()
+    odd = preference_recipe(tmp_path / "odd", ", batch_size: 3")  # does not split over 2 ranks
+    with pytest.raises(TrainingError, match=r"across 2 processes failed \(exit \d+\)") as failed:
+        make_candidate(taken, Settings(home=tmp_path / "home", pipeline={"recipe": odd, "posttrain_processes": 2}))
+    assert "batch_size 3 does not split over 2 processes" in str(failed.value)  # the log's tail, in the error
+    assert psutil.Process().children(recursive=True) == []  # no rank left holding a device or the slot

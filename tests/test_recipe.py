@@ -3,6 +3,7 @@
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -87,3 +88,17 @@ def test_bad_json_line_and_missing_file_are_named(tmp_path: Path) -> None:
     (tmp_path / "prefs.jsonl").unlink()
     with pytest.raises(ConfigError, match=r"dataset prefs.jsonl not found"):
         load_stage_data(path, load_recipe(path).stages[0], build_tokenizer())
+
+
+def test_a_deepspeed_config_file_keys_the_candidate_by_its_content(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from shipyard.posttraining.posttrain import _inputs
+
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text("deepspeed: ds.json\nstages:\n  - {name: p, method: dpo, dataset: d.jsonl, max_steps: 1}\n")
+    recipe = load_recipe(recipe_file)
+    data = [SimpleNamespace(digest="d")]  # the stage's data digest: only the keys matter here
+    before = _inputs(tiny_model_dir, recipe, recipe_file, data)  # type: ignore[arg-type]
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))  # same name, new content
+    after = _inputs(tiny_model_dir, recipe, recipe_file, data)  # type: ignore[arg-type]
+    assert before["recipe_digest"] == after["recipe_digest"] and before["deepspeed_digest"] != after["deepspeed_digest"]

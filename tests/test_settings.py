@@ -157,3 +157,13 @@ def test_an_empty_stage_deployment_turns_the_split_off(monkeypatch: pytest.Monke
     assert load_settings().pipeline.eval_deployment == "evaluate-checkpoint/gpu"
     monkeypatch.setenv("SHIPYARD_PIPELINE__EVAL_DEPLOYMENT", "")
     assert load_settings().pipeline.eval_deployment is None
+
+
+def test_posttrain_processes_is_a_count_or_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPYARD_PIPELINE__POSTTRAIN_PROCESSES", "auto")
+    assert load_settings().pipeline.posttrain_processes == "auto"
+    monkeypatch.setenv("SHIPYARD_PIPELINE__POSTTRAIN_PROCESSES", "8")
+    assert load_settings().pipeline.posttrain_processes == 8
+    monkeypatch.setenv("SHIPYARD_PIPELINE__POSTTRAIN_PROCESSES", "0")
+    with pytest.raises(ConfigError, match="SHIPYARD_PIPELINE__POSTTRAIN_PROCESSES"):
+        load_settings()

@@ -27,6 +27,7 @@ from shipyard.evals.runner import evaluate
 from shipyard.evals.suite import load_suite
 from shipyard.events import EventType
 from shipyard.orchestration.gating import run_gate
+from shipyard.posttraining import launch
 from shipyard.posttraining.posttrain import LINEAGE, posttrain
 from shipyard.profiles import choice
 from shipyard.registry.publish import pull
@@ -86,7 +87,11 @@ def screen(checkpoint: Checkpoint, champion_dir: Path | None, settings: Settings
 def make_candidate(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Path:
     """Post-train the checkpoint with the configured recipe (cached by digests); the candidate's directory."""
     recipe = choice(settings, "recipe")
-    log.info("step %d: post-training", checkpoint.step)
+    n = launch.processes(settings.pipeline.posttrain_processes)
+    log.info("step %d: post-training%s", checkpoint.step, f" across {n} processes" if n > 1 else "")
+    if n > 1:
+        made = launch.run(n, Path(checkpoint.path), recipe, settings.home, settings.config_file)
+        return Path(made["path"])
     return posttrain(Path(checkpoint.path), recipe, settings.home, progress=progress).path
 
 

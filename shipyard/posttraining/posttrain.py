@@ -80,7 +80,7 @@ def posttrain(
     processes = launched()
     if processes.num_processes > 1:
         data = [_on_disk(d, home / "candidates" / ".datasets", processes) for d in data]
-    inputs = _inputs(checkpoint, recipe, data) | {"world_size": processes.num_processes}
+    inputs = _inputs(checkpoint, recipe, recipe_file, data) | {"world_size": processes.num_processes}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     entry = home / "candidates" / key
     cached = (entry / LINEAGE).is_file()
@@ -115,9 +115,10 @@ def _on_disk(data: StageData, directory: Path, processes: PartialState) -> Stage
     return StageData(shared, data.digest, data.origin)
 
 
-def _inputs(checkpoint: Path, recipe: Recipe, data: list[StageData]) -> dict[str, Any]:
-    """What determines the candidate: digests and versions (paths are recorded, not keyed)."""
-    return {
+def _inputs(checkpoint: Path, recipe: Recipe, recipe_file: Path, data: list[StageData]) -> dict[str, Any]:
+    """What determines the candidate: digests and versions (paths are recorded, not keyed; a DeepSpeed config
+    file counts by its content)."""
+    inputs = {
         "schema_version": SCHEMA_VERSION,
         "checkpoint_digest": directory_digest(checkpoint),
         "recipe_digest": recipe_digest(recipe),
@@ -125,6 +126,10 @@ def _inputs(checkpoint: Path, recipe: Recipe, data: list[StageData]) -> dict[str
         "versions": {name: version(name) for name in LIBRARIES},
         "device": device(),
     }
+    deepspeed = sharding(recipe, recipe_file).get("deepspeed")
+    if isinstance(deepspeed, str):
+        inputs["deepspeed_digest"] = hashlib.sha256(Path(deepspeed).read_bytes()).hexdigest()
+    return inputs
 
 
 def _build(

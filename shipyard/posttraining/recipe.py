@@ -48,7 +48,9 @@ class Stage(Strict):
     learning_rate: float = Field(5e-6, gt=0, description="Peak learning rate.")
     epochs: float | None = Field(None, gt=0, description="Passes over the data; give this or max_steps.")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; give this or epochs.")
-    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (per device).")
+    batch_size: int = Field(
+        8, ge=1, description="Examples per optimizer step across all processes (the global batch, split evenly)."
+    )
     max_length: int = Field(512, ge=8, description="Longest tokenized example; longer ones are truncated.")
     seed: int = Field(0, description="Seed for initialization of adapters, data order and dropout.")
     lora: LoraSpec | None = Field(None, description="Train LoRA adapters instead of all weights.")

@@ -16,7 +16,9 @@ from shipyard.settings import load_settings
 @clear_errors
 def posttrain_command(
     checkpoint: Annotated[Path, typer.Option(help="The checkpoint: a save_pretrained directory (e.g. a snapshot).")],
-    out: Annotated[Path, typer.Option(help="Directory to write the candidate into (empty or new).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Directory to write the candidate into (default: its cache entry in the home).")
+    ] = None,
     recipe: Annotated[
         Path | None, typer.Option(help="Recipe YAML (default: pipeline.recipe; the demo's under profile: demo).")
     ] = None,
