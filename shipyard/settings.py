@@ -11,6 +11,7 @@ Called by the CLI and by anything that needs configuration.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -38,6 +39,7 @@ from shipyard.errors import ConfigError
 from shipyard.schema import did_you_mean, fields_at
 
 ENV_PREFIX = "SHIPYARD_"
+UNION_BRANCH = re.compile(r"[\[\-]")  # pydantic names a union's branches in an error's loc: constrained-int, literal[…]
 ENV_DELIMITER = "__"
 DEFAULT_CONFIG = Path("shipyard.yaml")
 CONFIG_ENV = "SHIPYARD_CONFIG"  # the config file, when no path is given (a worker's environment names it)
@@ -501,13 +503,15 @@ def _reject_unknown_env() -> None:
 
 
 def _describe(exc: ValidationError, config: Path | None) -> str:
-    lines = []
+    lines: dict[str, list[str]] = {}
     for error in exc.errors():
-        loc = tuple(error["loc"])
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and UNION_BRANCH.search(p)))  # int | "auto"
         key = ".".join(str(part) for part in loc)
         origin = f"environment variable {env_var(loc)}" if env_var(loc) in os.environ else f"{config or 'arguments'}"
         if error["type"] == "extra_forbidden":
-            lines.append(f"{origin}: unknown key '{key}'{did_you_mean(str(loc[-1]), fields_at(Settings, loc[:-1]))}")
+            head, said = f"{origin}: unknown key '{key}'{did_you_mean(str(loc[-1]), fields_at(Settings, loc[:-1]))}", ""
         else:
-            lines.append(f"{origin}: {key} = {error['input']!r}: {error['msg']}")
-    return "invalid settings:\n  " + "\n  ".join(lines)
+            head, said = f"{origin}: {key} = {error['input']!r}", error["msg"]
+        lines.setdefault(head, []).append(said)
+    described = [head + (": " + " or ".join(said) if any(said) else "") for head, said in lines.items()]
+    return "invalid settings:\n  " + "\n  ".join(described)
