@@ -208,3 +208,21 @@ def test_a_new_reader_re_folds_the_stored_packs(tmp_path: Path, monkeypatch: pyt
         (tmp_path / event_key(seq)).unlink()
     state = Ledger(LocalStore(tmp_path)).refresh()
     assert sorted(v for _, v in state.releases) == [1, 2, 3, 4, 5] and state.events == 5
+
+
+def test_a_fate_recorded_again_appends_nothing_and_notifies_no_one(tmp_path: Path) -> None:
+    """A release run retried (or re-run) after it recorded a gate failure comes to the same fate: one event."""
+    from shipyard.checkpoints import Checkpoint
+    from shipyard.events import EventType
+    from shipyard.registry.releases import Registry
+    from shipyard.settings import Settings
+
+    store = LocalStore(tmp_path / "store")
+    registry = Registry.of(store, Settings(home=tmp_path / "home"))
+    taken = Checkpoint("file:///run", "run", 20, "transformers", "file:///run/checkpoint-20", "complete", digest="d20")
+    first = registry.record_fate(EventType.GATE_FAILED, taken, "floor: arith")
+    again = registry.record_fate(EventType.GATE_FAILED, taken, "floor: arith")
+    assert [e.type for e in first] == ["gate_failed"] and again == []
+    other = registry.record_fate(EventType.GATE_FAILED, taken, "safety: harmful refusal")  # another reason: kept
+    assert [e.type for e in other] == ["gate_failed"]
+    assert Ledger(store).refresh().events == 2

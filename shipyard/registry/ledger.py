@@ -86,6 +86,9 @@ def pack_key(seq: int) -> str:
     return f"{PACKS}{seq:012d}.json"
 
 
+FATES = (EventType.SKIPPED, EventType.REFUSED, EventType.GATE_FAILED)
+
+
 def apply(state: State, event: Event) -> None:
     """Fold one event into the state; one the policy in force does not allow is only noted in `state.ignored`."""
     state.events, state.head = event.seq, event.digest
@@ -127,7 +130,14 @@ def _apply(state: State, kind: EventType, d: dict[str, Any], event: Event) -> st
         return _move(state, kind, d, event.seq)
     if kind == EventType.MALFORMED:
         return str(d["error"])
+    if kind in FATES:
+        state.fates.add(fate_key(kind, d))
     return ""
+
+
+def fate_key(kind: str, data: dict[str, Any]) -> tuple[str, ...]:
+    """What makes two fate events the same record: the line, the fate, the checkpoint and the reason."""
+    return (kind, *(str(data.get(k, "")) for k in ("line", "checkpoint_uri", "checkpoint_digest", "reason")))
 
 
 def _protected(state: State, channel: str) -> bool:

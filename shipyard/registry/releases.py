@@ -23,7 +23,7 @@ from shipyard.checkpoints import Checkpoint
 from shipyard.events import EventType
 from shipyard.registry import approvals, moves, publish
 from shipyard.registry.approvals import Signer
-from shipyard.registry.ledger import Event, Ledger
+from shipyard.registry.ledger import Event, Ledger, fate_key
 from shipyard.registry.notify import announce
 from shipyard.registry.publish import Published
 from shipyard.registry.state import Release, State
@@ -104,7 +104,8 @@ class Registry:
         return self._writing(lambda: approvals.reject(self.store, self.line, version, signer, note, self.ledger))
 
     def record_fate(self, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: str) -> list[Event]:
-        """Record why a checkpoint did not become a release (refused, skipped, gate_failed)."""
+        """Record why a checkpoint did not become a release (refused, skipped, gate_failed), once: a rerun that
+        comes to the same fate for the same reason appends nothing (and notifies no one again)."""
         data = {
             "line": self.line,
             "checkpoint_uri": checkpoint.uri,
@@ -114,7 +115,8 @@ class Registry:
             "reason": reason,
             **extra,
         }
-        return self._writing(lambda: self.ledger.append(lambda _: (kind, data)))
+        key = fate_key(kind, data)
+        return self._writing(lambda: self.ledger.append(lambda state: None if key in state.fates else (kind, data)))
 
     # -- reads
 

@@ -35,6 +35,7 @@ class State:
     root: list[str] = field(default_factory=list)  # owner fingerprints of the first policy
     store_id: str = ""  # digest of the first policy event: decisions name it, so they count in no other store
     ignored: dict[int, str] = field(default_factory=dict)  # seq -> why the event does not count
+    fates: set[tuple[str, ...]] = field(default_factory=set)  # (line, kind, checkpoint uri, digest, reason) recorded
     _by_candidate: dict[tuple[str, str], Release] = field(default_factory=dict, repr=False)
     _latest: dict[str, int] = field(default_factory=dict, repr=False)
 
