@@ -78,3 +78,36 @@ def test_s3_full_listing_finds_what_lies_outside_the_windows(s3_endpoint: str, t
     client.put_object(Bucket=bucket, Key="final/COMPLETE", Body=b"")
     assert "final/COMPLETE" not in source.list_files()
     assert "final/COMPLETE" in source.list_files()
+
+
+def test_the_cursor_survives_between_watch_processes_in_the_home(
+    s3_endpoint: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A deployed watch is a new process each poll: each opens its source afresh, and the cursor kept in the home
+    still keeps the poll to the windows."""
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    bucket = f"runs-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    for step in range(1, 1_200):
+        client.put_object(Bucket=bucket, Key=f"exp/checkpoint-{step}/trainer_state.json", Body=b"{}")
+    decided = {f"checkpoint-{step}" for step in range(1, 1_200)}
+    settings, home = S3Settings(endpoint_url=s3_endpoint), tmp_path / "home"
+
+    def poll() -> tuple[list[str], int]:
+        source = open_source(f"s3://{bucket}/exp", settings, home=home)  # a new process: nothing in memory
+        assert isinstance(source, S3Source)
+        lists: list[str] = []
+        source.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: lists.append("LIST"))
+        return source.list_files(prune=decided), len(lists)
+
+    first, full = poll()
+    assert first == [] and full >= 2  # the whole prefix, more than one page
+    run = tmp_path / "run"
+    make_checkpoint(run, 1_200, tiny_model_dir)
+    upload(client, bucket, "exp", run)
+    files, calls = poll()
+    assert calls <= 2 and "checkpoint-1200/model.safetensors" in files
+    assert len(list((home / "watch" / "cursors").glob("*.json"))) == 1
+    (next((home / "watch" / "cursors").glob("*.json"))).write_text("{not json")  # damaged: a full listing, no error
+    files, calls = poll()
+    assert calls == full and "checkpoint-1200/model.safetensors" in files

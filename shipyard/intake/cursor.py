@@ -10,14 +10,19 @@ a wider step number. Checkpoints seen but not yet decided, below the newest,
 and veRL/DeepSpeed marker files are listed by exact prefix. A full listing
 every so many polls catches whatever lies outside the windows (a run restarted
 at a lower step, a `save_pretrained` directory with a `COMPLETE` marker).
+A cursor is kept in the home between polls (`load`, `save`): a deployed watch
+starts a new process for each poll, and without it every poll would list the
+whole prefix. One that cannot be read is a fresh cursor (a full listing).
 Used by `S3Source`.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
 
 from shipyard.intake.layouts import DEEPSPEED_MARKER, VERL_MARKER, numbered
 
@@ -66,6 +71,29 @@ class Cursor:
         found = [w for series, step in self.newest.items() for w in step_windows(series, step, self.spacing[series])]
         pending = [Window(f"{d}/") for d, (series, step) in self.seen.items() if step < self.newest[series]]
         return found + pending + [Window(m) for m in sorted(self.markers)]
+
+
+def load(path: Path) -> Cursor | None:
+    """The cursor kept at `path`, or None (none kept, or unreadable: the next listing is a full one)."""
+    try:
+        data = json.loads(path.read_text())
+        return Cursor(
+            newest={str(k): int(v) for k, v in data["newest"].items()},
+            spacing={str(k): int(v) for k, v in data["spacing"].items()},
+            seen={str(k): (str(v[0]), int(v[1])) for k, v in data["seen"].items()},
+            markers={str(m) for m in data["markers"]},
+            polls=int(data["polls"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def save(cursor: Cursor, path: Path) -> None:
+    """Keep `cursor` at `path` (written whole, then renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(cursor) | {"markers": sorted(cursor.markers)}))
+    tmp.replace(path)
 
 
 def step_windows(series: str, newest: int, spacing: int) -> list[Window]:

@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from shipyard.checkpoints import TRAINER_STATE
 from shipyard.digests import hash_file
 from shipyard.errors import CheckpointInFlux, ConfigError, InvalidCheckpoint, NotFound, SourceError
+from shipyard.intake import cursor as cursors
 from shipyard.intake.cursor import Cursor, Window
 from shipyard.settings import HubSettings, S3Settings, split_s3_uri
 
@@ -161,7 +162,9 @@ class S3Source:
     the run.
     """
 
-    def __init__(self, uri: str, endpoint_url: str | None = None, full_listing_every: int = 30) -> None:
+    def __init__(
+        self, uri: str, endpoint_url: str | None = None, full_listing_every: int = 30, cursor_file: Path | None = None
+    ) -> None:
         import boto3
         from botocore.config import Config
 
@@ -170,7 +173,8 @@ class S3Source:
             raise ConfigError(f"{uri}: expected s3://bucket/prefix")
         self.uri, self.bucket, self.prefix = parsed
         self.full_listing_every = full_listing_every
-        self.cursor: Cursor | None = None
+        self.cursor_file = cursor_file  # where the cursor is kept between processes (None: in this object only)
+        self.cursor: Cursor | None = cursors.load(cursor_file) if cursor_file else None
         config = Config(retries={"mode": "standard", "max_attempts": 5})
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
@@ -183,6 +187,8 @@ class S3Source:
             files = sorted({f for window in self.cursor.windows(prune) for f in self._list(window)})
         self.cursor.learn(files)
         self.cursor.polls += 1
+        if self.cursor_file is not None:
+            cursors.save(self.cursor, self.cursor_file)
         return _without(files, prune)
 
     def _list(self, window: Window) -> list[str]:
@@ -322,13 +328,17 @@ def _without(files: list[str], prune: Collection[str]) -> list[str]:
     return sorted(f for f in files if not f.startswith(dirs))
 
 
-def open_source(uri: str, s3: S3Settings | None = None, hub: HubSettings | None = None) -> Source:
-    """The source for `uri`: a local path, `file://`, `s3://bucket/prefix` or `hf://org/name`."""
+def open_source(
+    uri: str, s3: S3Settings | None = None, hub: HubSettings | None = None, home: Path | None = None
+) -> Source:
+    """The source for `uri`: a local path, `file://`, `s3://bucket/prefix` or `hf://org/name`. With `home`, an S3
+    source keeps its listing cursor there between processes (a deployed watch is a new process each poll)."""
     if uri.startswith("file://"):
         return LocalSource(Path(uri.removeprefix("file://")))
     if uri.startswith("s3://"):
         s3 = s3 or S3Settings()
-        return S3Source(uri, s3.endpoint_url, s3.full_listing_every)
+        kept = home / "watch" / "cursors" / f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}.json" if home else None
+        return S3Source(uri, s3.endpoint_url, s3.full_listing_every, kept)
     if uri.startswith("hf://"):
         return HubSource(uri, (hub or HubSettings()).endpoint)
     scheme = uri.partition(":")[0]

@@ -42,7 +42,7 @@ def watch_once(
     if settings.watch.source is None:
         raise ConfigError("no source to watch: set watch.source or give --source")
     take = take or (lambda c: release_checkpoint(c, settings))
-    source = open_source(settings.watch.source, settings.s3, settings.hub)
+    source = open_source(settings.watch.source, settings.s3, settings.hub, settings.home)
     state = load_state(settings.home / "watch", source.uri)
     outcomes = [o for c in _in_flight(state) if (o := _finish(c, (settle or take)(c), state, settings, clock))]
     while True:

@@ -38,7 +38,7 @@ def checkpoints_command(
     source = source or settings.watch.source
     if source is None:
         raise ConfigError("no source: give --source or set watch.source")
-    run = open_source(source, settings.s3, settings.hub)
+    run = open_source(source, settings.s3, settings.hub, settings.home)
     state = load_state(settings.home / "watch", run.uri)
     pickles = settings.watch.allow_pickle_weights
     scanned = scan(run, settings.home, pickles, skip=state.decided.keys(), validate=validate, convert=settings.convert)
