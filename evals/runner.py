@@ -138,17 +138,25 @@ def backend(suite: Suite) -> str:
     return json.dumps([spec.model, spec.model_args, spec.batch_size], sort_keys=True)
 
 
+def load_model(model_path: Path) -> Any:
+    """A model to evaluate or sample from, on this process's accelerator (a GPU pod's GPU, else the CPU): every
+    model the gate loads comes through here."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_path, device_map=device())
+
+
 def _load(model_path: Path, suite: Suite) -> Any:
     """The model under the suite's backend: `hf` without arguments wraps the model loaded here (on this process's
     device); any other backend or arguments go through lm-eval's model registry, as `lm_eval --model` would."""
     from lm_eval.api.registry import get_model
     from lm_eval.models.huggingface import HFLM
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     quiet_libraries()
     spec = suite.spec
     if spec.model == "hf" and not spec.model_args:
-        model = AutoModelForCausalLM.from_pretrained(model_path, device_map=device())
+        model = load_model(model_path)
         return HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_path), batch_size=spec.batch_size)
     extra = {"device": device()} if spec.model == "hf" and "parallelize" not in spec.model_args else {}
     try:  # lm-eval imports a backend's package when it is first asked for

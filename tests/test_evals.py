@@ -131,3 +131,21 @@ def test_a_backend_that_is_not_installed_or_takes_the_model_path_is_named(rl_che
         load_suite(str(backend_suite(tmp_path, "mine", "model_args: {pretrained: gpt2}\n")))
     with pytest.raises(ConfigError, match="model"):
         load_suite(str(backend_suite(tmp_path, "other", "model: tgi\n")))
+
+
+def test_every_model_the_gate_loads_is_on_this_processs_accelerator(tiny_model_dir: Path) -> None:
+    """Screening, the suites and the gate's health sampling and KL all load through `load_model`, which places
+    the model on `hardware.device()` (a GPU pod's GPU; here the CPU)."""
+    from shipyard.evals.runner import load_model
+
+    from shipyard.hardware import device
+
+    assert load_model(tiny_model_dir).device.type == device()
+    root = Path(__file__).resolve().parents[1]
+    loads = {
+        str(path.relative_to(root))
+        for folder in ("evals", "safety", "shipyard/orchestration", "flows")
+        for path in (root / folder).rglob("*.py")
+        if re.search(r"AutoModelForCausalLM\.from_pretrained\(", path.read_text())
+    }
+    assert loads == {"evals/runner.py"}, loads

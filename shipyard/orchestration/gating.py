@@ -13,14 +13,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from shipyard.digests import digest_json, directory_digest
 from shipyard.evals import health
 from shipyard.evals.gate import HealthInput, Verdict, gate_verdict
 from shipyard.evals.gate_policy import GatePolicy
 from shipyard.evals.report import markdown
-from shipyard.evals.runner import SuiteResult, evaluate
+from shipyard.evals.runner import SuiteResult, evaluate, load_model
 from shipyard.evals.suite import load_suite
 from shipyard.intake.trainer_state import read_trainer_state
 from shipyard.model_dir import require_model_dir
@@ -75,12 +75,12 @@ def measure_health(
     each = -(-p.prompts // len(tasks))  # the same number from every task
     prompts = [i.prompt for items in tasks for i in items[:each]][: p.prompts]
     tokenizer = AutoTokenizer.from_pretrained(candidate)
-    ours = AutoModelForCausalLM.from_pretrained(candidate)
+    ours = load_model(candidate)
     samples = health.sample(ours, tokenizer, prompts, p.max_new_tokens, seed=0)
     mine = health.describe(samples)
     kl = growth = p95_growth = None
     if champion is not None:
-        theirs = AutoModelForCausalLM.from_pretrained(champion)
+        theirs = load_model(champion)
         if AutoTokenizer.from_pretrained(champion).get_vocab() == tokenizer.get_vocab():
             kl = health.kl_estimate(ours, theirs, tokenizer, prompts, samples)
         baseline = health.describe(health.sample(theirs, tokenizer, prompts, p.max_new_tokens, seed=0))
