@@ -2,41 +2,21 @@
 
 import json
 import os
-import shutil
-import site
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .wheelenv import build_wheel, wheel_env
 
 
 @pytest.mark.slow
 def test_the_built_wheel_installed_outside_the_source_tree_evaluates_and_gates(
     tmp_path: Path, rl_checkpoint: Path
 ) -> None:
-    dist, source = tmp_path / "dist", tmp_path / "source"  # built from a copy: setuptools writes build/ beside it
-    ignore = shutil.ignore_patterns(".*", "build", "*.egg-info", "runs", "test-artifacts")
-    shutil.copytree(ROOT, source, ignore=ignore)
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist)]
-    build.append(str(source))
-    subprocess.run(build, check=True, capture_output=True, timeout=600)
-    (wheel,) = dist.glob("shipyard-*.whl")
-    env_dir = tmp_path / "env"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
-    python = env_dir / "bin" / "python"
-    target = Path(
-        subprocess.check_output(
-            [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True
-        ).strip()
-    )
-    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)]
-    subprocess.run(install, check=True, capture_output=True, timeout=600)
-    # The dependencies come from this environment's site-packages, appended after the wheel; its own .pth files
-    # (the editable install of the source tree among them) are not read, so `shipyard` is the installed wheel.
-    (target / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    python = wheel_env(build_wheel(tmp_path), tmp_path / "env")
+    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    target = Path(subprocess.check_output([python, "-c", purelib], text=True).strip())
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}

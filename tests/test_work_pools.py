@@ -1,9 +1,11 @@
 """Work pools end to end: a real `prefect server`, `prefect deploy` of infra/prefect.yaml as written, and
 `prefect worker start` processes for the light pool and the heavy (GPU) pool, here both process pools.
 
-The pools share only what a cluster shares: the release store, the Prefect server, and the Shipyard home volume,
-which the GPU pool mounts at another path. Each worker has its own config file, HOME and PREFECT_HOME; the light
-workers' Prefect results are kept on the shared volume (a new light worker is a new machine).
+The pools share only what a cluster shares: the release store (S3, on moto), the Prefect server, and the Shipyard
+home volume, which the GPU pool mounts at another path. Each worker runs from its own virtual environment holding
+the built wheel (not the source tree), with its own config file, HOME and PREFECT_HOME; the light workers' Prefect
+results are kept on the shared volume (a new light worker is a new machine). Post-training runs across two
+processes (`pipeline.posttrain_processes`, gloo ranks on this CPU).
 
 A checkpoint appears in the watched run → the scheduled watch run starts a release run on the light pool → it runs
 post-training and the gate as runs of their own on the heavy pool → the light worker is killed with its release
@@ -24,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import psutil
 import pytest
@@ -32,10 +35,11 @@ import yaml
 from shipyard.registry.approval_policy import DoorRule
 from shipyard.registry.doors import hash_token
 from shipyard.registry.ledger import Ledger
-from shipyard.registry.stores import LocalStore
+from shipyard.registry.stores import S3Store
 
 from .conftest import _free_port
 from .helpers import PIPELINE, Keys, protect
+from .wheelenv import build_wheel, wheel_env
 
 pytestmark = pytest.mark.slow
 
@@ -126,16 +130,23 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def configure(tmp_path: Path, cluster: Cluster, keys: Keys) -> tuple[Path, Path, dict[str, dict[str, str]]]:
-    """A protected release store, a run directory still empty, and each pool's machine: its config file (at its
-    own path, naming the shared home where that machine mounts it), HOME and PREFECT_HOME."""
-    store, run, shared = tmp_path / "releases", tmp_path / "run", tmp_path / "shared-home"
+def configure(
+    tmp_path: Path, cluster: Cluster, keys: Keys, s3_endpoint: str
+) -> tuple[S3Store, Path, dict[str, dict[str, str]], dict[str, Path]]:
+    """A protected release store on S3, a run directory still empty, and each pool's machine: a virtual
+    environment with the wheel, its config file (at its own path, naming the shared home where that machine mounts
+    it), HOME and PREFECT_HOME."""
+    run, shared = tmp_path / "run", tmp_path / "shared-home"
     run.mkdir()
     shared.mkdir()
-    protect(LocalStore(store), keys, doors={"prefect-ui": DoorRule(key=keys.public("prefect-ui"), attests=["ana"])})
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="lab-releases")
+    store = S3Store("s3://lab-releases/main", s3_endpoint)
+    protect(store, keys, doors={"prefect-ui": DoorRule(key=keys.public("prefect-ui"), attests=["ana"])})
+    wheel = build_wheel(tmp_path / "wheel")
     config = {
         "home": str(shared),
-        "release": {"store": str(store)},
+        "release": {"store": store.uri},
+        "s3": {"endpoint_url": s3_endpoint},
         "watch": {"source": str(run)},
         "approval": {"poll_seconds": 1},
         "pipeline": {"crashed_after_seconds": CRASHED_AFTER},
@@ -146,7 +157,8 @@ def configure(tmp_path: Path, cluster: Cluster, keys: Keys) -> tuple[Path, Path,
         },
         "dashboard": {"tokens": {"ana": hash_token("ana-token")}},
     }
-    machines = {}
+    machines, pythons = {}, {}
+    aws = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     for pool, etc in (("light", "etc"), ("gpu", "opt/conf")):
         machine = tmp_path / pool
         mount = machine / "mnt" / "shipyard"  # the same volume, mounted elsewhere
@@ -154,14 +166,15 @@ def configure(tmp_path: Path, cluster: Cluster, keys: Keys) -> tuple[Path, Path,
         mount.symlink_to(shared)
         (machine / etc).mkdir(parents=True)
         (machine / etc / "shipyard.yaml").write_text(yaml.safe_dump(config | {"home": str(mount)}))
-        machines[pool] = {
+        machines[pool] = aws | {
             "SHIPYARD_CONFIG": str(machine / etc / "shipyard.yaml"),
             "HOME": str(machine),
             "PREFECT_HOME": str(machine / ".prefect"),
         }
+        pythons[pool] = wheel_env(wheel, machine / "venv")
     machines["light"]["PREFECT_LOCAL_STORAGE_PATH"] = str(shared / "prefect-results")
     cluster.env["SHIPYARD_CONFIG"] = machines["light"]["SHIPYARD_CONFIG"]  # the operator's CLI, on the light VM
-    return store, run, machines
+    return store, run, machines, pythons
 
 
 @contextmanager
@@ -182,10 +195,11 @@ def runs_of(cluster: Cluster, flow: str) -> list[Any]:
 
 
 def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_loses_nothing(
-    tmp_path: Path, rl_checkpoint: Path, cluster: Cluster
+    tmp_path: Path, rl_checkpoint: Path, s3_endpoint: str, cluster: Cluster
 ) -> None:
     keys = Keys(tmp_path / "keys")
-    store, run, machines = configure(tmp_path, cluster, keys)
+    store, run, machines, pythons = configure(tmp_path, cluster, keys, s3_endpoint)
+    from prefect.client.schemas.actions import DeploymentUpdate
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.schedules import IntervalSchedule
 
@@ -193,16 +207,23 @@ def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_
     cluster.prefect("work-pool", "create", "shipyard-gpu", "--type", "process")  # a Kubernetes pool on a cluster
     deploy = ["--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml", "--all"]
     cluster.prefect(*deploy, env={"SHIPYARD_IMAGE": "unused-by-process-pools"})
-    with client_of(cluster) as client:  # the operator's knob: poll every 10 s instead of 300
+    with client_of(cluster) as client:  # the operator's knobs: poll every 10 s instead of 300; two ranks, no GPU
         watch = client.read_deployment_by_name("watch-run/light")
         [schedule] = client.read_deployment_schedules(watch.id)
         client.update_deployment_schedule(
             watch.id, schedule.id, schedule=IntervalSchedule(interval=timedelta(seconds=10))
         )
+        posttrain = client.read_deployment_by_name("posttrain-checkpoint/gpu")
+        variables = posttrain.job_variables or {}
+        env = variables.get("env", {}) | {"SHIPYARD_PIPELINE__POSTTRAIN_PROCESSES": "2"}
+        client.update_deployment(posttrain.id, DeploymentUpdate(job_variables=variables | {"env": env}))
 
-    worker = [str(BIN / "prefect"), "worker", "start", "--type", "process", "--pool"]
-    cluster.start("light-1", *worker, "shipyard-light", env=machines["light"])
-    cluster.start("gpu", *worker, "shipyard-gpu", env=machines["gpu"])
+    def worker(pool: str) -> list[str]:  # the machine's own environment: its python, the wheel
+        start = "import sys; from prefect.cli import app; sys.exit(app())"
+        return [str(pythons[pool]), "-c", start, "worker", "start", "--type", "process", "--pool", f"shipyard-{pool}"]
+
+    cluster.start("light-1", *worker("light"), env=machines["light"])
+    cluster.start("gpu", *worker("gpu"), env=machines["gpu"])
     shutil.copytree(rl_checkpoint, run / "checkpoint-10")  # a checkpoint appears in the watched run
 
     running = StateType.RUNNING
@@ -215,10 +236,10 @@ def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_
     [release] = runs_of(cluster, "release-checkpoint")
     cluster.kill("light-1")  # the light worker and the release run it was executing
     fresh = machines["light"] | {"HOME": str(tmp_path / "light-2"), "PREFECT_HOME": str(tmp_path / "light-2/.prefect")}
-    cluster.start("light-2", *worker, "shipyard-light", env=fresh)  # another machine, the same shared volume
+    cluster.start("light-2", *worker("light"), env=fresh)  # another machine, the same shared volume
 
     def published() -> bool:
-        return Ledger(LocalStore(store)).refresh().channel("main", "candidate") == 1
+        return Ledger(store).refresh().channel("main", "candidate") == 1
 
     wait_for("the release", published, 900, cluster.logs)
     wait_for(
@@ -229,12 +250,11 @@ def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_
     )
     time.sleep(CRASHED_AFTER + 20)  # a suspended run sends no heartbeats, and must not be taken for a dead one
     assert [r.state.name for r in runs_of(cluster, "await-approval") if r.state] == ["Suspended"]
-    approve = [str(BIN / "shipyard"), "approve", "v1", "--key", str(keys.path("ana")), "--note", "through the pools"]
-    done = subprocess.run(approve, env=cluster.env, capture_output=True, text=True, timeout=300)
+    cli = [str(pythons["light"]), "-c", "from shipyard.app.cli.main import main; main()"]
+    approve = [*cli, "approve", "v1", "--key", str(keys.path("ana")), "--note", "through the pools"]
+    done = subprocess.run(approve, env=cluster.env | machines["light"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    wait_for(
-        "stable to move", lambda: Ledger(LocalStore(store)).refresh().channel("main", "stable") == 1, 300, cluster.logs
-    )
+    wait_for("stable to move", lambda: Ledger(store).refresh().channel("main", "stable") == 1, 300, cluster.logs)
     wait_for(
         "the approval run to finish",
         lambda: all(r.state_type == StateType.COMPLETED for r in runs_of(cluster, "await-approval")),
@@ -242,8 +262,12 @@ def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_
         cluster.logs,
     )
 
-    ledger = Ledger(LocalStore(store)).refresh()
+    ledger = Ledger(store).refresh()
     assert list(ledger.releases) == [("main", 1)]  # published once
+    from shipyard.registry.publish import manifest
+
+    lineage = manifest(store, ledger.releases[("main", 1)])["lineage"]
+    assert lineage["world_size"] == 2, lineage  # post-trained by two ranks on the GPU pool
     with client_of(cluster) as client:
         release = client.read_flow_run(release.id)
         history = [s.name for s in client.read_flow_run_states(release.id)]
