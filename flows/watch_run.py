@@ -72,7 +72,12 @@ def _through(deployment: str, settings: Settings, config: str | None) -> tuple[T
         if state == StateType.CANCELLED:
             return Outcome(checkpoint.step, checkpoint.uri, RunState.SUPERSEDED, "a newer checkpoint took its place")
         ended = ENDED.get(state)
-        return Outcome(checkpoint.step, checkpoint.uri, ended, f"release run {state.value.lower()}") if ended else None
+        if ended is None:
+            return None
+        said = run.state.message if run.state and run.state.message else ""
+        retried = f" after {run.run_count} tries" if state == StateType.CRASHED else ""
+        why = f"release run {run.name} {state.value.lower()}{retried}" + (f": {said}" if said else "")
+        return Outcome(checkpoint.step, checkpoint.uri, ended, why)
 
     return take, settle
 

@@ -68,6 +68,7 @@ FATE_EVENTS: dict[State, EventType] = {  # the one map from where a checkpoint e
     CheckpointState.SCREENED_OUT: EventType.SKIPPED,
     CheckpointState.GATE_FAILED: EventType.GATE_FAILED,
     CheckpointState.RELEASED: EventType.RELEASED,
+    RunState.FAILED: EventType.FAILED,
 }
 
 

@@ -22,6 +22,7 @@ class EventType(StrEnum):
     SKIPPED = "skipped"  # a checkpoint passed over: by the selection policy, or screened out
     REFUSED = "refused"  # a checkpoint that failed validation
     GATE_FAILED = "gate_failed"
+    FAILED = "failed"  # a checkpoint whose release run failed (a stage failed), or crashed past its retries
     MALFORMED = "malformed"  # never written: what a reader calls a slot that holds no event it can read
 
 

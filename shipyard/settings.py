@@ -258,7 +258,15 @@ class NotifySettings(Section):
         None, description="HMAC key for the X-Shipyard-Signature header (set it by environment)."
     )
     events: list[str] = Field(
-        default_factory=lambda: ["released", "gate_failed", "approved", "rejected", "promoted", "rolled_back"],
+        default_factory=lambda: [
+            "released",
+            "gate_failed",
+            "failed",
+            "approved",
+            "rejected",
+            "promoted",
+            "rolled_back",
+        ],
         description="Ledger event types that are sent.",
     )
     timeout_seconds: float = Field(5.0, gt=0, description="Per request; a failed notification is logged, never fatal.")

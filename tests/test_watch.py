@@ -211,7 +211,33 @@ def test_a_checkpoint_state_is_one_of_the_lifecycle_and_its_fate_maps_to_one_led
     with pytest.raises(ValueError, match="'chosen' is neither a checkpoint state nor a run state"):
         Checkpoint(**fields, state="chosen")
     assert not set(CheckpointState.__members__.values()) & set(RunState.__members__.values())
-    recorded = {EventType.SKIPPED, EventType.REFUSED, EventType.GATE_FAILED, EventType.RELEASED}
+    recorded = {EventType.SKIPPED, EventType.REFUSED, EventType.GATE_FAILED, EventType.RELEASED, EventType.FAILED}
     assert set(FATE_EVENTS.values()) == recorded
     turned_away = {CheckpointState.GONE, CheckpointState.INVALID, CheckpointState.SKIPPED, CheckpointState.SCREENED_OUT}
-    assert turned_away | {CheckpointState.GATE_FAILED, CheckpointState.RELEASED} == set(FATE_EVENTS)
+    assert turned_away | {CheckpointState.GATE_FAILED, CheckpointState.RELEASED, RunState.FAILED} == set(FATE_EVENTS)
+
+
+def test_a_checkpoint_whose_release_run_failed_is_a_ledger_event_once(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A stage failed, or a crashed run used up its retries: the fate reaches the ledger (so the dashboard and the
+    webhook), not only the watch log; the next poll takes nothing again and records nothing again."""
+    from shipyard.checkpoints import RunState
+    from shipyard.orchestration.pipeline import Outcome
+    from shipyard.orchestration.watcher import watch_once
+    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.stores import LocalStore
+    from shipyard.settings import Settings
+
+    make_checkpoint(tmp_path / "run", 10, tiny_model_dir)
+    settings = Settings(home=tmp_path / "home", watch={"source": str(tmp_path / "run")})
+    why = "release run step-10 failed: posttrain-checkpoint/gpu run ended Failed: CUDA out of memory"
+    taken: list[int] = []
+
+    def take(c: Checkpoint) -> Outcome:
+        taken.append(c.step)
+        return Outcome(c.step, c.uri, RunState.FAILED, why)
+
+    [outcome] = watch_once(settings, take=take)
+    assert outcome.state == RunState.FAILED and watch_once(settings, take=take) == [] and taken == [10]
+    _, events = Ledger(LocalStore(tmp_path / "home" / "releases")).snapshot()
+    failed = [e for e in events if e.type == "failed"]
+    assert [(e.data["step"], e.data["reason"]) for e in failed] == [(10, why)]

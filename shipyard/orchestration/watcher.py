@@ -65,6 +65,8 @@ def _finish(
     if outcome is not None and outcome.state != RunState.STARTED:
         state.finish(checkpoint.uri, outcome.state, outcome.reason)
         save_state(settings.home / "watch", state, [state.decided[checkpoint.uri]], clock())
+        if outcome.state == RunState.FAILED:  # in the ledger, the dashboard and the webhook too, not only here
+            record(settings, FATE_EVENTS[RunState.FAILED], checkpoint, outcome.reason)
     return outcome
 
 

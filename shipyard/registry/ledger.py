@@ -86,7 +86,7 @@ def pack_key(seq: int) -> str:
     return f"{PACKS}{seq:012d}.json"
 
 
-FATES = (EventType.SKIPPED, EventType.REFUSED, EventType.GATE_FAILED)
+FATES = (EventType.SKIPPED, EventType.REFUSED, EventType.GATE_FAILED, EventType.FAILED)
 
 
 def apply(state: State, event: Event) -> None:

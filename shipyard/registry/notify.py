@@ -36,6 +36,7 @@ def text(event: Event) -> str:
     lines = {
         "released": f"Candidate published: {release}",
         "gate_failed": f"Gate failed for step {d.get('step')}: {d.get('reason', '')}",
+        "failed": f"Release run failed for step {d.get('step')}: {d.get('reason', '')}",
         "approved": f"{release} approved by {d.get('by')}" + (f": {d['note']}" if d.get("note") else ""),
         "rejected": f"{release} rejected by {d.get('by')}: {d.get('note', '')}",
         "promoted": f"{release} promoted to {d.get('channel')}",

@@ -25,6 +25,7 @@ FATES = {
     EventType.SKIPPED: "skipped",
     EventType.REFUSED: "refused",
     EventType.GATE_FAILED: "failed the gate",
+    EventType.FAILED: "its release run failed",
     EventType.RELEASED: "released",
 }
 
