@@ -171,7 +171,9 @@ def test_the_pipeline_launches_its_own_distributed_post_training_and_a_failed_ra
 
     (tmp_path / "odd").mkdir()
     odd = preference_recipe(tmp_path / "odd", ", batch_size: 3")  # does not split over 2 ranks
+    before = {c.pid for c in psutil.Process().children(recursive=True)}  # other tests' servers, if any
     with pytest.raises(TrainingError, match=r"across 2 processes failed \(exit \d+\)") as failed:
         make_candidate(taken, Settings(home=tmp_path / "home", pipeline={"recipe": odd, "posttrain_processes": 2}))
     assert "batch_size 3 does not split over 2 processes" in str(failed.value)  # the log's tail, in the error
-    assert psutil.Process().children(recursive=True) == []  # no rank left holding a device or the slot
+    left = {c.pid for c in psutil.Process().children(recursive=True)} - before
+    assert left == set(), left  # no rank left holding a device or the slot
