@@ -34,6 +34,15 @@ LOCK = ".in-use"
 CACHES = ("snapshots", "converted", "candidates", "staging", "champions", "evals", "gates")
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file renamed into place: a reader sharing the home (another
+    process, another pool) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class Entry:
     """One evictable unit of a cache: a directory (or an orphaned blob) and the inodes it holds."""

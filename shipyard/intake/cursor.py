@@ -19,11 +19,11 @@ Used by `S3Source`.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
+from shipyard.caches import write_whole
 from shipyard.intake.layouts import DEEPSPEED_MARKER, VERL_MARKER, numbered
 
 LOOKAHEAD = 10  # how many saves after the newest one a window covers
@@ -90,10 +90,7 @@ def load(path: Path) -> Cursor | None:
 
 def save(cursor: Cursor, path: Path) -> None:
     """Keep `cursor` at `path` (written whole, then renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(cursor) | {"markers": sorted(cursor.markers)}))
-    tmp.replace(path)
+    write_whole(path, json.dumps(asdict(cursor) | {"markers": sorted(cursor.markers)}))
 
 
 def step_windows(series: str, newest: int, spacing: int) -> list[Window]:

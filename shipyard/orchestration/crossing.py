@@ -10,10 +10,10 @@ which is the pod's own. Pure functions; called by `shipyard.orchestration.prefec
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from shipyard.caches import write_whole
 from shipyard.errors import OrchestrationError
 
 STAGE_RESULTS = "stages"
@@ -36,11 +36,7 @@ def rebase(value: Any, old: Path, new: Path) -> Any:
 
 def write_stage_result(home: Path, run_id: str, value: Any) -> Any:
     """Leave a stage run's result in the shared home for the run that started it; `value` back."""
-    path = home / STAGE_RESULTS / f"{run_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"home": str(home), "result": value}))
-    tmp.replace(path)
+    write_whole(home / STAGE_RESULTS / f"{run_id}.json", json.dumps({"home": str(home), "result": value}))
     return value
 
 

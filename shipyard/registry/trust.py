@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from shipyard.caches import write_whole
 from shipyard.errors import ConfigError, LedgerError, TrustError
 from shipyard.registry import signing
 from shipyard.registry.approval_policy import ApprovalPolicy, check_root, policy_problem, sign_gate, signed_policy
@@ -142,8 +142,5 @@ def check_remembered(
         except LedgerError:
             return problems
         if state.events:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"store": store.uri, "anchor": head(state)}) + "\n")
-            os.replace(tmp, path)  # readers sharing a home never see half a file
+            write_whole(path, json.dumps({"store": store.uri, "anchor": head(state)}) + "\n")
     return problems
