@@ -10,10 +10,6 @@
 2. Detection to run start, polling: a checkpoint is completed while a loop
    runs the `watch-run` flow every `POLL` seconds; measured from the moment
    `trainer_state.json` is written to the start of the release subflow.
-3. Detection to run start, event trigger: a `prefect server start` server, a
-   `release-checkpoint` deployment with the `shipyard.checkpoint.detected`
-   trigger; measured from `emit_event` to the triggered flow run's creation,
-   and a second emit with the same event id starts no second run.
 
 Run: `.venv/bin/python bench/orchestration.py` (about five minutes). Prefect's home is
 a temporary directory.
@@ -24,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -132,64 +127,6 @@ def polling_latency(run: Path) -> float:
     return min(started) - completed
 
 
-def event_latency(checkpoint: Checkpoint) -> tuple[float, int]:
-    """Seconds from emit to the triggered run's creation on a real server; runs after emitting the same id twice."""
-    import subprocess
-
-    import httpx
-
-    port = 4321
-    env = {**os.environ, "PREFECT_HOME": str(TMP / "server")}
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        code = """
-import time, json, sys
-from prefect.client.orchestration import get_client
-from shipyard.flows.release_checkpoint import release_checkpoint
-from shipyard.orchestration.prefect import emit_detected
-from shipyard.app.serve import detected_trigger
-from shipyard.checkpoints import Checkpoint
-deployment_id = release_checkpoint.to_deployment("bench", triggers=[detected_trigger(None)]).apply()
-time.sleep(3)  # the automation is loaded by the triggers service
-checkpoint = Checkpoint(**json.loads(sys.argv[1]))
-emitted = time.time()
-emit_detected("main", checkpoint)
-emit_detected("main", checkpoint)
-with get_client(sync_client=True) as client:
-    while not (runs := client.read_flow_runs()):
-        time.sleep(0.05)
-    created = runs[0].created.timestamp()
-    time.sleep(5)
-    step = runs[0].parameters["checkpoint"]["step"]  # the payload arrived as the checkpoint object
-    print(json.dumps([created - emitted, len(client.read_flow_runs()), step]))
-"""
-        import json
-
-        child_env = {**os.environ, "PREFECT_API_URL": url}
-        out = subprocess.run(
-            [sys.executable, "-c", code, json.dumps(checkpoint.as_dict())],
-            env=child_env,
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode:
-            raise RuntimeError(out.stderr[-3000:])
-        seconds, runs, step = json.loads(out.stdout.strip().splitlines()[-1])
-        assert step == checkpoint.step
-        return float(seconds), int(runs)
-    finally:
-        server.terminate()
-        server.wait()
-
-
 def main() -> None:
     run = TMP / "run"
     run_demo(DemoSettings(out=run, steps=10, save_every=10), progress=False)
@@ -199,8 +136,6 @@ def main() -> None:
         print(f"overhead, {label}: library {direct:.2f} s, flow {flow:.2f} s beyond the stages' own time")
     latencies = [polling_latency(run)]
     print(f"polling every {POLL:.0f} s: completion → release run start {statistics.median(latencies):.2f} s")
-    seconds, runs = event_latency(checkpoint)
-    print(f"event trigger: emit → run created {seconds:.2f} s; runs after two emits of one event id: {runs}")
     shutil.rmtree(TMP, ignore_errors=True)
 
 

@@ -8,9 +8,8 @@ How a selected checkpoint is taken:
   release run, started with an idempotency key from the checkpoint digest, so
   offering a checkpoint twice never starts two runs; runs that have not started
   are cancelled when newer checkpoints supersede them, and in-flight
-  checkpoints are settled from their run's state on later polls;
-- by event (`pipeline.emit_events`): a `shipyard.checkpoint.detected` event
-  whose id derives from the checkpoint digest, for a deployment trigger.
+  checkpoints are settled from their run's state on later polls (a crashed run
+  is scheduled again up to `pipeline.crash_retries` times).
 
 Either way release runs take the training slot strictly. Fates land in the ledger.
 """
@@ -39,14 +38,6 @@ def _in_place(settings: Settings, config: str | None) -> Take:
     def take(checkpoint: Checkpoint) -> Outcome:
         run = release_checkpoint.with_options(flow_run_name=f"step-{checkpoint.step}")
         return Outcome(**run(checkpoint.as_dict(), config, settings.run))
-
-    return take
-
-
-def _by_event(settings: Settings) -> Take:
-    def take(checkpoint: Checkpoint) -> Outcome:
-        event_id = orchestration.emit_detected(settings.release.line, checkpoint, settings.run)
-        return Outcome(checkpoint.step, checkpoint.uri, RunState.EMITTED, f"{orchestration.DETECTED} {event_id}")
 
     return take
 
@@ -97,9 +88,7 @@ def watch_run(config: str | None = None, source: str | None = None) -> list[dict
 
 def _poll(settings: Settings, config: str | None) -> list[dict[str, Any]]:
     deployment = settings.pipeline.release_deployment
-    if settings.pipeline.emit_events:
-        outcomes = watch_once(settings, take=_by_event(settings))
-    elif deployment is None:
+    if deployment is None:
         outcomes = watch_once(settings, take=_in_place(settings, config))
     else:
         take, settle = _through(deployment, settings, config)

@@ -41,10 +41,9 @@ class CheckpointState(StrEnum):
 
 
 class RunState(StrEnum):
-    """Where the release run a checkpoint was handed to (a deployment's run, a trigger's event) stands."""
+    """Where the release run a checkpoint was handed to (a deployment's run) stands."""
 
     STARTED = "started"  # its release run was started elsewhere; settled on a later poll
-    EMITTED = "emitted"  # handed to a deployment trigger as an event
     DONE = "done"  # its release run completed: its own fate is in the ledger
     FAILED = "failed"  # its release run crashed or failed
     SUPERSEDED = "superseded"  # its release run was cancelled for a newer checkpoint

@@ -176,9 +176,6 @@ class PipelineSettings(Section):
     release_deployment: str | None = Field(
         None, description="Start release runs through this deployment ('flow/deployment'); None: in the watch flow."
     )
-    emit_events: bool = Field(
-        False, description="Emit shipyard.checkpoint.detected events for a deployment trigger instead of starting runs."
-    )
     approval_deployment: str | None = Field(
         None, description="Start an approval run through this deployment after each release; None: approve by CLI."
     )

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -73,30 +72,12 @@ def serve(config: Path | None, settings: Settings, every_seconds: float) -> None
     ensure_slot(settings.pipeline)
     start_dashboard(settings)
     path = str(config.resolve()) if config else None
-    triggers = [detected_trigger(path)] if settings.pipeline.emit_events else None
     deployments = [
         watch_run.to_deployment(DEPLOYMENT, interval=every_seconds, parameters={"config": path}),
-        release_checkpoint.to_deployment(DEPLOYMENT, triggers=triggers),
+        release_checkpoint.to_deployment(DEPLOYMENT),
         *(f.to_deployment(DEPLOYMENT) for f in (await_approval, promote_release, rollback_release)),
     ]
     prefect_serve(*(d for d in deployments if isinstance(d, RunnerDeployment)))
-
-
-def detected_trigger(config: str | None) -> Any:
-    """Start a release run for each `shipyard.checkpoint.detected` event, its checkpoint as the parameter."""
-    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
-
-    from shipyard.orchestration.prefect import DETECTED
-
-    return DeploymentEventTrigger(
-        expect={DETECTED},
-        match={"prefect.resource.id": "shipyard.checkpoint.*"},
-        parameters={
-            "checkpoint": "{{ event.payload.checkpoint }}",  # one placeholder: the payload's object itself
-            "run": "{{ event.payload.run }}",
-            "config": config,
-        },
-    )
 
 
 def start_dashboard(settings: Settings) -> None:

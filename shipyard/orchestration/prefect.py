@@ -25,7 +25,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid5
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -49,8 +48,6 @@ from shipyard.errors import ConfigError, OrchestrationError
 from shipyard.orchestration.crossing import read_stage_result
 from shipyard.settings import PipelineSettings
 
-DETECTED = "shipyard.checkpoint.detected"
-EVENT_NAMESPACE = UUID("6f1c9a52-2d0e-4c1b-9a57-5d3f0e0b7a11")  # event ids are uuid5 in this namespace
 APPROVAL_FLOW = "await-approval"
 RELEASE_FLOW = "release-checkpoint"
 CRASH_DETECTION = "shipyard-crash-detection"
@@ -151,25 +148,6 @@ def run_stage(deployment: str, name: str, parameters: dict[str, Any], home: Path
     if not run.state.is_completed():
         raise OrchestrationError(f"{deployment} run {run.name} ended {run.state.name}: {run.state.message or ''}")
     return read_stage_result(home, str(run.id), f"{deployment} run {run.name}")
-
-
-def detected_event_id(line: str, checkpoint: Checkpoint) -> UUID:
-    """Deterministic: the same checkpoint content on the same line is always the same event (one triggered run)."""
-    return uuid5(EVENT_NAMESPACE, f"{line}:{checkpoint.digest}")
-
-
-def emit_detected(line: str, checkpoint: Checkpoint, of_run: str | None = None) -> UUID:
-    """Emit `shipyard.checkpoint.detected` for a deployment trigger to start the release run; the event id."""
-    from prefect.events import emit_event
-
-    event_id = detected_event_id(line, checkpoint)
-    emit_event(
-        DETECTED,
-        resource={"prefect.resource.id": f"shipyard.checkpoint.{checkpoint.digest[:16]}", "shipyard.line": line},
-        payload={"checkpoint": checkpoint.as_dict(), "run": of_run},
-        id=event_id,
-    )
-    return event_id
 
 
 def release_run(line: str, checkpoint: Checkpoint) -> FlowRun | None:
