@@ -11,8 +11,12 @@ then signed with the `prefect-ui` door's key, which the store's policy must
 list for that approver (`shipyard.registry.doors`). A resume without a token (the CLI
 and the dashboard send one after recording their own decision) only makes the
 run re-read the ledger. A refused decision is logged and the run waits again.
-When the wait times out the release stays a candidate, approvable later by
-any door.
+When `approval.wait_seconds` pass without a decision, the release stays a
+candidate, approvable later by any door: a paused run returns saying so; a
+suspended one has no process left to say it, so the Prefect server (its
+pause-expiration service) fails it: "The flow was paused and never resumed".
+When the release is settled, and `hub.mirror_repo` is set, the Hub's channel
+branches follow.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 
-from shipyard.errors import ShipyardError
+from shipyard.errors import ShipyardError, TrustError
 from shipyard.events import Decision
 from shipyard.registry import approvals
 from shipyard.registry.doors import record_decision, token_matches
 from shipyard.registry.evidence import evidence
+from shipyard.registry.mirror import mirror_configured
 from shipyard.registry.releases import Registry
 from shipyard.registry.stores import release_store
 from shipyard.registry.trust import checked_state, door_signer
@@ -77,6 +82,7 @@ def await_approval(line: str, version: int, config: str | None = None) -> str:
     for attempt in range(100):
         done = approvals.settled(checked_state(store, settings), line, version, rules.channel)
         if done:
+            mirror_configured(settings, store, line, logger)  # the Hub's channel branch follows
             return done
         try:
             decision = _wait(description, rules.wait_seconds, rules.poll_seconds, key=f"decision-{attempt}")
@@ -103,14 +109,29 @@ def promote_release(line: str, version: int, channel: str | None = None, config:
     registry = Registry.open(settings, line=line)
     registry.promote(str(version), channel or settings.approval.channel)
     _say_if_open(registry)
+    mirror_configured(settings, registry.store, line, get_run_logger())
     return version
 
 
 @flow(name="rollback-release")
-def rollback_release(line: str, channel: str = "stable", note: str = "", config: str | None = None) -> int:
-    """Put an unprotected channel back on the release it had before (a protected one needs a signed rollback:
-    `shipyard rollback --key`); one ledger event, no copy. The version now on it."""
-    registry = Registry.open(_settings(config), line=line)
-    registry.rollback(channel, None, note)
+def rollback_release(
+    line: str, channel: str = "stable", note: str = "", approver: str = "", token: str = "", config: str | None = None
+) -> int:
+    """Put a channel back on the release it had before: one ledger event, no copy. The version now on it.
+
+    A protected channel (stable) moves back only by a signed rollback, as by an approval: give the approver's name
+    and their door token; the run checks the token against `dashboard.tokens` and signs with the `prefect-ui`
+    door's key, which the store's policy must list for that approver. The policy's `required` signatures apply
+    (the CLI, `shipyard rollback --key`, adds the others). Prefect keeps run parameters: where that matters, roll
+    back from the CLI."""
+    settings = _settings(config)
+    registry = Registry.open(settings, line=line)
+    signer = None
+    if approver or token:
+        if not token_matches(settings, approver, token):
+            raise TrustError(f"rollback refused: no valid door token for {approver!r} (dashboard.tokens)")
+        signer = door_signer(settings, DOOR, approver)
+    registry.rollback(channel, signer, note)
     _say_if_open(registry)
+    mirror_configured(settings, registry.store, line, get_run_logger())
     return registry.resolve(channel).version

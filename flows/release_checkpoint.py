@@ -11,8 +11,9 @@ results and are cached on their inputs and source, so a crashed or re-run
 flow resumes without redoing a finished stage (the stages also cache by
 digests underneath). Only I/O tasks (champion pull, publishing, recording a
 fate) retry. The run leaves artifacts — the gate's checks as a table, its
-report, a link to the release — and, with an approval deployment configured,
-starts the light approval run for the new release.
+report, a link to the release — mirrors the release to the Hub when
+`hub.mirror_repo` is set, and, with an approval deployment configured, starts
+the light approval run for the new release.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from shipyard.checkpoints import Checkpoint
 from shipyard.events import EventType
 from shipyard.orchestration import pipeline
 from shipyard.orchestration import prefect as orchestration
+from shipyard.registry.mirror import mirror_configured
 from shipyard.registry.stores import release_store
 from shipyard.settings import Settings, load_settings
 
@@ -109,6 +111,17 @@ def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: 
     pipeline.record(settings, kind, checkpoint, reason, **({"report": report} if report else {}))
 
 
+@task
+def mirror_release(settings: Settings) -> None:
+    """Mirror the new release into `hub.mirror_repo`, if set; a failure is a warning, not a failed release."""
+    mirror_configured(settings, release_store(settings), settings.release.line, get_run_logger())
+
+
+def released(version: int, settings: Settings, config: str | None) -> None:
+    mirror_release(settings)
+    request_approval(version, settings, config)
+
+
 @task(**IO_RETRIES)
 def request_approval(version: int, settings: Settings, config: str | None) -> None:
     """Start the approval run for the new release through the approval deployment, if one is configured."""
@@ -154,7 +167,7 @@ def stages(config: str | None) -> pipeline.Stages:
         record=record,
         slot=lambda s: orchestration.training_slot(s.pipeline, held=not orchestration.split(s.pipeline)),
         gated=_artifacts,
-        released=lambda version, s: request_approval(version, s, config),
+        released=lambda version, s: released(version, s, config),
     )
 
 

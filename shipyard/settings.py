@@ -144,6 +144,11 @@ class HubSettings(Section):
     """How Shipyard reaches the Hugging Face Hub; the token comes from huggingface_hub's own login."""
 
     endpoint: str | None = Field(None, description="A Hub-compatible endpoint; None for huggingface_hub's default.")
+    mirror_repo: str | None = Field(
+        None,
+        description="Hub model repo (org/name) the flows mirror each release and channel move into; None: only"
+        " `shipyard mirror` does.",
+    )
 
 
 class ReleaseSettings(Section):

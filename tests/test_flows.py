@@ -18,7 +18,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
-from shipyard.flows.approval import await_approval
+from shipyard.flows.approval import await_approval, rollback_release
 from shipyard.flows.release_checkpoint import release_checkpoint
 from shipyard.flows.watch_run import watch_run
 from typer.testing import CliRunner
@@ -26,18 +26,21 @@ from typer.testing import CliRunner
 from shipyard.app.cli.main import app
 from shipyard.checkpoints import Checkpoint
 from shipyard.demo.profile import POLICY
+from shipyard.errors import TrustError
 from shipyard.intake.scan import scan
 from shipyard.intake.sources import open_source
 from shipyard.orchestration import pipeline
 from shipyard.orchestration import prefect as orchestration
 from shipyard.registry.approval_policy import DoorRule
+from shipyard.registry.approvals import approve
 from shipyard.registry.doors import hash_token
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import publish
 from shipyard.registry.stores import LocalStore
 from shipyard.settings import Settings, load_settings
 
-from .helpers import PIPELINE, Keys, gated, protect
+from .helpers import PIPELINE, Keys, candidate, gated, protect
+from .hub_server import HubServer
 
 pytestmark = pytest.mark.slow
 TOKENS = {"ana": "ana-door-token", "bo": "bo-door-token"}
@@ -94,10 +97,13 @@ def task_states(flow_run_id: UUID, names: set[str], timeout: float = 20.0) -> di
         time.sleep(0.2)
 
 
-@pytest.mark.usefixtures("prefect_api")
+@pytest.mark.usefixtures("prefect_api", "hub_online")
 def test_crash_mid_release_then_rerun_redoes_no_stage_and_publishes_once(
-    rl_checkpoint: Path, home: Path, env: Path, monkeypatch: pytest.MonkeyPatch
+    rl_checkpoint: Path, home: Path, env: Path, monkeypatch: pytest.MonkeyPatch, hub_server: HubServer
 ) -> None:
+    """...and mirrors the release to the Hub once, when `hub.mirror_repo` is set."""
+    monkeypatch.setenv("SHIPYARD_HUB__MIRROR_REPO", "lab/flows")
+    monkeypatch.setenv("SHIPYARD_HUB__ENDPOINT", hub_server.url)
     checkpoint = checkpoint_of(rl_checkpoint, home)
     real_gate = pipeline.gate_candidate
 
@@ -119,7 +125,11 @@ def test_crash_mid_release_then_rerun_redoes_no_stage_and_publishes_once(
     assert again.result()["version"] == 1
     states = task_states(again.state_details.flow_run_id, {"screen", "post_train", "gate", "publish"})
     assert [states[name] for name in ("screen", "post_train", "gate")] == ["Cached"] * 3
-    assert list(Ledger(LocalStore(env)).refresh().releases) == [("main", 1)]
+    state = Ledger(LocalStore(env)).refresh()
+    assert list(state.releases) == [("main", 1)]
+    hub = hub_server.repos["lab/flows"]
+    assert [hub.titles[sha] for sha in hub.commits] == ["initial commit", "main v1"] and set(hub.tags) == {"v1"}
+    assert [(e["version"], e["repo"]) for e in state.mirrors] == [(1, "lab/flows")]  # mirrored once, three runs
 
     with get_client(sync_client=True) as client:
         artifacts = {a.key for a in client.read_artifacts() if a.key}
@@ -216,6 +226,34 @@ def test_the_form_takes_only_an_authenticated_decision(tiny_model_dir: Path, env
         ("approved", "ana", "prefect-ui")
     ]
     assert state.ignored == {} and state.channel("main", "stable") == 1
+
+
+@pytest.mark.usefixtures("prefect_api", "hub_online")
+def test_the_rollback_flow_moves_a_protected_channel_only_through_a_door(
+    env: Path, keys: Keys, tmp_path: Path, hub_server: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stable moves back only with an approver's door token, signed by the `prefect-ui` door; the Hub follows."""
+    store = LocalStore(env)
+    for version in (1, 2):
+        publish(candidate(tmp_path / f"v{version}", weights=b"weights %d" % version), "main", store)
+        approve(store, "main", version, keys.signer("ana"), "stable")
+    monkeypatch.setenv("SHIPYARD_HUB__MIRROR_REPO", "lab/rollback")
+    monkeypatch.setenv("SHIPYARD_HUB__ENDPOINT", hub_server.url)
+    with pytest.raises(TrustError, match="signed by an approver"):
+        rollback_release("main")
+    with pytest.raises(TrustError, match="no valid door token for 'ana'"):
+        rollback_release("main", approver="ana", token=TOKENS["bo"])
+    with pytest.raises(TrustError, match="no valid door token for 'eve'"):
+        rollback_release("main", approver="eve", token="guess")
+    assert Ledger(store).refresh().channels[("main", "stable")] == [1, 2]  # nothing moved, nothing recorded
+    assert rollback_release("main", note="v2 regressed", approver="bo", token=TOKENS["bo"]) == 1
+    state = Ledger(store).refresh()
+    assert state.channels[("main", "stable")] == [1, 2, 1]
+    ledger = Ledger(store)
+    [event] = [e for e in map(ledger.event, range(1, state.events + 1)) if e.type == "rolled_back"]
+    assert (event.data["by"], event.data["door"], event.data["note"]) == ("bo", "prefect-ui", "v2 regressed")
+    hub = hub_server.repos["lab/rollback"]
+    assert hub.branches["stable"] == hub.tags["v1"]  # the Hub's stable branch followed the rollback
 
 
 @pytest.mark.usefixtures("prefect_api")

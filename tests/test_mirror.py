@@ -1,6 +1,7 @@
 """Mirroring releases to the Hub-compatible test server: one commit per release, tags, channel branches, catch-up."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from typer.testing import CliRunner
 from shipyard.app.cli.main import app
 from shipyard.registry.approvals import rollback
 from shipyard.registry.ledger import Ledger
-from shipyard.registry.mirror import mirror
+from shipyard.registry.mirror import mirror, mirror_configured
 from shipyard.registry.publish import promote, publish
 from shipyard.registry.stores import LocalStore
 
+from .conftest import _free_port
 from .helpers import gated
 from .hub_server import HubServer
 
@@ -88,3 +90,26 @@ def test_a_crash_between_the_hub_and_the_ledger_is_caught_up(
     assert json.loads(result.stdout)["mirrored"] == [1]  # recorded again, not committed again
     assert len(hub_server.repos["lab/crashy"].commits) == 2  # the initial commit and v1
     assert [t.name for t in api.list_repo_refs("lab/crashy").tags] == ["v1"]
+
+
+def test_a_hub_that_cannot_be_reached_is_a_warning_and_the_next_mirror_catches_up(
+    hub_server: HubServer, tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The flows mirror through `mirror_configured`: a Hub outage must not fail a release that is already out."""
+    from shipyard.settings import load_settings
+
+    store = LocalStore(tmp_path / "store")
+    publish(release_dir(tiny_model_dir, tmp_path / "a", 1.0, 0.5), "main", store)
+    log = logging.getLogger("shipyard.test-mirror")
+    down = load_settings(None, hub={"mirror_repo": "lab/later", "endpoint": f"http://127.0.0.1:{_free_port()}"})
+    caplog.set_level(logging.INFO)
+    mirror_configured(down, store, "main", log)
+    assert "mirror to lab/later failed" in caplog.text and "the next mirror catches it up" in caplog.text
+    assert Ledger(store).refresh().mirrors == []
+    up = load_settings(None, hub={"mirror_repo": "lab/later", "endpoint": hub_server.url})
+    mirror_configured(up, store, "main", log)
+    assert "mirrored v1 to lab/later" in caplog.text and set(hub_server.repos["lab/later"].tags) == {"v1"}
+    unset = load_settings(None)
+    caplog.clear()
+    mirror_configured(unset, store, "main", log)
+    assert caplog.text == ""  # no repo configured: the flows do not touch the Hub

@@ -6,8 +6,8 @@ it read, then a tag `v<version>`, then a `mirrored` event. A crash between the
 Hub and the ledger is caught up on the next run: a release whose tag already
 exists is recorded, not committed again. Channels become branches, moved to
 their release's tag on promotion and rollback. Not `upload_folder`: it may
-split a release into several commits. Called by `shipyard mirror` and the
-release flow.
+split a release into several commits. Called by `shipyard mirror`, and by the
+release, approval and rollback flows when `hub.mirror_repo` is set.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
+from logging import Logger, LoggerAdapter
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import blob_key, manifest
 from shipyard.registry.state import State
 from shipyard.registry.stores import Store
+from shipyard.settings import Settings
 
 EXTRA = ("manifest.json", "README.md")
 
@@ -65,6 +67,21 @@ def mirror(store: Store, line: str, repo_id: str, endpoint: str | None = None) -
         now.append(version)
     _move_channels(api, repo_id, ledger.state, line, tags)
     return now
+
+
+def mirror_configured(settings: Settings, store: Store, line: str, log: Logger | LoggerAdapter[Any]) -> None:
+    """Mirror `line` into `hub.mirror_repo`, if one is set, and log what was done. A failure is a warning, not
+    an error: the release stands, and the next mirror (any flow's, or `shipyard mirror`) catches it up."""
+    repo = settings.hub.mirror_repo
+    if repo is None:
+        return
+    try:
+        done = mirror(store, line, repo, settings.hub.endpoint)
+    except Exception as exc:  # the Hub or the network: nothing in the store depends on the mirror
+        log.warning("mirror to %s failed (%s: %s); the next mirror catches it up", repo, type(exc).__name__, exc)
+        return
+    versions = ", ".join(f"v{v}" for v in done) or "nothing new"
+    log.info("mirrored %s to %s; its branches follow the channels", versions, repo)
 
 
 def _record(line: str, version: int, repo_id: str, commit: str) -> Callable[[State], tuple[str, dict[str, Any]] | None]:
