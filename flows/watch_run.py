@@ -6,10 +6,10 @@ How a selected checkpoint is taken:
   release flow runs as a subflow;
 - through `pipeline.release_deployment` (as `shipyard serve` sets it): its own
   release run, started with an idempotency key from the checkpoint digest, so
-  offering a checkpoint twice never starts two runs; runs that have not started
-  are cancelled when newer checkpoints supersede them, and in-flight
-  checkpoints are settled from their run's state on later polls (a crashed run
-  is scheduled again up to `pipeline.crash_retries` times).
+  offering a checkpoint twice never starts two runs; in-flight checkpoints
+  (at most `watch.max_in_flight`) are settled from their run's state on later
+  polls: a crashed run is scheduled again up to `pipeline.crash_retries` times;
+  one that failed, crashed past its retries or was cancelled is `failed`.
 
 Either way release runs take the training slot strictly. Fates land in the ledger.
 """
@@ -23,15 +23,15 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import StateType
 from shipyard.flows.release_checkpoint import release_checkpoint
 
-from shipyard.checkpoints import FATE_EVENTS, Checkpoint, CheckpointState, RunState
+from shipyard.checkpoints import Checkpoint, RunState
 from shipyard.orchestration import prefect as orchestration
-from shipyard.orchestration.pipeline import Outcome, record
+from shipyard.orchestration.pipeline import Outcome
 from shipyard.orchestration.watcher import Settle, Take, watch_once
 from shipyard.settings import Settings, load_settings
 
 DONE, FAILED = RunState.DONE, RunState.FAILED
 
-ENDED = {StateType.COMPLETED: DONE, StateType.FAILED: FAILED, StateType.CRASHED: FAILED}
+ENDED = {StateType.COMPLETED: DONE, StateType.FAILED: FAILED, StateType.CRASHED: FAILED, StateType.CANCELLED: FAILED}
 
 
 def _in_place(settings: Settings, config: str | None) -> Take:
@@ -60,8 +60,6 @@ def _through(deployment: str, settings: Settings, config: str | None) -> tuple[T
             orchestration.retry(run, f"crashed (try {run.run_count}); scheduled again by the watch flow")
             get_run_logger().info("release run %s crashed: scheduled again", run.name)
             return None
-        if state == StateType.CANCELLED:
-            return Outcome(checkpoint.step, checkpoint.uri, RunState.SUPERSEDED, "a newer checkpoint took its place")
         ended = ENDED.get(state)
         if ended is None:
             return None
@@ -93,17 +91,4 @@ def _poll(settings: Settings, config: str | None) -> list[dict[str, Any]]:
     else:
         take, settle = _through(deployment, settings, config)
         outcomes = watch_once(settings, take=take, settle=settle)
-        for run in orchestration.cancel_superseded(settings.release.line, settings.watch.max_in_flight):
-            get_run_logger().info("cancelled %s: %s", run.name, "superseded by a newer checkpoint")
-            _record_superseded(run.parameters.get("checkpoint", {}), settings)
     return [o.as_dict() for o in outcomes]
-
-
-def _record_superseded(checkpoint: dict[str, Any], settings: Settings) -> None:
-    if checkpoint:
-        record(
-            settings,
-            FATE_EVENTS[CheckpointState.SKIPPED],
-            Checkpoint(**checkpoint),
-            "superseded by a newer checkpoint before it started",
-        )

@@ -45,8 +45,7 @@ class RunState(StrEnum):
 
     STARTED = "started"  # its release run was started elsewhere; settled on a later poll
     DONE = "done"  # its release run completed: its own fate is in the ledger
-    FAILED = "failed"  # its release run crashed or failed
-    SUPERSEDED = "superseded"  # its release run was cancelled for a newer checkpoint
+    FAILED = "failed"  # its release run failed, crashed past its retries, or was cancelled
 
 
 State = CheckpointState | RunState

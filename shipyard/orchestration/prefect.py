@@ -41,7 +41,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL
-from prefect.states import AwaitingRetry, Cancelled
+from prefect.states import AwaitingRetry
 
 from shipyard.checkpoints import Checkpoint
 from shipyard.errors import ConfigError, OrchestrationError
@@ -190,18 +190,6 @@ def ensure_crash_detection(pipeline: PipelineSettings) -> None:
     )
     with get_client(sync_client=True) as client:
         client.create_automation(automation)
-
-
-def cancel_superseded(line: str, keep: int) -> list[FlowRun]:
-    """Cancel release runs of `line` that have not started, all but the newest `keep` by step; those cancelled."""
-    waiting = _runs(RELEASE_FLOW, [f"line:{line}"], WAITING)
-    waiting.sort(key=lambda run: _step(run), reverse=True)
-    newest = _step(waiting[0]) if waiting else 0
-    stale = waiting[keep:]
-    with get_client(sync_client=True) as client:
-        for run in stale:
-            client.set_flow_run_state(run.id, Cancelled(message=f"superseded by step {newest}"), force=True)
-    return stale
 
 
 def api_configured() -> bool:
