@@ -11,7 +11,9 @@ A checkpoint appears in the watched run → the scheduled watch run starts a rel
 post-training and the gate as runs of their own on the heavy pool → the light worker is killed with its release
 run mid-release, and a new one started → the run is marked crashed (heartbeats), scheduled again by the watch flow,
 and resumes from its cached stages → one release → the approval run suspends (its process exits) → an approval by
-the CLI resumes it → `stable` moves. The workers' and the server's logs are kept in test-artifacts/ on failure.
+the CLI resumes it → `stable` moves. Then an approval run nobody answers expires (the server fails the suspended
+run), its release is approved later by the CLI, and the rollback deployment, through the prefect-ui door, puts
+`stable` back. The workers' and the server's logs are kept in test-artifacts/ on failure.
 """
 
 import os
@@ -35,10 +37,11 @@ import yaml
 from shipyard.registry.approval_policy import DoorRule
 from shipyard.registry.doors import hash_token
 from shipyard.registry.ledger import Ledger
+from shipyard.registry.publish import publish
 from shipyard.registry.stores import S3Store
 
 from .conftest import _free_port
-from .helpers import PIPELINE, Keys, protect
+from .helpers import PIPELINE, Keys, gated, protect
 from .wheelenv import build_wheel, wheel_env
 
 pytestmark = pytest.mark.slow
@@ -195,7 +198,7 @@ def runs_of(cluster: Cluster, flow: str) -> list[Any]:
 
 
 def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_loses_nothing(
-    tmp_path: Path, rl_checkpoint: Path, s3_endpoint: str, cluster: Cluster
+    tmp_path: Path, rl_checkpoint: Path, tiny_model_dir: Path, s3_endpoint: str, cluster: Cluster
 ) -> None:
     keys = Keys(tmp_path / "keys")
     store, run, machines, pythons = configure(tmp_path, cluster, keys, s3_endpoint)
@@ -277,3 +280,52 @@ def test_a_checkpoint_goes_through_the_work_pools_to_stable_and_a_killed_worker_
     assert posttrain.state_type == StateType.COMPLETED and posttrain.work_pool_name == "shipyard-gpu"
     gates = [r for r in runs_of(cluster, "evaluate-checkpoint") if r.parameters["stage"] == "gate"]
     assert [r.work_pool_name for r in gates] == ["shipyard-gpu"]
+
+    # An approval nobody answers: its suspended run is failed by the server when `approval.wait_seconds` pass, and
+    # the release stays a candidate that a later approval moves. Then the rollback flow, through its deployment and
+    # the prefect-ui door with ana's token, puts stable back on v1.
+    publish(gated(tmp_path / "v2", tiny_model_dir), "main", store)
+    from prefect.deployments import run_deployment
+
+    from shipyard.orchestration.prefect import approval_tags
+
+    with client_of(cluster) as client:
+        deployment = client.read_deployment_by_name("await-approval/light")
+        env = (deployment.job_variables or {}).get("env", {}) | {"SHIPYARD_APPROVAL__WAIT_SECONDS": "5"}
+        unanswered = run_deployment(
+            "await-approval/light",
+            parameters={"line": "main", "version": 2},
+            job_variables={"env": env},
+            tags=approval_tags("main", 2),
+            timeout=0,
+        )
+
+    def expired() -> Any:
+        with client_of(cluster) as client:
+            run = client.read_flow_run(unanswered.id)
+        return run.state_type == StateType.FAILED and run
+
+    run = wait_for("the unanswered approval to expire", expired, 300, cluster.logs)
+    assert run.state and "never resumed" in (run.state.message or ""), run.state
+    assert Ledger(store).refresh().channel("main", "stable") == 1  # nothing moved; v2 is still a candidate
+    approve = [*cli, "approve", "v2", "--key", str(keys.path("ana")), "--note", "after the wait"]
+    done = subprocess.run(approve, env=cluster.env | machines["light"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert Ledger(store).refresh().channel("main", "stable") == 2
+
+    with client_of(cluster) as client:
+        rollback = run_deployment(
+            "rollback-release/light",
+            parameters={"line": "main", "note": "v2 regressed", "approver": "ana", "token": "ana-token"},
+            timeout=0,
+        )
+    wait_for("the rollback", lambda: Ledger(store).refresh().channel("main", "stable") == 1, 300, cluster.logs)
+    with client_of(cluster) as client:
+        assert wait_for(
+            "the rollback run to finish",
+            lambda: client.read_flow_run(rollback.id).state_type == StateType.COMPLETED,
+            120,
+            cluster.logs,
+        )
+    [event] = [e for e in Ledger(store).refresh().approvals[("main", 1)] if e["type"] == "rolled_back"]
+    assert (event["by"], event["door"]) == ("ana", "prefect-ui")
