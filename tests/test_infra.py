@@ -58,25 +58,38 @@ def test_the_gpu_job_template_is_the_kubernetes_workers_default_plus_gpu_variabl
         assert {k: v for k, v in ours[name].items() if k != "default"} == {
             k: v for k, v in schema.items() if k != "default"
         }, name
-    assert set(ours) - set(default) == {"gpus", "node_selector", "tolerations", "shm_size", "home_claim"}
+    assert set(ours) - set(default) == {"gpus", "node_selector", "tolerations", "shm_size", "home_claim", "nodes"}
 
 
-def test_a_flow_run_rendered_by_prefect_kubernetes_is_a_valid_gpu_job() -> None:
+def rendered(values: dict[str, Any]) -> tuple[dict[str, Any], FlowRun]:
+    """The Job prefect-kubernetes' worker would create for a flow run of a deployment with these job variables."""
     template = json.loads((INFRA / "kubernetes" / "gpu-job-template.json").read_text())
-    values = {"image": "registry.example/shipyard:0.1.0", "gpus": 8, "shm_size": "64Gi", "cpu_request": "32"}
-    values |= {"node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "namespace": "ml"}
     unused = PrefectClient(api="http://127.0.0.1:9/api")  # asked only for block and variable references: none
     render = KubernetesWorkerJobConfiguration.from_template_and_values(template, values, client=unused)
     configuration = asyncio.run(render)
     run = FlowRun(flow_id=uuid4(), name="step-10", deployment_id=uuid4())
     configuration.prepare_for_flow_run(run)
     manifest = configuration.job_manifest
-    kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)  # raises if invalid
+    valid = json.loads(json.dumps(manifest))
+    pod = valid["spec"]["template"]["spec"]
+    # prefect-kubernetes refuses a template without these two in the pod (1 each); the API server drops them
+    assert (pod.pop("completions"), pod.pop("parallelism")) == (1, 1)
+    kubernetes_validate.validate(valid, kubernetes_validate.latest_version(), strict=True)  # raises if invalid
+    return manifest, run
+
+
+def test_a_flow_run_rendered_by_prefect_kubernetes_is_a_valid_gpu_job() -> None:
+    values = {"image": "registry.example/shipyard:0.1.0", "gpus": 8, "shm_size": "64Gi", "cpu_request": "32"}
+    values |= {"node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "namespace": "ml"}
+    manifest, run = rendered(values)
     pod = manifest["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["image"] == "registry.example/shipyard:0.1.0"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
     assert container["args"] == ["prefect", "flow-run", "execute"]  # the run is named by PREFECT__FLOW_RUN_ID
+    # one machine by default: one pod, and the wrapper runs Prefect's command as it is
+    assert container["command"] == ["python", "-m", "shipyard.posttraining.nodes", "--nodes=1", "--"]
+    assert (manifest["spec"]["completions"], manifest["spec"]["parallelism"]) == (1, 1)
     assert {"name": "PREFECT__FLOW_RUN_ID", "value": str(run.id)} in container["env"]
     assert {"name": "SHIPYARD_HOME", "value": "/var/lib/shipyard"} in container["env"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
@@ -84,8 +97,19 @@ def test_a_flow_run_rendered_by_prefect_kubernetes_is_a_valid_gpu_job() -> None:
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in pod["volumes"]
     assert manifest["metadata"]["namespace"] == "ml"
 
+    two, _ = rendered(values | {"nodes": 2})  # a 2x8-GPU post-training: two pods of one Job, machine ranks 0 and 1
+    spec = two["spec"]
+    assert (spec["completions"], spec["parallelism"], spec["completionMode"]) == (2, 2, "Indexed")
+    assert spec["template"]["spec"]["containers"][0]["command"][-2:] == ["--nodes=2", "--"]
+    from shipyard.posttraining.nodes import main
+
+    with pytest.raises(SystemExit):  # the wrapper's own arguments, as the template writes them, parse
+        main(["--nodes=2", "--help"])
+
     broken = json.loads(json.dumps(manifest))
-    broken["spec"]["template"]["spec"]["parallelism"] = 1  # where the worker's default puts it
+    for field in ("completions", "parallelism", "nodeSelector"):
+        broken["spec"]["template"]["spec"].pop(field)
+    broken["spec"]["completions"] = "two"  # the check sees a wrong value
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, kubernetes_validate.latest_version(), strict=True)
 

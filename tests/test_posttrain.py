@@ -177,3 +177,69 @@ def test_the_pipeline_launches_its_own_distributed_post_training_and_a_failed_ra
     assert "batch_size 3 does not split over 2 processes" in str(failed.value)  # the log's tail, in the error
     left = {c.pid for c in psutil.Process().children(recursive=True)} - before
     assert left == set(), left  # no rank left holding a device or the slot
+
+
+def test_one_post_training_spans_two_machines_joined_through_the_shared_home(
+    rl_checkpoint: Path, tmp_path: Path
+) -> None:
+    """The pods of an indexed Job, here two processes of this host: pod 1 waits for pod 0's launch in the shared
+    home and joins it as machine rank 1; pod 0 runs the stage (the pipeline's own post-training, 1 process a
+    machine), so one candidate is trained by 2 ranks on 2 machines."""
+    import uuid
+
+    from shipyard.posttraining import nodes
+
+    recipe = preference_recipe(tmp_path, ", max_steps: 4")
+    home, flow_run = tmp_path / "home", str(uuid.uuid4())
+    pod = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "SHIPYARD_"))}
+    pod |= {"SHIPYARD_HOME": str(home), "PREFECT__FLOW_RUN_ID": flow_run, "TQDM_DISABLE": "1"}
+    wrapper = [sys.executable, "-m", "shipyard.posttraining.nodes", "--nodes=2", "--wait-seconds=600"]
+    stage = f"""
+import json
+from pathlib import Path
+from shipyard.checkpoints import Checkpoint
+from shipyard.orchestration.pipeline import make_candidate
+from shipyard.settings import Settings
+uri = "file:///run/checkpoint-10"
+taken = Checkpoint("file:///run", "run", 10, "transformers", uri, "complete", path={str(rl_checkpoint)!r})
+made = make_candidate(taken, Settings(pipeline={{"recipe": {str(recipe)!r}, "posttrain_processes": 1}}))
+print(json.dumps(json.loads((made / "lineage.json").read_text())))
+"""
+    joining = subprocess.Popen(
+        wrapper, env=pod | {"JOB_COMPLETION_INDEX": "1"}, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        zero = pod | {"JOB_COMPLETION_INDEX": "0"}
+        done = subprocess.run([*wrapper, "--", sys.executable, "-c", stage], env=zero, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        _, joined = joining.communicate(timeout=120)
+    finally:
+        joining.kill()
+    assert joining.returncode == 0, joined[-3000:]
+    assert "machine 1 of 2: joining" in joined
+    lineage = json.loads(done.stdout.strip().splitlines()[-1])
+    assert lineage["world_size"] == 2  # one process on each machine, one job
+    assert not nodes.launch_file(home, flow_run).exists()  # machine 0 took its launch back
+
+
+def test_a_machine_joins_only_this_attempts_launch_and_ends_when_the_stage_run_ends_without_one(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from shipyard.posttraining import nodes
+
+    path = nodes.launch_file(tmp_path, "run")
+    started = time.time()
+    assert nodes.wait_for(path, lambda: "COMPLETED", started, 5, poll=0.05) == "COMPLETED"  # cached: nothing to join
+    assert nodes.wait_for(path, lambda: None, started, 0.2, poll=0.05) == "no launch within 0 s"
+    launch = nodes.Launch(["-m", "shipyard.app.cli", "posttrain"], per_node=8, nodes=2, addr="10.0.0.7", port=29400)
+    nodes.publish(launch, path)
+    old = started - nodes.STALE_SECONDS - 60
+    os.utime(path, (old, old))  # a crashed attempt's launch
+    assert nodes.wait_for(path, lambda: "FAILED", started, 5, poll=0.05) == "FAILED"
+    nodes.publish(launch, path)
+    assert nodes.wait_for(path, lambda: "FAILED", started, 5, poll=0.05) == launch
+    argv = launch.argv(rank=1)
+    assert argv[argv.index("--num_processes") + 1] == "16" and argv[argv.index("--machine_rank") + 1] == "1"
+    assert argv[argv.index("--main_process_ip") + 1] == "10.0.0.7" and argv[-3:] == launch.job

@@ -9,11 +9,16 @@ Added to the default, as variables with defaults:
 - `shm_size`: a memory-backed `/dev/shm` (NCCL and data loaders need more than the container default of 64 MB);
 - `home_claim`: the volume claim mounted at `/var/lib/shipyard` (SHIPYARD_HOME): candidates and eval results pass
   between the release run and its stage runs through this shared cache, by digest;
+- `nodes`: machines one stage spans. The Job runs that many pods (completion mode Indexed), each through
+  `python -m shipyard.posttraining.nodes --nodes=N -- <Prefect's command>`: pod 0 runs the stage run, the others
+  join its post-training as torchrun machines 1..N-1 through the shared home (that module says how). 1 (the
+  default): one pod that runs the stage run, as the worker's default does;
 - `env` defaults to SHIPYARD_HOME on that volume; `image` is the default's own variable (Shipyard's image from
   `infra/Dockerfile`).
 
-One change to the default's manifest: `completions` and `parallelism` are Job fields, so they move from the pod
-template (where the default has them, and the Kubernetes schema refuses them) to the Job's spec.
+`completions` and `parallelism` are Job fields: the Job's spec gets them, as `nodes`. The default also has them,
+as 1, in the pod template, where the Kubernetes schema has no such fields (the API server drops them with a
+warning); they stay there, because prefect-kubernetes refuses a template without them.
 """
 
 from __future__ import annotations
@@ -57,6 +62,14 @@ VARIABLES: dict[str, dict[str, Any]] = {
         "type": "string",
         "default": "16Gi",
     },
+    "nodes": {
+        "title": "Machines",
+        "description": "Pods (machines) one stage spans: post-training runs across all of them (torchrun), each"
+        " with `gpus` GPUs; 2 for a 2x8-GPU post-training.",
+        "type": "integer",
+        "minimum": 1,
+        "default": 1,
+    },
     "home_claim": {
         "title": "Shipyard home volume claim",
         "description": f"PVC mounted at {HOME} (SHIPYARD_HOME): the shared cache of snapshots, candidates, evals.",
@@ -75,7 +88,8 @@ def gpu_job_template() -> dict[str, Any]:
     job = template["job_configuration"]["job_manifest"]["spec"]
     pod = job["template"]["spec"]
     for field in ("completions", "parallelism"):
-        job[field] = pod.pop(field)
+        job[field] = "{{ nodes }}"
+    job["completionMode"] = "Indexed"  # each pod knows its machine rank: JOB_COMPLETION_INDEX
     pod["nodeSelector"] = "{{ node_selector }}"
     pod["tolerations"] = "{{ tolerations }}"
     pod["volumes"] = [
@@ -83,6 +97,7 @@ def gpu_job_template() -> dict[str, Any]:
         {"name": "shipyard-home", "persistentVolumeClaim": {"claimName": "{{ home_claim }}"}},
     ]
     [container] = pod["containers"]
+    container["command"] = ["python", "-m", "shipyard.posttraining.nodes", "--nodes={{ nodes }}", "--"]
     for resources in (container["resources"]["limits"], container["resources"]["requests"]):
         resources["nvidia.com/gpu"] = "{{ gpus }}"
     container["volumeMounts"] = [

@@ -89,7 +89,7 @@ def make_candidate(checkpoint: Checkpoint, settings: Settings, progress: bool = 
     recipe = choice(settings, "recipe")
     n = launch.processes(settings.pipeline.posttrain_processes)
     log.info("step %d: post-training%s", checkpoint.step, f" across {n} processes" if n > 1 else "")
-    if n > 1:
+    if launch.launches(settings.pipeline.posttrain_processes):
         made = launch.run(n, Path(checkpoint.path), recipe, settings.home, settings.config_file)
         return Path(made["path"])
     return posttrain(Path(checkpoint.path), recipe, settings.home, progress=progress).path

@@ -1,6 +1,7 @@
 """Post-training as a distributed job: `accelerate launch` over N processes, run and watched as a child group.
 
-`pipeline.posttrain_processes` (1: in the calling process; `auto`: one per visible accelerator) decides. The
+`pipeline.posttrain_processes` (1: in the calling process; `auto`: one per visible accelerator) decides, per
+machine; a stage run in a multi-node Job (`shipyard.posttraining.nodes`) launches machine 0 of them. The
 job is `shipyard posttrain` under `accelerate launch --multi_gpu` (torchrun underneath: one process per GPU,
 gloo peers on a CPU), so the recipe's FSDP or DeepSpeed settings apply as they do under a person's own
 launch. Its log lines reach the caller's logger and a log file in the home; a rank that fails ends the job
@@ -17,13 +18,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
 from shipyard.errors import ConfigError, TrainingError
+from shipyard.posttraining import nodes
 
 log = logging.getLogger(__name__)
 TAIL_LINES = 40
@@ -38,50 +39,60 @@ def processes(setting: int | Literal["auto"]) -> int:
     return max(1, torch.cuda.device_count())
 
 
-def command(n: int, checkpoint: Path, recipe: Path, out: Path | None, config: Path | None, port: int) -> list[str]:
-    """`accelerate launch` of `shipyard posttrain` over `n` processes on this machine."""
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n)]
-    launcher += ["--num_machines", "1", "--main_process_port", str(port)]
-    job = ["-m", "shipyard.app.cli", "posttrain", "--checkpoint", str(checkpoint), "--recipe", str(recipe), "--json"]
-    job += ["--out", str(out)] if out else []
-    job += ["--config", str(config)] if config else []
-    return [*launcher, *job]
+def job(checkpoint: Path, recipe: Path, out: Path | None, config: Path | None) -> list[str]:
+    """`shipyard posttrain` as python arguments, for `accelerate launch`."""
+    argv = ["-m", "shipyard.app.cli", "posttrain", "--checkpoint", str(checkpoint), "--recipe", str(recipe), "--json"]
+    argv += ["--out", str(out)] if out else []
+    return argv + (["--config", str(config)] if config else [])
+
+
+def launches(setting: int | Literal["auto"]) -> bool:
+    """Whether post-training runs as a launched job: more than one process here, or a job across machines."""
+    return processes(setting) > 1 or nodes.this_job()[0] > 1
 
 
 def run(
     n: int, checkpoint: Path, recipe: Path, home: Path, config: Path | None = None, out: Path | None = None
 ) -> dict[str, Any]:
-    """Post-train across `n` processes; the main process's report (path, cached, lineage)."""
-    if n < 2:
+    """Post-train across `n` processes (on each machine of the job); the main process's report (path, cached,
+    lineage)."""
+    machines, addr = nodes.this_job()
+    if n * machines < 2:
         raise ConfigError(f"pipeline.posttrain_processes {n}: a launch needs at least 2 processes")
+    launch = nodes.Launch(job(checkpoint, recipe, out, config), n, machines, addr, _free_port())
+    joined = nodes.launch_file(home, nodes.run_id()) if machines > 1 else None
     logs = home / "posttrain-logs"
     logs.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=logs, prefix=f"{checkpoint.name}-", suffix=".log", delete=False) as named:
         log_file = Path(named.name)
     report = log_file.with_suffix(".json")
     env = os.environ | {"SHIPYARD_HOME": str(home), "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
-    argv = command(n, checkpoint, recipe, out, config, _free_port())
-    log.info("post-training across %d processes: %s", n, " ".join(argv))
+    argv = launch.argv(rank=0)
+    log.info("post-training across %d processes on %d machine(s): %s", n * machines, machines, " ".join(argv))
+    if joined is not None:
+        nodes.publish(launch, joined)  # the other machines' pods join from here
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     said: dict[str, None] = {}  # each rank's own one-line error (`shipyard posttrain` ends an error so), once
     with report.open("w") as stdout, log_file.open("w") as kept:
-        job = subprocess.Popen(
+        child = subprocess.Popen(
             argv, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, start_new_session=True, bufsize=1
         )
         try:
-            assert job.stderr is not None
-            for line in job.stderr:
+            assert child.stderr is not None
+            for line in child.stderr:
                 kept.write(line)
                 tail.append(line.rstrip())
                 if line.startswith("error"):
                     said[line.rstrip()] = None
                 log.info("%s", line.rstrip())
-            code = job.wait()
+            code = child.wait()
         finally:
-            _stop(job)
+            _stop(child)
+            if joined is not None:
+                joined.unlink(missing_ok=True)
     if code != 0:
         raise TrainingError(
-            f"post-training of {checkpoint} across {n} processes failed (exit {code})"
+            f"post-training of {checkpoint} across {n * machines} processes failed (exit {code})"
             + "".join(f"; {line}" for line in said)
             + f"; the end of {log_file}:\n"
             + "\n".join(tail)
@@ -114,5 +125,5 @@ def _stop(job: subprocess.Popen[str]) -> None:
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))  # the other machines of a job connect to it
         return int(s.getsockname()[1])
