@@ -3,7 +3,8 @@
 How a selected checkpoint is taken:
 
 - in place (default: ephemeral Prefect, `shipyard watch`, the demo): the
-  release flow runs as a subflow;
+  release flow runs as a subflow; one that fails is the checkpoint's `failed`
+  fate, and the poll goes on;
 - through `pipeline.release_deployment` (as `shipyard serve` sets it): its own
   release run, started with an idempotency key from the checkpoint digest, so
   offering a checkpoint twice never starts two runs; in-flight checkpoints
@@ -35,9 +36,19 @@ ENDED = {StateType.COMPLETED: DONE, StateType.FAILED: FAILED, StateType.CRASHED:
 
 
 def _in_place(settings: Settings, config: str | None) -> Take:
+    """The release flow as a subflow. One that fails (a stage raised past its retries) is the checkpoint's
+    `failed` fate, with the run's message; the poll goes on to the next checkpoint."""
+
     def take(checkpoint: Checkpoint) -> Outcome:
-        run = release_checkpoint.with_options(flow_run_name=f"step-{checkpoint.step}")
-        return Outcome(**run(checkpoint.as_dict(), config, settings.run))
+        name = f"step-{checkpoint.step}"
+        state = release_checkpoint.with_options(flow_run_name=name)(
+            checkpoint.as_dict(), config, settings.run, return_state=True
+        )
+        if state.is_completed():
+            return Outcome(**state.result())
+        why = f"release run {name} {state.type.value.lower()}" + (f": {state.message}" if state.message else "")
+        get_run_logger().error("step %d: %s", checkpoint.step, why)
+        return Outcome(checkpoint.step, checkpoint.uri, FAILED, why)
 
     return take
 

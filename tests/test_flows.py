@@ -146,6 +146,26 @@ def test_watch_flow_releases_each_selected_checkpoint_once(rl_checkpoint: Path, 
     assert limit.limit == 1  # the training slot exists, so the strict slot in the release flow can be taken
 
 
+@pytest.mark.usefixtures("prefect_api")
+def test_a_release_that_fails_in_place_is_a_failed_fate_and_the_watch_goes_on(
+    rl_checkpoint: Path, tmp_path: Path, env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`shipyard watch` runs the release flow as a subflow: a stage that raises must not stop the poll, nor block
+    the run's later checkpoints by being taken again forever."""
+    shutil.copytree(rl_checkpoint, tmp_path / "run" / "checkpoint-10")
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("CUDA out of memory while screening")
+
+    monkeypatch.setattr(pipeline, "screen", broken)
+    [outcome] = watch_run(source=str(tmp_path / "run"))
+    assert outcome["state"] == "failed" and "CUDA out of memory while screening" in outcome["reason"]
+    assert watch_run(source=str(tmp_path / "run")) == []  # not taken again: the poll is free for the next one
+    _, events = Ledger(LocalStore(env)).snapshot()
+    [failed] = [e for e in events if e.type == "failed"]
+    assert failed.data["step"] == 10 and "release run step-10 failed" in failed.data["reason"]
+
+
 def published(store_dir: Path, tiny_model_dir: Path) -> LocalStore:
     store = LocalStore(store_dir)
     publish(gated(store_dir.parent / "candidate", tiny_model_dir), "main", store)
