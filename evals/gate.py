@@ -17,7 +17,7 @@ from typing import Any
 
 from shipyard.evals.gate_policy import GatePolicy
 from shipyard.evals.runner import Item, SuiteResult
-from shipyard.evals.stats import PairedTest, detectable_effect, holm, items_needed, mcnemar, paired_bootstrap
+from shipyard.evals.stats import PairedTest, detectable_effect, holm, items_needed, paired_test, spread
 
 SCHEMA_VERSION = 1
 
@@ -124,26 +124,18 @@ def _pairs(candidate: list[Item], champion: list[Item]) -> list[tuple[Item, Item
     return [(i, theirs[(i.doc_id, i.doc_hash)]) for i in candidate if (i.doc_id, i.doc_hash) in theirs]
 
 
-def _binary(values: list[float]) -> bool:
-    return all(v in (0.0, 1.0) for v in values)
-
-
 def _paired(pairs: list[tuple[Item, Item]], metric: str, policy: GatePolicy) -> PairedTest:
     ours = [a.metrics[metric] for a, _ in pairs]
     theirs = [b.metrics[metric] for _, b in pairs]
-    if _binary(ours + theirs):
-        return mcnemar(ours, theirs, policy.alpha)
-    return paired_bootstrap(ours, theirs, policy.alpha, iters=policy.regression.bootstrap_iters)
+    return paired_test(ours, theirs, policy.alpha, iters=policy.regression.bootstrap_iters)
 
 
 def _size(task: str, pairs: list[tuple[Item, Item]], metric: str, test: PairedTest, policy: GatePolicy) -> Size:
-    n = len(pairs)
-    diffs = [a.metrics[metric] - b.metrics[metric] for a, b in pairs]
-    observed = sum(d * d for d in diffs) / n - test.estimate**2  # variance of a difference (discordance if binary)
-    spread = observed if observed > 0 else policy.regression.assumed_discordance
-    reg = policy.regression
-    needed = items_needed(reg.delta, spread, policy.alpha, reg.power)
-    effect = detectable_effect(n, spread, policy.alpha, reg.power)
+    n, reg = len(pairs), policy.regression
+    ours, theirs = [a.metrics[metric] for a, _ in pairs], [b.metrics[metric] for _, b in pairs]
+    variance = spread(ours, theirs, test.estimate, reg.assumed_discordance)
+    needed = items_needed(reg.delta, variance, policy.alpha, reg.power)
+    effect = detectable_effect(n, variance, policy.alpha, reg.power)
     return Size(task, n, effect, needed, n >= needed)
 
 

@@ -68,6 +68,21 @@ def paired_bootstrap(
     return PairedTest(mean, p_value, (float(low), float(high)), int((diffs < 0).sum()), int((diffs > 0).sum()))
 
 
+def paired_test(candidate: Sequence[float], champion: Sequence[float], alpha: float, iters: int = 2000) -> PairedTest:
+    """McNemar's exact test when every value is 0 or 1, else the paired bootstrap."""
+    if all(v in (0.0, 1.0) for v in (*candidate, *champion)):
+        return mcnemar(candidate, champion, alpha)
+    return paired_bootstrap(candidate, champion, alpha, iters=iters)
+
+
+def spread(candidate: Sequence[float], champion: Sequence[float], estimate: float, assumed: float) -> float:
+    """The variance of one item's difference (the discordant share, for a binary metric); `assumed` when the
+    pairs show none yet (two models that agree on every item say nothing about how often they would not)."""
+    diffs = [a - b for a, b in zip(candidate, champion, strict=True)]
+    observed = sum(d * d for d in diffs) / len(diffs) - estimate**2 if diffs else 0.0
+    return observed if observed > 0 else assumed
+
+
 def holm(p_values: dict[str, float], alpha: float) -> dict[str, tuple[bool, float]]:
     """Holm's step-down correction (statsmodels): per test, whether it is rejected and its adjusted p-value."""
     from statsmodels.stats.multitest import multipletests

@@ -65,8 +65,8 @@ def stage_run(
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
-def screen(checkpoint: Checkpoint, champion: Path | None, settings: Settings) -> tuple[bool, str]:
-    passed, why, *_ = stage_run(
+def screen(checkpoint: Checkpoint, champion: Path | None, settings: Settings) -> dict[str, Any]:
+    screened: dict[str, Any] = stage_run(
         settings.pipeline.eval_deployment,
         "screen",
         lambda: pipeline.screen(checkpoint, champion, settings),
@@ -75,7 +75,7 @@ def screen(checkpoint: Checkpoint, champion: Path | None, settings: Settings) ->
         stage="screen",
         champion=champion,
     )
-    return passed, why
+    return screened
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
@@ -107,8 +107,8 @@ def publish(candidate: Path, report: Path, checkpoint: Checkpoint, settings: Set
 
 
 @task(**IO_RETRIES)
-def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: str, report: str) -> None:
-    pipeline.record(settings, kind, checkpoint, reason, **({"report": report} if report else {}))
+def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: str, extra: dict[str, Any]) -> None:
+    pipeline.record(settings, kind, checkpoint, reason, **extra)
 
 
 @task

@@ -52,15 +52,15 @@ def evaluate_checkpoint(
     candidate: str | None = None,
     run: str | None = None,
     home: str | None = None,
-) -> tuple[bool, str, str]:
-    """Screen the checkpoint, or gate its candidate, against the champion: passed, why, the gate report ('')."""
+) -> Any:
+    """Screen the checkpoint (the `Screen`, as a dict), or gate its candidate (passed, the failed checks, the
+    report), against the champion."""
     settings = _settings(run)
     checkpoint, champion, candidate = _here([checkpoint, champion, candidate], home, settings)
     taken, best = Checkpoint(**checkpoint), Path(champion) if champion else None
     with orchestration.training_slot(settings.pipeline):
         if stage == "screen":
-            passed, why = pipeline.screen(taken, best, settings)
-            return write_stage_result(settings.home, flow_run.id, (passed, why, ""))
+            return write_stage_result(settings.home, flow_run.id, pipeline.screen(taken, best, settings))
         if candidate is None:
             raise ValueError("the gate stage needs a candidate")
         passed, failed, report = pipeline.gate_candidate(Path(candidate), best, taken, settings)

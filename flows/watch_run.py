@@ -26,7 +26,7 @@ from shipyard.flows.release_checkpoint import release_checkpoint
 
 from shipyard.checkpoints import Checkpoint, RunState
 from shipyard.orchestration import prefect as orchestration
-from shipyard.orchestration.pipeline import Outcome
+from shipyard.orchestration.pipeline import Outcome, screening_budget
 from shipyard.orchestration.watcher import Settle, Take, watch_once
 from shipyard.settings import Settings, load_settings
 
@@ -102,4 +102,6 @@ def _poll(settings: Settings, config: str | None) -> list[dict[str, Any]]:
     else:
         take, settle = _through(deployment, settings, config)
         outcomes = watch_once(settings, take=take, settle=settle)
+    if outcomes and settings.pipeline.screening:  # the run's count: GPU time spent screening, post-trainings saved
+        get_run_logger().info("screening on %s: %s", settings.release.line, screening_budget(settings).said())
     return [o.as_dict() for o in outcomes]

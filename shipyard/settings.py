@@ -166,12 +166,19 @@ class PipelineSettings(Section):
 
     recipe: Path | None = Field(None, description="Post-training recipe YAML; None: the demo's, under profile: demo.")
     policy: Path | None = Field(None, description="Gate policy YAML; None: the demo's, under profile: demo.")
-    screening: bool = Field(True, description="Evaluate the raw checkpoint before paying for post-training.")
+    screening: bool = Field(
+        True,
+        description="Evaluate the raw checkpoint before paying for post-training, against the raw checkpoint the"
+        " champion was made from.",
+    )
     screening_suite: str | None = Field(None, description="Suite (name or YAML) to screen on; None: demo's, if demo.")
     screening_task: str | None = Field(None, description="Task of that suite to screen on; None: demo's, if demo.")
     screening_metric: str = Field("exact_match", description="Its metric.")
-    screening_margin: float = Field(
-        0.1, ge=0, description="Screening passes at the champion's score minus this (any score without a champion)."
+    screening_margin: float | None = Field(
+        None,
+        ge=0,
+        description="Turn a checkpoint away only when it is worse than the champion's raw checkpoint by more than"
+        " this (paired, with the gate policy's alpha); None: the gate policy's regression delta.",
     )
     champion_channel: str = Field("stable", description="The channel whose head a candidate must beat.")
     slot: str = Field(

@@ -102,7 +102,7 @@ def test_doctor_reports_versions_device_prefect_and_store(tmp_path: Path) -> Non
     }
     assert wrong["gate policy"]["status"] == "fail" and "missing.yaml" in wrong["gate policy"]["detail"]
     assert (
-        wrong["screening"]["status"] == "fail" and "'nope' is not a task of capability" in wrong["screening"]["detail"]
+        wrong["screening"]["status"] == "fail" and "'nope' is not a task of screening" in wrong["screening"]["detail"]
     )
 
 

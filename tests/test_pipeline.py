@@ -12,7 +12,7 @@ import pytest
 
 from shipyard.intake.scan import scan
 from shipyard.intake.sources import open_source
-from shipyard.orchestration.pipeline import release_checkpoint
+from shipyard.orchestration.pipeline import SCREEN_SUFFIX, champion, release_checkpoint, screen
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import promote
 from shipyard.registry.stores import release_store
@@ -102,11 +102,20 @@ def test_rerun_screening_and_gate_record_their_reasons(watched: Path, rl_checkpo
     [checkpoint] = [c for c in scan(open_source(str(rl_checkpoint.parent)), tmp_path / "cache") if c.step == 10]
     assert release_checkpoint(checkpoint, settings).version == 1  # every stage cached; publishing is a no-op
     store = release_store(settings)
-    promote(store, "main", 1)  # now the raw checkpoint must come close to the post-trained champion
+    promote(store, "main", 1)
+    best = champion(settings, store)
+    assert best is not None
+    kept = best.with_name(best.name + SCREEN_SUFFIX)  # the release carried its raw checkpoint's screen
+    reference = json.loads(kept.read_text())
+    assert reference["step"] == 10 and len(reference["items"]) == 200 and reference["verdict"]["passed"]
 
-    strict = Settings(home=watched, pipeline=PipelineSettings(screening_margin=0.0))
-    screened = release_checkpoint(checkpoint, strict)
-    assert screened.state == "screened_out" and "vs champion" in screened.reason
+    same = screen(checkpoint, best, settings)  # like with like: the champion's own raw checkpoint
+    assert same["passed"] and same["estimate"] == 0 and same["items"] == 200 and same["mde"] > 0
+    kept.write_text(json.dumps(reference | {"items": [[i, h, 1.0] for i, h, _ in reference["items"]]}))
+    screened = release_checkpoint(checkpoint, settings)  # as if the champion came from a checkpoint right on all
+    assert screened.state == "screened_out" and "for the champion's raw checkpoint (step 10)" in screened.reason
+    kept.unlink()  # a champion published by hand: nothing to compare with
+    assert "has no screening results of its raw checkpoint" in screen(checkpoint, best, settings)["reason"]
 
     policy = tmp_path / "policy.yaml"
     policy.write_text("floors: {shipyard_arithmetic_heldout: {metric: exact_match, min: 0.99}}\n")
@@ -115,5 +124,9 @@ def test_rerun_screening_and_gate_record_their_reasons(watched: Path, rl_checkpo
     assert gated.state == "gate_failed" and "floor: shipyard_arithmetic_heldout" in gated.reason
 
     ledger = Ledger(store)
-    kinds = [ledger.event(n).type for n in range(1, ledger.refresh().events + 1)]
-    assert [k for k in kinds if k != "refused"] == ["released", "promoted", "skipped", "gate_failed"]
+    events = [ledger.event(n) for n in range(1, ledger.refresh().events + 1)]
+    assert [e.type for e in events if e.type != "refused"] == ["released", "promoted", "skipped", "gate_failed"]
+    [released] = [e for e in events if e.type == "released"]
+    [skipped] = [e for e in events if e.type == "skipped"]
+    assert released.data["screen"]["reason"].endswith("no champion yet: let through")  # the fates carry the numbers
+    assert skipped.data["screen"]["upper"] < -0.1 and skipped.data["screen"]["seconds"] == 0  # cached results

@@ -32,6 +32,7 @@ import yaml
 
 from shipyard.app.dashboard.auth import new_token
 from shipyard.demo.errors import DemoRunError
+from shipyard.evals.screening import budget
 from shipyard.events import EventType
 from shipyard.orchestration.heartbeat import Heartbeat
 from shipyard.settings import Settings, ephemeral_prefect_defaults, load_settings
@@ -50,9 +51,6 @@ CONFIG = {
     "demo": {"out": "run", "steps": 100, "save_every": 10},
     "watch": {"source": "run", "every_n_steps": 20, "newest_first": False},
     "release": {"store": "releases"},
-    # Screening compares a raw checkpoint with the post-trained champion; on this task post-training adds ~0.25
-    # held-out accuracy, so it would turn every checkpoint after the first release away. The gate decides instead.
-    "pipeline": {"screening": False},
     "approval": {"wait_seconds": 600},
     "dashboard": {"open_read": True},
 }
@@ -256,11 +254,13 @@ def summary(report: DemoReport) -> dict[str, Any]:
         key=lambda t: t["step"],
     )
     pending = [int(r["version"]) for r in releases if stable is None or int(r["version"]) > stable]
+    screened = budget(e.data.get("screen") for e in events if e.data.get("line") == line)
     return {
         "directory": str(report.directory),
         "seconds": round(report.seconds, 1),
         "releases": releases,
         "turned_away": turned_away,
+        "screening": screened.said(),
         "approved": report.approved,
         "pending": pending,
         "stable": stable,
@@ -276,7 +276,7 @@ def describe(s: dict[str, Any]) -> list[str]:
         lines.append(f"  v{r['version']} from step {r['step']}: {where}")
     lines += ["", f"Turned away ({len(s['turned_away'])}):"]
     lines += [f"  step {t['step']}: {t['fate']} — {t['reason']}" for t in s["turned_away"]]
-    lines += [""]
+    lines += ["", f"Screening: {s['screening']}", ""]
     for version in s["pending"]:
         lines.append(
             f"v{version} awaits approval: cd {s['directory']} && shipyard approve v{version}   (signed with {KEY_FILE})"

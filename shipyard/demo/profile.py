@@ -12,12 +12,12 @@ from shipyard.profiles import Profile
 HERE = Path(__file__).parent
 RECIPE = HERE / "recipes" / "default.yaml"
 POLICY = HERE / "policies" / "default.yaml"
-SUITES = {"capability": HERE / "suites" / "capability.yaml", "safety": HERE / "suites" / "safety.yaml"}
+SUITES = {name: HERE / "suites" / f"{name}.yaml" for name in ("capability", "safety", "screening")}
 
 DEMO = Profile(
     recipe=RECIPE,
     policy=POLICY,
-    screening_suite="capability",
+    screening_suite="screening",
     screening_task="shipyard_arithmetic_heldout",
     suites=SUITES,
 )

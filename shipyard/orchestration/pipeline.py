@@ -14,29 +14,33 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shipyard.caches import touch
+from shipyard.caches import touch, write_whole
 from shipyard.checkpoints import FATE_EVENTS, Checkpoint, CheckpointState, State, parse_state
+from shipyard.errors import ConfigError
 from shipyard.evals.gate_policy import load_gate_policy
 from shipyard.evals.runner import evaluate
+from shipyard.evals.screening import Budget, Rule, Screen, budget, reference, verdict
 from shipyard.evals.suite import load_suite
 from shipyard.events import EventType
 from shipyard.orchestration.gating import run_gate
 from shipyard.posttraining import launch
 from shipyard.posttraining.posttrain import LINEAGE, posttrain
 from shipyard.profiles import choice
-from shipyard.registry.publish import pull
+from shipyard.registry.publish import SCREENING, manifest, pull
 from shipyard.registry.releases import Registry
 from shipyard.registry.stores import Store, release_store
 from shipyard.registry.trust import checked_state, sign_gate_report
 from shipyard.settings import Settings
 
 SCREENED_OUT, GATE_FAILED = CheckpointState.SCREENED_OUT, CheckpointState.GATE_FAILED
+SCREEN_SUFFIX = ".screening.json"  # beside a pulled champion: its raw checkpoint's screening results
 log = logging.getLogger(__name__)  # INFO as each stage starts and each fate is recorded: `shipyard demo` says them
 
 
@@ -64,24 +68,52 @@ def champion(settings: Settings, store: Store) -> Path | None:
         return None
     path = settings.home / "champions" / line / f"v{version}"
     if not (path / "config.json").is_file():
-        pull(store, line, str(version), path)
+        release = pull(store, line, str(version), path)
+        kept = path.with_name(f"{path.name}{SCREEN_SUFFIX}")
+        if screening := manifest(store, release).get("screening"):  # its raw checkpoint's, for screening
+            write_whole(kept, json.dumps(screening))
     touch(path)
     return path
 
 
-def screen(checkpoint: Checkpoint, champion_dir: Path | None, settings: Settings) -> tuple[bool, str]:
-    """Whether the raw checkpoint is worth post-training: its score against the champion's minus a margin."""
+def screen(checkpoint: Checkpoint, champion_dir: Path | None, settings: Settings) -> dict[str, Any]:
+    """Whether the raw checkpoint is worth post-training, against the raw checkpoint the champion was made from
+    (`shipyard.evals.screening`): a `Screen` as a dict. The checkpoint's own per-item results are kept in the
+    home by its digest, for its release to carry."""
     p = settings.pipeline
     if not p.screening:
-        return True, "screening off"
+        return Screen(True, "screening off").as_dict()
     log.info("step %d: screening", checkpoint.step)
     suite, task = load_suite(choice(settings, "screening_suite")), choice(settings, "screening_task")
-    ours = _score(evaluate(Path(checkpoint.path), [suite], settings.home), task, p.screening_metric)
+    started = time.monotonic()
+    [result] = evaluate(Path(checkpoint.path), [suite], settings.home)
+    seconds = 0.0 if result.cached else time.monotonic() - started
+    try:
+        ours = reference(result, task, p.screening_metric, checkpoint.step, checkpoint.digest)
+    except KeyError as exc:
+        raise ConfigError(f"pipeline.screening_task: {exc.args[0]}") from None
+    gate = load_gate_policy(choice(settings, "policy"))
+    margin = p.screening_margin if p.screening_margin is not None else gate.regression.delta
+    rule = Rule(margin, gate.alpha, gate.regression.power, gate.regression.assumed_discordance)
+    theirs, unknown = _champion_screen(champion_dir)
+    screened = verdict(ours, theirs, rule, unknown, seconds).as_dict()
+    write_whole(screen_file(settings.home, checkpoint.digest), json.dumps(ours | {"verdict": screened}))
+    return screened
+
+
+def screen_file(home: Path, checkpoint_digest: str) -> Path:
+    """Where a checkpoint's screening results wait for its release: in the home every pool shares."""
+    return home / "screens" / f"{checkpoint_digest}.json"
+
+
+def _champion_screen(champion_dir: Path | None) -> tuple[dict[str, Any] | None, str]:
+    """The champion's raw checkpoint's screening results (kept beside it by `champion`), or why there are none."""
     if champion_dir is None:
-        return True, f"{task} {ours:.3f}; no champion yet"
-    theirs = _score(evaluate(champion_dir, [suite], settings.home), task, p.screening_metric)
-    passed = ours >= theirs - p.screening_margin
-    return passed, f"{task} {ours:.3f} vs champion {theirs:.3f} - {p.screening_margin}"
+        return None, "no champion yet"
+    kept = champion_dir.with_name(f"{champion_dir.name}{SCREEN_SUFFIX}")
+    if not kept.is_file():
+        return None, f"the champion ({champion_dir.name}) has no screening results of its raw checkpoint"
+    return json.loads(kept.read_text()), ""
 
 
 def make_candidate(checkpoint: Checkpoint, settings: Settings, progress: bool = False) -> Path:
@@ -111,7 +143,8 @@ def gate_candidate(
 def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, settings: Settings) -> int:
     """Publish the gated candidate with its lineage, gate decision and eval scores; its version (exactly once)."""
     log.info("step %d: publishing", checkpoint.step)
-    staging = _stage(candidate, report, checkpoint, settings.home / "staging" / candidate.name)
+    screened = screen_file(settings.home, checkpoint.digest)
+    staging = _stage(candidate, report, checkpoint, screened, settings.home / "staging" / candidate.name)
     releases = registry(settings)
     published = releases.publish(staging, release_key=settings.trust.release_key)
     if notice := releases.open_store():
@@ -138,14 +171,14 @@ class Stages:
     passes its Prefect tasks, the training slot, and hooks that leave artifacts and ask for approval."""
 
     champion: Callable[[Settings], Path | None] = lambda s: champion(s, release_store(s))
-    screen: Callable[[Checkpoint, Path | None, Settings], tuple[bool, str]] = lambda c, b, s: screen(c, b, s)
+    screen: Callable[[Checkpoint, Path | None, Settings], dict[str, Any]] = lambda c, b, s: screen(c, b, s)
     post_train: Callable[[Checkpoint, Settings], Path] = lambda c, s: make_candidate(c, s)
     gate: Callable[[Path, Path | None, Checkpoint, Settings], tuple[bool, str, Path]] = lambda p, b, c, s: (
         gate_candidate(p, b, c, s)
     )
     publish: Callable[[Path, Path, Checkpoint, Settings], int] = lambda p, r, c, s: publish_candidate(p, r, c, s)
-    record: Callable[[Settings, EventType, Checkpoint, str, str], None] = lambda s, k, c, why, report: record(
-        s, k, c, why, **({"report": report} if report else {})
+    record: Callable[[Settings, EventType, Checkpoint, str, dict[str, Any]], None] = lambda s, k, c, why, extra: record(
+        s, k, c, why, **extra
     )
     slot: Callable[[Settings], AbstractContextManager[None]] = no_slot  # held from screening to the gate's verdict
     gated: Callable[[Checkpoint, Path, Settings, int | None], None] = nothing  # after the verdict (and publishing)
@@ -159,16 +192,18 @@ def release_checkpoint(checkpoint: Checkpoint, settings: Settings, stages: Stage
     """
     best = stages.champion(settings)
     with stages.slot(settings):
-        worth_it, why = stages.screen(checkpoint, best, settings)
-        if worth_it:
+        screened = stages.screen(checkpoint, best, settings)
+        if screened["passed"]:
             candidate = stages.post_train(checkpoint, settings)
             passed, failed, report = stages.gate(candidate, best, checkpoint, settings)
-    if not worth_it:
-        stages.record(settings, FATE_EVENTS[SCREENED_OUT], checkpoint, f"screening: {why}", "")
+    numbers = {"screen": screened} if settings.pipeline.screening else {}
+    if not screened["passed"]:
+        why = screened["reason"]
+        stages.record(settings, FATE_EVENTS[SCREENED_OUT], checkpoint, f"screening: {why}", numbers)
         return Outcome(checkpoint.step, checkpoint.uri, SCREENED_OUT, why)
     gate_report = str(report / "gate.md")
     if not passed:
-        stages.record(settings, FATE_EVENTS[GATE_FAILED], checkpoint, failed, gate_report)
+        stages.record(settings, FATE_EVENTS[GATE_FAILED], checkpoint, failed, {"report": gate_report, **numbers})
         stages.gated(checkpoint, report, settings, None)
         return Outcome(checkpoint.step, checkpoint.uri, GATE_FAILED, failed, report=gate_report)
     version = stages.publish(candidate, report, checkpoint, settings)
@@ -177,15 +212,9 @@ def release_checkpoint(checkpoint: Checkpoint, settings: Settings, stages: Stage
     return Outcome(checkpoint.step, checkpoint.uri, CheckpointState.RELEASED, "", version, gate_report)
 
 
-def _score(results: list[Any], task: str, metric: str) -> float:
-    for result in results:
-        if task in result.scores:
-            return float(result.scores[task][metric])
-    raise KeyError(f"task {task} not in the screening suite")
-
-
-def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, out: Path) -> Path:
-    """The candidate's files (hard links), its lineage back to the run, gate decision and eval scores."""
+def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, screened: Path, out: Path) -> Path:
+    """The candidate's files (hard links), its lineage back to the run, gate decision and eval scores, and its
+    raw checkpoint's screening results (the reference later checkpoints are screened against), when screened."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -200,6 +229,9 @@ def _stage(candidate: Path, report: Path, checkpoint: Checkpoint, out: Path) -> 
         "metrics": checkpoint.metrics,
         **({"converted_by": checkpoint.converted_by} if checkpoint.converted_by else {}),
     }
+    if screened.is_file():
+        shutil.copyfile(screened, out / SCREENING)
+        lineage["screen"] = json.loads(screened.read_text()).get("verdict")
     (out / LINEAGE).write_text(json.dumps(lineage, indent=1, sort_keys=True) + "\n")
     for name in ("gate.json", "evals.json"):
         shutil.copyfile(report / name, out / name)
@@ -211,7 +243,13 @@ def registry(settings: Settings) -> Registry:
     return Registry.of(release_store(settings), settings)
 
 
-def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: str) -> None:
+def screening_budget(settings: Settings) -> Budget:
+    """What screening has cost and saved on the line so far, from the screens its fates recorded."""
+    _, events = registry(settings).snapshot()
+    return budget(e.data.get("screen") for e in events if e.data.get("line") == settings.release.line)
+
+
+def record(settings: Settings, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: Any) -> None:
     """Record a checkpoint's fate in the release ledger (and so send it to the webhook)."""
     registry(settings).record_fate(kind, checkpoint, reason, **extra)
     log.info("step %d: %s — %s", checkpoint.step, kind.replace("_", " "), reason, extra={"fate": True})

@@ -44,8 +44,10 @@ from shipyard.registry.stores import Store
 
 MANIFEST_SCHEMA = 1
 # Carried inside the manifest, not as release files: post-training lineage, the gate's decision,
-# and eval scores ({task: {metric: value}}), each when present in the candidate directory.
-METADATA = ("lineage.json", "gate.json", "evals.json")
+# eval scores ({task: {metric: value}}), and the raw checkpoint's per-item screening results (what later
+# checkpoints are screened against), each when present in the candidate directory.
+SCREENING = "screening.json"
+METADATA = ("lineage.json", "gate.json", "evals.json", SCREENING)
 STABLE = "stable"
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest lists files and scores; a bigger object in its place is not read whole
 
@@ -171,7 +173,7 @@ def publish(
             "candidate_digest": candidate,
             "manifest": manifest_digest,
             "checkpoint_digest": lineage.get("checkpoint_digest", ""),
-            **{key: lineage[key] for key in ("run", "step", "metrics") if key in lineage},
+            **{key: lineage[key] for key in ("run", "step", "metrics", "screen") if key in lineage},
             **({"ungated": ungated} if ungated is not None else {}),
         }
         return "released", data

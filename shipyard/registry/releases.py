@@ -103,7 +103,7 @@ class Registry:
         version = self.resolve(ref).version
         return self._writing(lambda: approvals.reject(self.store, self.line, version, signer, note, self.ledger))
 
-    def record_fate(self, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: str) -> list[Event]:
+    def record_fate(self, kind: EventType, checkpoint: Checkpoint, reason: str, **extra: Any) -> list[Event]:
         """Record why a checkpoint did not become a release (refused, skipped, gate_failed), once: a rerun that
         comes to the same fate for the same reason appends nothing (and notifies no one again)."""
         data = {

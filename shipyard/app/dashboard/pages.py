@@ -81,7 +81,8 @@ def release(request: Request, version: int, board: Board) -> HTMLResponse:
 @router.get("/stream", response_class=HTMLResponse)
 def stream(request: Request, board: Board) -> HTMLResponse:
     _, events = views.read(board.registry, board.settings)
-    return board.page(request, "stream.html", "checkpoint stream", rows=views.stream(events, board.line))
+    rows, screening = views.stream(events, board.line), views.screening(events, board.line)
+    return board.page(request, "stream.html", "checkpoint stream", rows=rows, screening=screening)
 
 
 def _label(row: dict[str, Any]) -> str:

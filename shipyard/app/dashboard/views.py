@@ -9,6 +9,7 @@ from typing import Any
 import humanize
 
 from shipyard.errors import LedgerError
+from shipyard.evals.screening import budget
 from shipyard.events import EventType
 from shipyard.registry import moves
 from shipyard.registry.evidence import verdict
@@ -155,6 +156,11 @@ def stream(events: list[Event], line: str) -> list[dict[str, Any]]:
         if e.type in FATES and e.data.get("line") == line
     ]
     return sorted(rows, key=lambda r: (r["step"] is None, r["step"] or 0))
+
+
+def screening(events: list[Event], line: str) -> str:
+    """What screening cost and saved on the line: checkpoints screened, turned away (the screen-out rate), seconds."""
+    return budget(e.data.get("screen") for e in events if e.data.get("line") == line).said()
 
 
 def scores_by_suite(store: Store, state: State, line: str) -> dict[str, dict[str, list[tuple[float, float]]]]:
