@@ -11,7 +11,7 @@ from shipyard.registry.stores import LocalStore
 from .helpers import gated
 
 
-def candidate(tiny_model_dir: Path, out: Path, accuracy: float, passed: bool) -> Path:
+def candidate(tiny_model_dir: Path, out: Path, accuracy: float, passed: bool, **lineage_extra: object) -> Path:
     shutil.copytree(tiny_model_dir, out)
     (out / "config.json").write_text((tiny_model_dir / "config.json").read_text() + f"\n{' ' * int(accuracy * 8)}")
     checks = [
@@ -26,7 +26,7 @@ def candidate(tiny_model_dir: Path, out: Path, accuracy: float, passed: bool) ->
         },
     ]
     (out / "evals.json").write_text(json.dumps({"arith": {"exact_match": accuracy, "exact_match_stderr": 0.01}}))
-    lineage = {"run": "file:///run", "checkpoint_uri": "file:///run/checkpoint-20", "step": 20}
+    lineage = {"run": "file:///run", "checkpoint_uri": "file:///run/checkpoint-20", "step": 20, **lineage_extra}
     (out / "lineage.json").write_text(json.dumps(lineage))
     return gated(out, passed=passed, checks=checks)
 
@@ -46,3 +46,12 @@ def test_evidence_shows_checks_and_deltas_against_the_champion(tiny_model_dir: P
     assert "| arith | exact_match | 0.625 | +0.125 |" in page
     assert "stderr" not in page
     assert "champion: v1 (stable)" in page and "- checkpoint: file:///run/checkpoint-20" in page
+
+
+def test_evidence_shows_the_screen_and_its_size_beside_the_gates(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    screen = {"passed": True, "reason": "heldout exact_match 0.510 vs 0.480 …", "task": "heldout", "items": 200}
+    publish(candidate(tiny_model_dir, tmp_path / "a", 0.5, True, screen=screen | {"mde": 0.0912}), "main", store)
+    page = evidence(store, "main", 1)
+    assert "- screening: heldout exact_match 0.510 vs 0.480 …" in page
+    assert "| screening: heldout (raw checkpoint) | 200 | 0.091 | — | — |" in page

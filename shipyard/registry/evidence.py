@@ -24,6 +24,7 @@ def evidence(store: Store, line: str, version: int, champion_channel: str = "sta
     champion = state.channel(line, champion_channel)
     checkpoint = str(release.data.get("checkpoint_digest") or lineage.get("checkpoint_digest") or "")
     where = lineage.get("checkpoint_uri") or "not recorded (published by hand)"
+    screen: dict[str, Any] = lineage["screen"] if isinstance(lineage.get("screen"), dict) else {}
     lines = [
         f"## {cell(line)} v{version}: approve for {cell(champion_channel)}?",
         "",
@@ -32,18 +33,25 @@ def evidence(store: Store, line: str, version: int, champion_channel: str = "sta
         f"- candidate digest: `{release.candidate_digest[:16]}`",
         f"- champion: {f'v{champion}' if champion else 'none yet'} ({champion_channel})",
         f"- gate: {verdict(state, body)}",
+        *([f"- screening: {cell(screen.get('reason', ''))}"] if screen else []),
         "",
         "| check | verdict | statistic | threshold | 95% interval | p-value | detail |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [_check_row(check) for check in gate.get("checks", [])]
-    if sizes := gate.get("sizes"):
+    screened = screen.get("mde") is not None
+    if (sizes := gate.get("sizes")) or screened:
         lines += [
             "",
             "| task | items | smallest drop detectable | items needed | enough |",
             "| --- | --- | --- | --- | --- |",
         ]
-        lines += [_size_row(size) for size in sizes]
+        lines += [_size_row(size) for size in sizes or []]
+        if screened:  # the screen's size beside the gate's: what a raw checkpoint's screen can tell apart
+            mde = screen.get("mde")
+            shown = f"{mde:.3f}" if isinstance(mde, float) else "—"
+            task, items = cell(screen.get("task")), cell(screen.get("items"))
+            lines.append(f"| screening: {task} (raw checkpoint) | {items} | {shown} | — | — |")
     deltas = diff(store, line, str(champion), str(version))["score_deltas"] if champion else {}
     lines += ["", f"| task | metric | v{version} | change vs champion |", "| --- | --- | --- | --- |"]
     for task, metrics in sorted((body.get("evals") or {}).items()):
