@@ -86,7 +86,7 @@ from shipyard.registry.stores import LocalStore
 import model_signing.verifying, securesystemslib.dsse  # imports outside the timer
 store, out, keys, check = LocalStore(Path(sys.argv[1])), Path(sys.argv[2]), [Path(sys.argv[3]).read_text()], sys.argv[4]
 start = time.perf_counter()
-release = pull(store, "main", "v1", out)
+release = pull(store, "main", "v1", out).release
 pulled = time.perf_counter() - start
 if check == "verify":
     verify_pulled(out, manifest(store, release), keys)

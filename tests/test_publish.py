@@ -58,14 +58,14 @@ def test_publish_is_exactly_once_and_uploads_only_what_changed(
     store.uploads = []
     second = publish(changed_copy(tiny_model_dir, tmp_path / "v2"), "main", store)
     assert second.created and second.release.version == 2
-    assert store.uploads == ["model.safetensors"]  # tokenizer and config were already there
+    assert store.uploads == ["model.safetensors", "delta"]  # and its delta from v1; tokenizer, config: already there
     assert uploaded > 1 and verify(store) == []
 
 
 def test_pull_verifies_and_loads(model: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     publish(model, "main", store)
-    release = pull(store, "main", "candidate", tmp_path / "pulled")
+    release = pull(store, "main", "candidate", tmp_path / "pulled").release
     assert release.version == 1
     AutoModelForCausalLM.from_pretrained(tmp_path / "pulled")
     blob = tmp_path / "store" / blob_key(release.data["manifest"])

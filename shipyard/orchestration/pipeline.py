@@ -68,7 +68,7 @@ def champion(settings: Settings, store: Store) -> Path | None:
         return None
     path = settings.home / "champions" / line / f"v{version}"
     if not (path / "config.json").is_file():
-        release = pull(store, line, str(version), path)
+        release = pull(store, line, str(version), path).release
         kept = path.with_name(f"{path.name}{SCREEN_SUFFIX}")
         if screening := manifest(store, release).get("screening"):  # its raw checkpoint's, for screening
             write_whole(kept, json.dumps(screening))

@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,6 +36,7 @@ from shipyard.digests import checkpoint_digest, file_digests, hash_file
 from shipyard.errors import ConfigError, LedgerError, NotFound, StoreError, TrustError
 from shipyard.model_dir import require_model_dir
 from shipyard.progress import progress_bar
+from shipyard.registry import deltas
 from shipyard.registry.approval_policy import ApprovalPolicy, check_root, gate_signer
 from shipyard.registry.attest import ATTESTATIONS, attested
 from shipyard.registry.ledger import Event, Ledger
@@ -157,6 +158,8 @@ def publish(
         **{name.removesuffix(".json"): _json(model_dir / name) for name in METADATA},
         **({"ungated": ungated} if ungated is not None else {}),
     }
+    if patches := _deltas(store, state, line, paths, digests):
+        manifest["deltas"] = patches
     if release_key is not None:
         manifest["attestations"] = _attestations(store, paths, digests, manifest, release_key)
     body = json.dumps(manifest, sort_keys=True, indent=1).encode()
@@ -182,6 +185,33 @@ def publish(
     release = ledger.state.release_of(line, candidate)
     assert release is not None
     return Published(release, event)
+
+
+def _deltas(
+    store: Store, state: State, line: str, paths: dict[str, Path], digests: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """For each safetensors file that changed since the line's latest release, a delta against that release's file
+    of the same name, stored once as a content-addressed blob: what `pull --from` fetches instead of the file. A
+    delta that saves less than a tenth of the file is not kept."""
+    latest = state.latest(line)
+    if not latest:
+        return {}
+    before = manifest(store, state.releases[(line, latest)])["files"]
+    patches = {}
+    for name, path in paths.items():
+        old = before.get(name)
+        if not name.endswith(".safetensors") or not isinstance(old, dict) or old.get("digest") == digests[name]:
+            continue
+        with tempfile.TemporaryDirectory(prefix="shipyard-delta-") as tmp:
+            base, delta = Path(tmp) / "base", Path(tmp) / "delta"
+            store.get_file(blob_key(str(old["digest"])), base)
+            if hash_file(base) != old["digest"] or not deltas.encode(base, path, delta) or delta.stat().st_size > 0.9 * path.stat().st_size:
+                continue
+            digest = hash_file(delta)
+            if not store.exists(blob_key(digest)):
+                store.put_file(blob_key(digest), delta)
+            patches[name] = {"base": old["digest"], "digest": digest, "size": delta.stat().st_size, "from": latest}
+    return patches
 
 
 def _attestations(
@@ -274,16 +304,33 @@ def unsafe_name(name: str) -> str:
     return ""
 
 
-def pull(store: Store, line: str, ref: str, out: Path) -> Release:
+@dataclass
+class Pulled:
+    """What a pull fetched: bytes over the network against the release's size, and how each file was made."""
+
+    release: Release
+    bytes_total: int = 0
+    bytes_fetched: int = 0
+    how: dict[str, str] = field(default_factory=dict)  # name -> "fetched" | "kept" | "delta" | "fetched: why"
+
+
+def pull(store: Store, line: str, ref: str, out: Path, base: Path | None = None) -> Pulled:
     """Materialize a release in `out`, verifying every file's digest; no name may leave `out`.
 
     Each file is downloaded into a private directory this call creates inside `out` (so nothing planted in `out`
     is ever written through), checked, and renamed into place relative to directory handles opened without
     following links: a link planted at any name of the release is replaced, never followed.
+
+    With `base`, a local copy of an earlier release, a file whose content `base` already holds is copied from it,
+    and a safetensors file the release has a delta for (against the file of the same name in `base`) is built from
+    it plus the delta (`shipyard.registry.deltas`). A file built so is checked against the manifest's digest like
+    any other; one that does not verify is fetched whole, and `how` says why.
     """
     release = resolve(Ledger(store).refresh(), line, ref)
     body = manifest(store, release)
     files = body["files"] | (body.get("attestations") or {})
+    pulled = Pulled(release, bytes_total=sum(int(meta.get("size", 0)) for meta in files.values()))
+    patches = body.get("deltas") or {}
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".shipyard-pull-", dir=out))
     staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
@@ -291,7 +338,7 @@ def pull(store: Store, line: str, ref: str, out: Path) -> Release:
     try:
         for number, (name, meta) in enumerate(files.items()):
             part = staging / str(number)
-            store.get_file(blob_key(meta["digest"]), part)
+            _fetch(store, name, meta, patches.get(name), base, part, pulled)
             if hash_file(part) != meta["digest"]:
                 raise LedgerError(f"{store.uri}/{blob_key(meta['digest'])}: content does not match its digest ({name})")
             *folders, leaf = name.split("/")
@@ -306,7 +353,38 @@ def pull(store: Store, line: str, ref: str, out: Path) -> Release:
         os.close(out_fd)
         os.close(staging_fd)
         shutil.rmtree(staging, ignore_errors=True)
-    return release
+    return pulled
+
+
+def _fetch(
+    store: Store, name: str, meta: dict[str, Any], patch: Any, base: Path | None, part: Path, pulled: Pulled
+) -> None:
+    """Make the file `name` at `part`: kept from `base`, built from `base` and its delta, or fetched whole."""
+    digest, why = meta["digest"], ""
+    local = base / name if base is not None and ".." not in PurePosixPath(name).parts else None
+    held = hash_file(local) if local is not None and local.is_file() else None
+    if held == digest:
+        shutil.copyfile(local, part)  # type: ignore[arg-type]
+        pulled.how[name] = "kept"
+        return
+    if isinstance(patch, dict) and held is not None and held == patch.get("base"):
+        try:
+            delta = part.with_name(part.name + ".delta")
+            store.get_file(blob_key(str(patch["digest"])), delta)
+            pulled.bytes_fetched += delta.stat().st_size
+            if hash_file(delta) != patch["digest"]:
+                raise LedgerError(f"{store.uri}/{blob_key(str(patch['digest']))}: content does not match its digest")
+            deltas.apply(local, delta, part)  # type: ignore[arg-type]
+            delta.unlink()
+            if hash_file(part) == digest:
+                pulled.how[name] = "delta"
+                return
+            why = "its delta built a file that does not match the manifest"
+        except (LedgerError, StoreError, KeyError) as exc:
+            why = f"its delta did not apply ({exc})"
+    store.get_file(blob_key(digest), part)
+    pulled.bytes_fetched += part.stat().st_size
+    pulled.how[name] = f"fetched: {why}" if why else "fetched"
 
 
 def _folder(top: int, folders: list[str], out: Path) -> int:

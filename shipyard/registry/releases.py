@@ -25,7 +25,7 @@ from shipyard.registry import approvals, moves, publish
 from shipyard.registry.approvals import Signer
 from shipyard.registry.ledger import Event, Ledger, fate_key
 from shipyard.registry.notify import announce
-from shipyard.registry.publish import Published
+from shipyard.registry.publish import Published, Pulled
 from shipyard.registry.state import Release, State
 from shipyard.registry.stores import Store, release_store
 from shipyard.registry.trust import check_anchors
@@ -153,8 +153,8 @@ class Registry:
         last = min(self.state().events, after + limit)
         return [self.ledger.event(seq) for seq in range(after + 1, last + 1)]
 
-    def pull(self, ref: str, out: Path) -> Release:
-        return publish.pull(self.store, self.line, ref, out)
+    def pull(self, ref: str, out: Path, base: Path | None = None) -> Pulled:
+        return publish.pull(self.store, self.line, ref, out, base)
 
     def diff(self, old: str, new: str) -> dict[str, Any]:
         return publish.diff(self.store, self.line, old, new)

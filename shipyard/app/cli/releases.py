@@ -97,23 +97,53 @@ def pull_command(
             "--verify", help="Also check its Model Signing bundle and provenance with the policy's release keys."
         ),
     ] = False,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="A local copy of an earlier release (a directory, or vN as the pipeline keeps it): fetch only what"
+            " changed.",
+        ),
+    ] = None,
     store: StoreOption = None,
     line: LineOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Materialize a release, verifying every file's digest; --verify checks it as a consumer would, and the ledger
-    path to it (the pinned root, the anchors, the `released` event, the signed approvals that moved a channel)."""
-    _, registry = open_line(config, store, line)
+    path to it (the pinned root, the anchors, the `released` event, the signed approvals that moved a channel).
+    With --from, files the earlier copy holds are kept and changed weights are built from it plus a delta."""
+    settings, registry = open_line(config, store, line)
     name = registry.line
-    release = registry.pull(ref, out)
+    pulled = registry.pull(ref, out, local_copy(base, settings, registry) if base else None)
+    release = pulled.release
     held = verified(registry, release, out, registry.state()) if check else []
     if as_json:
-        print_json({"line": name, "version": release.version, "path": str(out), "verified": held})
+        fetched = {"bytes_fetched": pulled.bytes_fetched, "bytes_total": pulled.bytes_total, "files": pulled.how}
+        print_json({"line": name, "version": release.version, "path": str(out), "verified": held, **fetched})
         return
     Console().print(f"{name} v{release.version} → {out}")
+    if base:
+        share = pulled.bytes_fetched / pulled.bytes_total if pulled.bytes_total else 0.0
+        Console().print(f"  fetched {pulled.bytes_fetched:,} of {pulled.bytes_total:,} bytes ({share:.1%})")
+        for file, how in sorted(pulled.how.items()):
+            if how.startswith("fetched: "):
+                Console().print(f"  {file}: {how}", highlight=False)
     for line_ in held:
         Console().print(f"  ✓ {line_}", highlight=False, soft_wrap=True)
+
+
+def local_copy(base: str, settings: Settings, registry: Any) -> Path:
+    """`--from`: a directory, or a release (vN, a channel) as the pipeline keeps it in the home."""
+    from shipyard.errors import ConfigError
+
+    if Path(base).is_dir():
+        return Path(base)
+    version = registry.resolve(base).version
+    kept = settings.home / "champions" / registry.line / f"v{version}"
+    if not kept.is_dir():
+        raise ConfigError(f"--from {base}: no such directory, and no copy of v{version} at {kept}; give its directory")
+    return kept
 
 
 def verified(registry: Any, release: Any, out: Path, state: Any) -> list[str]:
