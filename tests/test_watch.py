@@ -241,3 +241,39 @@ def test_a_checkpoint_whose_release_run_failed_is_a_ledger_event_once(tiny_model
     _, events = Ledger(LocalStore(tmp_path / "home" / "releases")).snapshot()
     failed = [e for e in events if e.type == "failed"]
     assert [(e.data["step"], e.data["reason"]) for e in failed] == [(10, why)]
+
+
+def test_a_checkpoint_that_kills_the_watcher_is_retaken_a_bounded_number_of_times_then_failed(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """In place, a checkpoint whose release kills the process (out of memory) stays in flight and is taken first
+    after a restart: `pipeline.crash_retries` times, then it is `failed` and the run's next checkpoint goes on."""
+    from shipyard.checkpoints import CheckpointState, RunState
+    from shipyard.orchestration.pipeline import Outcome
+    from shipyard.orchestration.watcher import watch_once
+    from shipyard.registry.ledger import Ledger
+    from shipyard.registry.stores import LocalStore
+    from shipyard.settings import Settings
+
+    make_checkpoint(tmp_path / "run", 10, tiny_model_dir)
+    settings = Settings(home=tmp_path / "home", watch={"source": str(tmp_path / "run")}, pipeline={"crash_retries": 2})
+    taken: list[int] = []
+
+    def dies(c: Checkpoint) -> Outcome:
+        taken.append(c.step)
+        raise SystemExit("killed: out of memory")  # as far as the watch log knows, the process is gone
+
+    for _ in range(3):  # the first take, then two retakes after restarts
+        with pytest.raises(SystemExit):
+            watch_once(settings, take=dies)
+    make_checkpoint(tmp_path / "run", 20, tiny_model_dir)
+
+    def releases(c: Checkpoint) -> Outcome:
+        taken.append(c.step)
+        return Outcome(c.step, c.uri, CheckpointState.RELEASED, "", 1)
+
+    outcomes = watch_once(settings, take=releases)
+    assert [(o.step, o.state) for o in outcomes] == [(10, RunState.FAILED), (20, CheckpointState.RELEASED)]
+    assert taken == [10, 10, 10, 20] and "died while releasing it 3 times" in outcomes[0].reason
+    _, events = Ledger(LocalStore(tmp_path / "home" / "releases")).snapshot()
+    assert [e.data["step"] for e in events if e.type == "failed"] == [10]

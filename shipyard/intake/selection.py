@@ -43,6 +43,7 @@ class WatchState:
     source_uri: str
     decided: dict[str, Checkpoint] = field(default_factory=dict)
     last_selected_at: float | None = None
+    retaken: dict[str, int] = field(default_factory=dict)  # uri -> times taken again after the watcher died
 
     @property
     def in_flight(self) -> int:
@@ -71,6 +72,9 @@ def load_state(directory: Path, source_uri: str) -> WatchState:
             if number == len(lines):
                 break  # a torn last line from a crash mid-append: that decision was never made
             raise StateError(f"{path}:{number}: not a JSON decision record") from None
+        if "retaken" in record:
+            state.retaken[record["retaken"]] = state.retaken.get(record["retaken"], 0) + 1
+            continue
         checkpoint = Checkpoint(**record["checkpoint"])
         state.decided[checkpoint.uri] = checkpoint
         if checkpoint.state == IN_FLIGHT:
@@ -96,12 +100,19 @@ def in_flight_digests(directory: Path) -> set[str]:
 
 def save_state(directory: Path, state: WatchState, changed: list[Checkpoint], now: float) -> None:
     """Append the `changed` decisions to the source's log, one JSON line each, and fsync."""
-    if not changed:
-        return
+    if changed:
+        _append(directory, state, [{"at": now, "checkpoint": asdict(c)} for c in changed])
+
+
+def save_retake(directory: Path, state: WatchState, uri: str, now: float) -> None:
+    """Count, in the log, that an in-flight checkpoint is taken again because the watcher died while taking it."""
+    state.retaken[uri] = state.retaken.get(uri, 0) + 1
+    _append(directory, state, [{"at": now, "retaken": uri}])
+
+
+def _append(directory: Path, state: WatchState, records: list[dict[str, object]]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    lines = "".join(
-        json.dumps({"schema_version": SCHEMA_VERSION, "at": now, "checkpoint": asdict(c)}) + "\n" for c in changed
-    )
+    lines = "".join(json.dumps({"schema_version": SCHEMA_VERSION, **r}) + "\n" for r in records)
     path = state_file(directory, state.source_uri)
     if _ends_torn(path):  # drop a torn line left by a crash: that decision was never made
         with path.open("r+b") as f:

@@ -17,7 +17,15 @@ from collections.abc import Callable
 
 from shipyard.checkpoints import FATE_EVENTS, Checkpoint, CheckpointState, RunState
 from shipyard.errors import ConfigError
-from shipyard.intake.selection import IN_FLIGHT, WatchState, keep_within_budgets, load_state, poll, save_state
+from shipyard.intake.selection import (
+    IN_FLIGHT,
+    WatchState,
+    keep_within_budgets,
+    load_state,
+    poll,
+    save_retake,
+    save_state,
+)
 from shipyard.intake.sources import Source, open_source
 from shipyard.orchestration.pipeline import Outcome, record, release_checkpoint
 from shipyard.settings import Settings
@@ -44,7 +52,11 @@ def watch_once(
     take = take or (lambda c: release_checkpoint(c, settings))
     source = open_source(settings.watch.source, settings.s3, settings.hub, settings.home)
     state = load_state(settings.home / "watch", source.uri)
-    outcomes = [o for c in _in_flight(state) if (o := _finish(c, (settle or take)(c), state, settings, clock))]
+    outcomes = []
+    for c in _in_flight(state):
+        outcome = (settle or _retake(take, state, settings, clock))(c)
+        if finished := _finish(c, outcome, state, settings, clock):
+            outcomes.append(finished)
     while True:
         before = dict(state.decided)
         selected, state = poll(source, settings.home, settings.watch, clock(), state, settings.convert)
@@ -53,6 +65,21 @@ def watch_once(
             keep_within_budgets(settings, clock())
             return outcomes
         outcomes += [o for c in selected if (o := _finish(c, take(c), state, settings, clock)) is not None]
+
+
+def _retake(take: Take, state: WatchState, settings: Settings, clock: Callable[[], float]) -> Take:
+    """Take in place again a checkpoint this watcher was taking when it died, `pipeline.crash_retries` times at
+    most: one that kills the process each time (out of memory) is then `failed`, and the next one goes on."""
+
+    def again(c: Checkpoint) -> Outcome:
+        tries = state.retaken.get(c.uri, 0)
+        if tries >= settings.pipeline.crash_retries:
+            why = f"the watcher died while releasing it {tries + 1} times (pipeline.crash_retries={tries}); not retaken"
+            return Outcome(c.step, c.uri, RunState.FAILED, why)
+        save_retake(settings.home / "watch", state, c.uri, clock())
+        return take(c)
+
+    return again
 
 
 def _in_flight(state: WatchState) -> list[Checkpoint]:

@@ -205,7 +205,9 @@ def _deltas(
         with tempfile.TemporaryDirectory(prefix="shipyard-delta-") as tmp:
             base, delta = Path(tmp) / "base", Path(tmp) / "delta"
             store.get_file(blob_key(str(old["digest"])), base)
-            if hash_file(base) != old["digest"] or not deltas.encode(base, path, delta) or delta.stat().st_size > 0.9 * path.stat().st_size:
+            if hash_file(base) != old["digest"] or not deltas.encode(base, path, delta):
+                continue  # a blob that lost its content gives no delta; the file is there whole
+            if delta.stat().st_size > 0.9 * path.stat().st_size:
                 continue
             digest = hash_file(delta)
             if not store.exists(blob_key(digest)):
