@@ -12,12 +12,13 @@ apply. Called by `shipyard gate` and the release flow.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from shipyard.evals.gate_policy import GatePolicy
 from shipyard.evals.runner import Item, SuiteResult
 from shipyard.evals.stats import PairedTest, detectable_effect, holm, items_needed, paired_test, spread
+from shipyard.evals.stream import Position, StreamCheck, e_value, guard, stream_check
 
 SCHEMA_VERSION = 1
 
@@ -59,6 +60,7 @@ class Verdict:
     checks: list[Check]
     flips: list[Flip] = field(default_factory=list)
     sizes: list[Size] = field(default_factory=list)
+    stream: dict[str, Any] | None = None  # this decision's place in the line's stream (`StreamCheck`)
 
     @property
     def failed(self) -> list[Check]:
@@ -80,9 +82,24 @@ class HealthInput:
     over_optimized: tuple[bool, str] | None = None  # from the trainer's log, when known
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The release the guard holds every candidate to: its name (v3) and its per-item results."""
+
+    name: str
+    results: list[SuiteResult]
+
+
 def gate_verdict(
-    candidate: list[SuiteResult], champion: list[SuiteResult] | None, policy: GatePolicy, health: HealthInput | None
+    candidate: list[SuiteResult],
+    champion: list[SuiteResult] | None,
+    policy: GatePolicy,
+    health: HealthInput | None,
+    position: Position | None = None,
+    baseline: Baseline | None = None,
 ) -> Verdict:
+    """Every check of `policy`. With a champion and the decision's `position` in its line, also the stream's
+    e-LOND check (deciding regressions when `regression.stream` is on); with a `baseline`, the guard."""
     scores, items = _merge(candidate)
     checks = [_floor(task, floor.metric, floor.min, scores) for task, floor in policy.floors.items()]
     flips: list[Flip] = []
@@ -102,14 +119,60 @@ def gate_verdict(
             flips += _flips(task, metric, pairs)
             sizes.append(_size(task, pairs, metric, tests[task], policy))
         corrected = holm({task: t.p_value for task, t in tests.items()}, policy.alpha)
-        checks += [_regression(task, test, *corrected[task], policy) for task, test in tests.items()]
+        per_release = [_regression(task, test, *corrected[task], policy) for task, test in tests.items()]
+        if position is not None:
+            e = sum(float(e_value(t.regressed, t.improved)) for t in tests.values()) / len(tests) if tests else 1.0
+            streamed = stream_check(e, policy.alpha, position.t, position.blocks_before)
+            if policy.regression.stream:  # the stream decides; each release's p-values are reported
+                per_release = [replace(c, passed=True, detail=f"{c.detail}; the stream decides") for c in per_release]
+                per_release.append(_streamed(streamed))
+        checks += per_release
     else:
         champion_scores = None
+    if baseline is not None:
+        checks += _guard(items, baseline, policy)
     checks += _safety(scores, champion_scores, policy)
     sizes += _safety_sizes(items, policy)
     if health is not None:
         checks += _health(health, policy)
-    return Verdict(all(c.passed for c in checks), checks, flips, sizes)
+    stream = streamed.as_dict() if champion is not None and position is not None else None
+    return Verdict(all(c.passed for c in checks), checks, flips, sizes, stream)
+
+
+def _streamed(check: StreamCheck) -> Check:
+    detail = (
+        f"decision {check.t} of the line, {check.blocks_before} blocked before; alpha not yet allotted"
+        f" {check.budget_left:.4g}"
+    )
+    threshold = f"e-value < 1 / alpha_t = {1 / check.level:.4g} (e-LOND)"
+    return Check(
+        "no regression: the line's stream",
+        "regression",
+        not check.blocked,
+        check.e_value,
+        threshold,
+        None,
+        None,
+        detail,
+    )
+
+
+def _guard(items: dict[str, list[Item]], baseline: Baseline, policy: GatePolicy) -> list[Check]:
+    """Each regression task against the baseline: not more than delta below it (one-sided lower bound)."""
+    _, theirs = _merge(baseline.results)
+    reg, checks = policy.regression, []
+    for task, metric in reg.tasks.items():
+        name = f"guard: {task} vs {baseline.name}"
+        pairs = _pairs(items.get(task, []), theirs.get(task, []))
+        if not pairs or metric not in pairs[0][0].metrics:
+            checks.append(Check(name, "regression", False, None, "", detail="no items both models saw"))
+            continue
+        ours, base = [a.metrics[metric] for a, _ in pairs], [b.metrics[metric] for _, b in pairs]
+        held = guard(ours, base, reg.delta, policy.alpha, reg.bootstrap_iters)
+        threshold = f"one-sided {1 - policy.alpha:.0%} lower bound ≥ -{reg.delta:g}"
+        detail = f"{held.items} items; lower bound {held.lower:+.3f}"
+        checks.append(Check(name, "regression", held.passed, held.estimate, threshold, None, None, detail))
+    return checks
 
 
 def _merge(results: list[SuiteResult]) -> tuple[dict[str, dict[str, float]], dict[str, list[Item]]]:

@@ -34,6 +34,17 @@ class Regression(Strict):
         0.1, gt=0, le=1, description="Share of items two releases answer differently, when none is observed yet."
     )
     bootstrap_iters: int = Field(2000, ge=100, description="Resamples of the paired bootstrap (non-binary metrics).")
+    stream: bool = Field(
+        False,
+        description="Block regressions by e-LOND over the line's gate decisions (alpha over the whole stream of"
+        " releases) instead of by each release's p-values, which are still reported.",
+    )
+    baseline: str | None = Field(
+        None,
+        pattern=r"^(first-stable|v[1-9][0-9]*)$",
+        description="The guard: a release (first-stable, or vN) no candidate may fall more than delta below, item"
+        " by item, so small steps cannot add up; None: no guard.",
+    )
 
 
 class Safety(Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from shipyard.evals.gate import Verdict
 from tabulate import tabulate
@@ -18,6 +19,7 @@ def markdown(decision: Verdict, candidate: str, champion: str | None) -> str:
         "",
         f"- candidate: `{candidate}`",
         f"- champion: `{champion}`" if champion else "- champion: none yet (floors, safety and health apply)",
+        *([_stream(decision.stream)] if decision.stream else []),
         "",
         "## Checks",
         "",
@@ -47,6 +49,16 @@ def markdown(decision: Verdict, candidate: str, champion: str | None) -> str:
                     rows = [[str(f.doc_id), code(f.prompt), code(f.candidate), code(f.champion)] for f in flips]
                     lines += [*table(["doc", "prompt", "candidate", "champion"], rows[:FLIPS_SHOWN]), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _stream(s: dict[str, Any]) -> str:
+    """The decision's place in the line's stream, as a release manager reads it."""
+    said = "would block" if s.get("blocked") else "does not block"
+    return (
+        f"- stream: decision {s.get('t')} of the line; e-value {float(s.get('e_value') or 0):.3g} {said} at"
+        f" alpha_t {float(s.get('level') or 0):.3g} (e-LOND, {s.get('blocks_before')} blocked before);"
+        f" alpha not yet allotted {float(s.get('budget_left') or 0):.3g}"
+    )
 
 
 def table(headers: list[str], rows: Sequence[Sequence[str]]) -> list[str]:

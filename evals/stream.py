@@ -59,6 +59,21 @@ def level(alpha: float, t: int, blocks_before: int) -> float:
 
 
 @dataclass(frozen=True)
+class Position:
+    """Where the next gate decision falls in its line's stream: its number, and how many e-LOND blocked before."""
+
+    t: int = 1
+    blocks_before: int = 0
+
+    @classmethod
+    def after(cls, recorded: list[Any]) -> Position:
+        """The next decision's place, from the stream checks the line's ledger recorded (`StreamCheck.as_dict()`;
+        anything else is not counted)."""
+        checks = [r for r in recorded if isinstance(r, dict) and isinstance(r.get("blocked"), bool)]
+        return cls(len(checks) + 1, sum(1 for r in checks if r["blocked"]))
+
+
+@dataclass(frozen=True)
 class StreamCheck:
     """One gate decision's place in the line's stream (what the ledger records with it)."""
 

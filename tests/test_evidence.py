@@ -51,7 +51,12 @@ def test_evidence_shows_checks_and_deltas_against_the_champion(tiny_model_dir: P
 def test_evidence_shows_the_screen_and_its_size_beside_the_gates(tiny_model_dir: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     screen = {"passed": True, "reason": "heldout exact_match 0.510 vs 0.480 …", "task": "heldout", "items": 200}
-    publish(candidate(tiny_model_dir, tmp_path / "a", 0.5, True, screen=screen | {"mde": 0.0912}), "main", store)
+    made = candidate(tiny_model_dir, tmp_path / "a", 0.5, True, screen=screen | {"mde": 0.0912})
+    gate = json.loads((made / "gate.json").read_text())
+    stream = {"t": 7, "e_value": 3.2, "level": 0.0004, "blocked": False, "blocks_before": 0, "budget_left": 0.045}
+    (made / "gate.json").write_text(json.dumps(gate | {"stream": stream}))  # as run_gate writes it
+    publish(made, "main", store)
     page = evidence(store, "main", 1)
+    assert "- stream: decision 7 of the line, e-value 3.2 against 1/2.5e+03: e-LOND does not block" in page
     assert "- screening: heldout exact_match 0.510 vs 0.480 …" in page
     assert "| screening: heldout (raw checkpoint) | 200 | 0.091 | — | — |" in page

@@ -166,6 +166,18 @@ def test_gate_command_passes_a_model_against_itself_and_fails_a_damaged_one(
     text = (report / "gate.md").read_text()
     assert "# Release gate: FAIL" in text and "right→wrong" in text
 
+    streamed = tmp_path / "streamed.yaml"  # e-LOND decides; the guard holds the candidate to a baseline
+    streamed.write_text(policy.read_text().replace("acc}}", "acc}, stream: true}"))
+    command = ["gate", "--candidate", str(damaged), "--champion", str(rl_checkpoint), "--policy", str(streamed)]
+    guarded = runner.invoke(app, [*command, "--baseline", str(rl_checkpoint), "--report", str(tmp_path / "s")])
+    assert guarded.exit_code == 1, guarded.output
+    decision = json.loads((tmp_path / "s" / "gate.json").read_text())
+    assert decision["stream"]["t"] == 1 and decision["stream"]["blocks_before"] == 0  # a line with no decision yet
+    failed = {c["name"] for c in decision["checks"] if not c["passed"]}
+    assert "guard: shipyard_arithmetic_heldout vs " + rl_checkpoint.name in failed
+    assert "no regression: the line's stream" in {c["name"] for c in decision["checks"]}
+    assert "- stream: decision 1 of the line" in (tmp_path / "s" / "gate.md").read_text()
+
     missing = runner.invoke(app, ["gate", "--candidate", str(tmp_path / "nope"), "--policy", str(policy)])
     assert missing.exit_code == 2 and "not a model directory" in missing.output
 
@@ -185,3 +197,32 @@ def test_the_report_keeps_model_text_inside_its_table_cells() -> None:
     assert all(row.count("<td>") in (0, 4, 7) for row in rows)  # every row has its table's cells, no more
     assert "<script>" not in html and "<h1>heading" not in html
     assert html.count("&lt;script&gt;") == 3  # in the check's detail and both answers: shown, never run
+
+
+def test_the_stream_decides_regressions_over_the_line_and_the_guard_holds_candidates_to_a_baseline() -> None:
+    from shipyard.evals.gate import Baseline
+    from shipyard.evals.stream import Position
+
+    streamed = POLICY.model_copy(update={"regression": POLICY.regression.model_copy(update={"stream": True})})
+    champion = [1.0] * 120 + [0.0] * 80
+    slipped = [0.0] * 16 + [1.0] * 104 + [0.0] * 76 + [1.0] * 4  # 16 right -> wrong, 4 wrong -> right
+    per_release = gate_verdict(model(slipped), model(champion), POLICY, HEALTHY, Position(50, 0))
+    assert not per_release.passed  # p < alpha for this release alone
+    assert per_release.stream is not None and not per_release.stream["blocked"]  # recorded even when not deciding
+    late = gate_verdict(model(slipped), model(champion), streamed, HEALTHY, Position(50, 0))
+    assert late.passed, late.failed  # at the line's 50th decision, this evidence is not enough for e-LOND
+    reported = next(c for c in late.checks if c.name == "no regression: shipyard_arithmetic_heldout")
+    assert reported.passed and reported.p_value is not None and reported.p_value < 0.05
+    assert "the stream decides" in reported.detail
+    collapsed = [0.0] * 60 + [1.0] * 60 + [0.0] * 80  # 60 right -> wrong
+    blocked = gate_verdict(model(collapsed), model(champion), streamed, HEALTHY, Position(50, 3))
+    [stream] = [c for c in blocked.failed if c.name == "no regression: the line's stream"]
+    assert stream.statistic is not None and stream.statistic > 1e6 and "3 blocked before" in stream.detail
+    assert blocked.stream is not None and blocked.stream["t"] == 50 and blocked.stream["blocked"]
+
+    baseline = Baseline("v1", model([1.0] * 160 + [0.0] * 40))  # 0.8; the candidate is 0.6: more than delta below
+    drifted = gate_verdict(model(champion), model(champion), POLICY, HEALTHY, None, baseline)
+    failed = {c.name for c in drifted.failed}
+    assert failed == {"guard: shipyard_arithmetic_heldout vs v1", "guard: shipyard_arithmetic_choice vs v1"}
+    near = Baseline("v1", model([1.0] * 125 + [0.0] * 75))  # 0.625: within delta
+    assert gate_verdict(model(champion), model(champion), POLICY, HEALTHY, None, near).passed

@@ -16,20 +16,20 @@ from shipyard.orchestration.pipeline import SCREEN_SUFFIX, champion, release_che
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import promote
 from shipyard.registry.stores import release_store
-from shipyard.settings import PipelineSettings, Settings
+from shipyard.settings import Settings
 
 from .corpus import HOSTILE, write_hostile
 
 pytestmark = pytest.mark.slow
 
 
-def shipyard(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def shipyard(home: Path, *args: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
     """The `shipyard` command in its own process, with a stdin that never ends: anything that reads it hangs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPYARD_", "PREFECT_"))}
     read, write = os.pipe()
     try:
         command = [str(Path(sys.executable).parent / "shipyard"), *args]
-        env |= {"SHIPYARD_HOME": str(home), "SHIPYARD_PROFILE": "demo"}
+        env |= {"SHIPYARD_HOME": str(home), "SHIPYARD_PROFILE": "demo", **env_extra}
         return subprocess.run(command, stdin=read, capture_output=True, text=True, env=env, timeout=900)
     finally:
         os.close(read)
@@ -117,11 +117,18 @@ def test_rerun_screening_and_gate_record_their_reasons(watched: Path, rl_checkpo
     kept.unlink()  # a champion published by hand: nothing to compare with
     assert "has no screening results of its raw checkpoint" in screen(checkpoint, best, settings)["reason"]
 
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("floors: {shipyard_arithmetic_heldout: {metric: exact_match, min: 0.99}}\n")
-    no_screening = PipelineSettings(policy=policy, screening=False)
-    gated = release_checkpoint(checkpoint, Settings(home=watched, pipeline=no_screening))
-    assert gated.state == "gate_failed" and "floor: shipyard_arithmetic_heldout" in gated.reason
+    policy = tmp_path / "policy.yaml"  # the stream decides regressions; v1, the first on stable, is the baseline
+    policy.write_text(
+        "floors: {shipyard_arithmetic_heldout: {metric: exact_match, min: 0.99}}\n"
+        "regression: {tasks: {shipyard_arithmetic_heldout: exact_match}, stream: true, baseline: first-stable}\n"
+    )
+    shutil.copytree(rl_checkpoint, tmp_path / "again" / "checkpoint-10")  # the same checkpoint, another run
+    env = {"SHIPYARD_PIPELINE__POLICY": str(policy), "SHIPYARD_PIPELINE__SCREENING": "false"}
+    flowed = shipyard(watched, "watch", "--once", "--source", str(tmp_path / "again"), "--json", **env)
+    assert flowed.returncode == 0, flowed.stderr  # through the release flow, in place
+    [gated] = json.loads(flowed.stdout)
+    assert gated["state"] == "gate_failed" and "floor: shipyard_arithmetic_heldout" in gated["reason"]
+    assert "guard" not in gated["reason"] and "stream" not in gated["reason"]  # its own checkpoint: no drift
 
     ledger = Ledger(store)
     events = [ledger.event(n) for n in range(1, ledger.refresh().events + 1)]
@@ -130,3 +137,6 @@ def test_rerun_screening_and_gate_record_their_reasons(watched: Path, rl_checkpo
     [skipped] = [e for e in events if e.type == "skipped"]
     assert released.data["screen"]["reason"].endswith("no champion yet: let through")  # the fates carry the numbers
     assert skipped.data["screen"]["upper"] < -0.1 and skipped.data["screen"]["seconds"] == 0  # cached results
+    [failed] = [e for e in events if e.type == "gate_failed"]
+    assert failed.data["stream"]["t"] == 1 and not failed.data["stream"]["blocked"]  # the line's first decision
+    assert "stream" not in released.data  # v1 had no champion: no stream decision

@@ -17,10 +17,11 @@ from transformers import AutoTokenizer
 
 from shipyard.digests import digest_json, directory_digest
 from shipyard.evals import health
-from shipyard.evals.gate import HealthInput, Verdict, gate_verdict
+from shipyard.evals.gate import Baseline, HealthInput, Verdict, gate_verdict
 from shipyard.evals.gate_policy import GatePolicy
 from shipyard.evals.report import markdown
 from shipyard.evals.runner import SuiteResult, evaluate, load_model
+from shipyard.evals.stream import Position
 from shipyard.evals.suite import load_suite
 from shipyard.intake.trainer_state import read_trainer_state
 from shipyard.model_dir import require_model_dir
@@ -34,19 +35,24 @@ def run_gate(
     home: Path,
     trainer_state: Path | None = None,
     report_dir: Path | None = None,
+    position: Position | None = None,
+    baseline: tuple[str, Path] | None = None,
 ) -> tuple[Verdict, Path]:
-    for model in (candidate, champion):
+    """Gate `candidate` against `champion`; `position` is the decision's place in its line's stream, `baseline` the
+    release the guard holds it to (its name and directory)."""
+    for model in (candidate, champion, baseline[1] if baseline else None):
         if model is not None:
             require_model_dir(model)
     suites = [load_suite(s) for s in policy.suite_refs()]
     ours = evaluate(candidate, suites, home)
     theirs = evaluate(champion, suites, home) if champion else None
+    held = Baseline(baseline[0], evaluate(baseline[1], suites, home)) if baseline else None
     measured = measure_health(candidate, champion, ours, policy)
     if trainer_state is not None:
         measured = replace(
             measured, over_optimized=health.over_optimization(read_trainer_state(trainer_state)["log_history"])
         )
-    decision = gate_verdict(ours, theirs, policy, measured)
+    decision = gate_verdict(ours, theirs, policy, measured, position, held)
     out = (
         report_dir
         or home

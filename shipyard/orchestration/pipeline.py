@@ -24,9 +24,10 @@ from typing import Any
 from shipyard.caches import touch, write_whole
 from shipyard.checkpoints import FATE_EVENTS, Checkpoint, CheckpointState, State, parse_state
 from shipyard.errors import ConfigError
-from shipyard.evals.gate_policy import load_gate_policy
+from shipyard.evals.gate_policy import GatePolicy, load_gate_policy
 from shipyard.evals.runner import evaluate
 from shipyard.evals.screening import Budget, Rule, Screen, budget, reference, verdict
+from shipyard.evals.stream import Position
 from shipyard.evals.suite import load_suite
 from shipyard.events import EventType
 from shipyard.orchestration.gating import run_gate
@@ -64,8 +65,13 @@ def champion(settings: Settings, store: Store) -> Path | None:
     """The model a candidate must beat, pulled once into `home/champions/v<N>`; None before the first promotion."""
     line, channel = settings.release.line, settings.pipeline.champion_channel
     version = checked_state(store, settings).channel(line, channel)
-    if version is None:
-        return None
+    return None if version is None else kept_release(settings, store, version)
+
+
+def kept_release(settings: Settings, store: Store, version: int) -> Path:
+    """Release `version` of the line, pulled once into `home/champions/<line>/v<N>` (and its raw checkpoint's
+    screening results beside it)."""
+    line = settings.release.line
     path = settings.home / "champions" / line / f"v{version}"
     if not (path / "config.json").is_file():
         release = pull(store, line, str(version), path).release
@@ -135,9 +141,27 @@ def gate_candidate(
     policy = load_gate_policy(choice(settings, "policy"))
     trainer_state = Path(checkpoint.path) / "trainer_state.json"
     history = trainer_state if trainer_state.is_file() else None
-    decision, report = run_gate(candidate, champion_dir, policy, settings.home, history)
+    position, baseline = stream_of(settings, policy)
+    decision, report = run_gate(candidate, champion_dir, policy, settings.home, history, None, position, baseline)
     sign_gate_report(report / "gate.json", settings, checkpoint.digest)
     return decision.passed, "; ".join(c.name for c in decision.failed), report
+
+
+def stream_of(settings: Settings, policy: GatePolicy) -> tuple[Position, tuple[str, Path] | None]:
+    """The next gate decision's place in the line's stream (from the decisions its ledger recorded), and the
+    release the policy's guard holds candidates to, pulled (None while it does not exist yet)."""
+    store = release_store(settings)
+    state, events = Registry.of(store, settings).snapshot()
+    line = settings.release.line
+    position = Position.after([e.data.get("stream") for e in events if e.data.get("line") == line])
+    wanted = policy.regression.baseline
+    if wanted is None:
+        return position, None
+    stable = state.channels.get((line, "stable"), [])
+    version = (stable[0] if stable else None) if wanted == "first-stable" else int(wanted[1:])
+    if version is None or (line, version) not in state.releases:
+        return position, None
+    return position, (f"v{version}", kept_release(settings, store, version))
 
 
 def publish_candidate(candidate: Path, report: Path, checkpoint: Checkpoint, settings: Settings) -> int:
@@ -203,7 +227,9 @@ def release_checkpoint(checkpoint: Checkpoint, settings: Settings, stages: Stage
         return Outcome(checkpoint.step, checkpoint.uri, SCREENED_OUT, why)
     gate_report = str(report / "gate.md")
     if not passed:
-        stages.record(settings, FATE_EVENTS[GATE_FAILED], checkpoint, failed, {"report": gate_report, **numbers})
+        streamed = json.loads((report / "gate.json").read_text()).get("stream")
+        extra = {"report": gate_report, **numbers, **({"stream": streamed} if streamed else {})}
+        stages.record(settings, FATE_EVENTS[GATE_FAILED], checkpoint, failed, extra)
         stages.gated(checkpoint, report, settings, None)
         return Outcome(checkpoint.step, checkpoint.uri, GATE_FAILED, failed, report=gate_report)
     version = stages.publish(candidate, report, checkpoint, settings)

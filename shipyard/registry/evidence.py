@@ -34,6 +34,7 @@ def evidence(store: Store, line: str, version: int, champion_channel: str = "sta
         f"- champion: {f'v{champion}' if champion else 'none yet'} ({champion_channel})",
         f"- gate: {verdict(state, body)}",
         *([f"- screening: {cell(screen.get('reason', ''))}"] if screen else []),
+        *([_stream(gate["stream"])] if isinstance(gate.get("stream"), dict) else []),
         "",
         "| check | verdict | statistic | threshold | 95% interval | p-value | detail |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -74,6 +75,17 @@ def verdict(state: State, body: dict[str, Any]) -> str:
     if signer is None:
         return f"UNVERIFIED ({cell(why)}; it counts as ungated)"
     return f"PASS (verdict signed by the pipeline's key {signer})"
+
+
+def _stream(s: dict[str, Any]) -> str:
+    """The gate decision's place in the line's stream (e-LOND), for the approver."""
+    try:
+        numbers = f"e-value {float(s['e_value']):.3g} against 1/{1 / float(s['level']):.3g}"
+        left = f"alpha not yet allotted {float(s['budget_left']):.3g}"
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return "- stream: unreadable"
+    said = "blocks" if s.get("blocked") is True else "does not block"
+    return f"- stream: decision {cell(s.get('t'))} of the line, {numbers}: e-LOND {said}; {left}"
 
 
 def cell(text: Any) -> str:

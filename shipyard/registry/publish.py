@@ -166,6 +166,7 @@ def publish(
     manifest_digest = hashlib.sha256(body).hexdigest()
     store.put_if_absent(blob_key(manifest_digest), body)
     lineage = manifest.get("lineage") or {}
+    streamed = gate.get("stream") if isinstance(gate := manifest.get("gate"), dict) else None
 
     def build(state: State) -> tuple[str, dict[str, Any]] | None:
         if state.release_of(line, candidate) is not None:
@@ -177,6 +178,7 @@ def publish(
             "manifest": manifest_digest,
             "checkpoint_digest": lineage.get("checkpoint_digest", ""),
             **{key: lineage[key] for key in ("run", "step", "metrics", "screen") if key in lineage},
+            **({"stream": streamed} if streamed else {}),  # the gate decision's place in the line's stream
             **({"ungated": ungated} if ungated is not None else {}),
         }
         return "released", data

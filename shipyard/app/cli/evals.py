@@ -56,6 +56,10 @@ def gate_command(
         Path | None, typer.Option(help="The RL checkpoint's trainer_state.json, for the over-optimization check.")
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Directory for gate.json and gate.md.")] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="The release the guard holds the candidate to (default: the policy's regression.baseline)."),
+    ] = None,
     checkpoint_digest: Annotated[
         str, typer.Option(help="Digest of the checkpoint the candidate was made from, for the signed verdict.")
     ] = "",
@@ -68,12 +72,15 @@ def gate_command(
     """
     from shipyard.evals.gate_policy import load_gate_policy
     from shipyard.orchestration.gating import run_gate
+    from shipyard.orchestration.pipeline import stream_of
     from shipyard.profiles import choice
     from shipyard.registry.trust import sign_gate_report
 
     settings = load_settings(config)
     rules = load_gate_policy(choice(settings, "policy", policy))
-    decision, out = run_gate(candidate, champion, rules, settings.home, trainer_state, report)
+    position, held = stream_of(settings, rules)  # the configured line's stream; its baseline, when the policy names one
+    held = (baseline.name, baseline) if baseline is not None else held
+    decision, out = run_gate(candidate, champion, rules, settings.home, trainer_state, report, position, held)
     sign_gate_report(out / "gate.json", settings, checkpoint_digest)
     if as_json:
         print_json(decision.as_dict())
