@@ -8,7 +8,8 @@ full pull, both through Shipyard's own `pull` from a local store.
 2. The demo RL run (`--part demo`): its consecutive checkpoints, each post-trained with the demo's recipe, then
    published in step order (ungated: this bench measures storage, not the gate).
 
-Run: `.venv/bin/python bench/deltas.py --part sim` (about 10 minutes, 8 GB of disk) and `--part demo`.
+Run: `.venv/bin/python bench/deltas.py --part sim [--store s3]` (about 10 minutes, 8 GB of disk; `--store s3`
+puts the releases on moto's S3 server on 127.0.0.1, so a pull goes over HTTP) and `--part demo`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import manifest, publish, pull
-from shipyard.registry.stores import LocalStore
+from shipyard.registry.stores import LocalStore, S3Store, Store
 
 HIDDEN, MLP, VOCAB, LAYERS = 896, 4864, 151936, 24
 ACTIVE, PER_STEP = 0.20, 0.025  # share of weights RL moves at all; share of those that move in one step
@@ -71,14 +72,29 @@ def drift(bits: dict[str, np.ndarray], active: dict[str, np.ndarray], steps: int
         flat[moved] = flat[moved] + rng.choice(np.array([-3, -2, -1, 1, 2, 3], np.int16), moved.size).view(np.uint16)
 
 
-def pull_seconds(store: LocalStore, ref: str, out: Path, base: Path | None) -> tuple[float, int]:
+def open_store(kind: str, tmp: Path) -> Store:
+    """A local store, or an S3 store on moto's server on 127.0.0.1 (boto3 over real HTTP, as to a bucket)."""
+    if kind == "local":
+        return LocalStore(tmp / "store")
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    ThreadedMotoServer(ip_address="127.0.0.1", port=5123, verbose=False).start()
+    boto3.client("s3", endpoint_url="http://127.0.0.1:5123").create_bucket(Bucket="bench")
+    return S3Store("s3://bench/releases", "http://127.0.0.1:5123")
+
+
+def pull_seconds(store: Store, ref: str, out: Path, base: Path | None) -> tuple[float, int]:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     pulled = pull(store, "main", ref, out, base)
     return time.perf_counter() - start, pulled.bytes_fetched
 
 
-def simulated(tmp: Path) -> None:
+def simulated(tmp: Path, kind: str) -> None:
     rng = np.random.default_rng(0)
     bits = {
         n: (rng.normal(0, 0.02, s).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
@@ -86,11 +102,11 @@ def simulated(tmp: Path) -> None:
     }
     params = sum(b.size for b in bits.values())
     active = {n: np.flatnonzero(rng.random(b.size) < ACTIVE) for n, b in bits.items()}
-    store = LocalStore(tmp / "store")
+    store = open_store(kind, tmp)
     write_model(tmp / "v1", bits)
     publish(tmp / "v1", "main", store, ungated="bench")
     pull(store, "main", "v1", tmp / "held-v1")
-    print(f"{params / 1e9:.2f}B parameters, bf16, 2 shards")
+    print(f"{params / 1e9:.2f}B parameters, bf16, 2 shards, {kind} store")
     print(
         "| steps since the last release | weights changed | full release | delta | delta / full |"
         " publish s | full pull s | pull --from s |"
@@ -161,10 +177,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=["sim", "demo"], default="sim")
     parser.add_argument("--steps", type=int, default=60, help="Demo RL steps (--part demo).")
+    parser.add_argument("--store", choices=["local", "s3"], default="local", help="Where releases live (--part sim).")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="shipyard-bench-deltas-"))
     try:
-        simulated(tmp) if args.part == "sim" else demo(tmp, args.steps)
+        simulated(tmp, args.store) if args.part == "sim" else demo(tmp, args.steps)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -14,11 +14,14 @@ import uvicorn
 
 from shipyard.app.dashboard.app import create_app
 from shipyard.app.dashboard.auth import COOKIE
+from shipyard.checkpoints import Checkpoint
+from shipyard.events import EventType
 from shipyard.registry.approval_policy import DoorRule
 from shipyard.registry.approvals import approve
 from shipyard.registry.doors import hash_token
 from shipyard.registry.ledger import Ledger
 from shipyard.registry.publish import publish
+from shipyard.registry.releases import Registry
 from shipyard.registry.stores import LocalStore
 from shipyard.settings import Settings
 
@@ -45,7 +48,8 @@ def release_of(tiny_model_dir: Path, out: Path, step: int, accuracy: float, deta
     evals = {"arith": {"exact_match": accuracy}, "refusal_harmful": {"refusal": 0.9}, XSS: {"exact_match": 0.5}}
     (out / "evals.json").write_text(json.dumps(evals))
     lineage = {"run": "runs/demo", "step": step, "checkpoint_digest": f"c{step}", "metrics": {"reward": step / 200}}
-    (out / "lineage.json").write_text(json.dumps(lineage))
+    screen = {"passed": True, "seconds": 3.0} | ({"estimate": 0.02} if step > 40 else {})  # v1: no champion yet
+    (out / "lineage.json").write_text(json.dumps(lineage | {"screen": screen}))
     return out
 
 
@@ -64,6 +68,9 @@ def dashboard(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         trust={"owners": [keys.fingerprint("owner")], "door_keys": {"dashboard": keys.path("door")}},
     )
     approve(store, "main", 1, keys.signer("bo"), "stable", "first")
+    turned = Checkpoint("runs/demo", "demo", 60, "transformers", "runs/demo/checkpoint-60", "complete", digest="c60")
+    screen = {"passed": False, "estimate": -0.2, "seconds": 3.0}
+    Registry.open(settings, store, "main").record_fate(EventType.SKIPPED, turned, "screening: worse", screen=screen)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -114,6 +121,9 @@ def test_pages_show_versions_and_channels(dashboard: tuple[str, LocalStore], bro
     page.screenshot(path=str(ARTIFACTS / "dashboard-release.png"), full_page=True)
     page.goto(f"{url}/stream")
     assert "released as v3" in page.inner_text("#stream")
+    screening = page.inner_text("#screening")  # the screen-out rate, from the screens the fates recorded
+    assert "4 screened (3 against the champion's raw checkpoint) in 12 s; 1 turned away" in screening
+    assert "(25%)" in screening
 
 
 def test_an_approver_signs_in_approves_and_sees_the_channel_move(

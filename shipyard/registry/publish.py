@@ -32,7 +32,7 @@ from typing import Any
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
 from shipyard.checkpoints import is_trainer_pickle
-from shipyard.digests import checkpoint_digest, file_digests, hash_file
+from shipyard.digests import checkpoint_digest, file_digest, file_digests, hash_file
 from shipyard.errors import ConfigError, LedgerError, NotFound, StoreError, TrustError
 from shipyard.model_dir import require_model_dir
 from shipyard.progress import progress_bar
@@ -366,7 +366,7 @@ def _fetch(
     """Make the file `name` at `part`: kept from `base`, built from `base` and its delta, or fetched whole."""
     digest, why = meta["digest"], ""
     local = base / name if base is not None and ".." not in PurePosixPath(name).parts else None
-    held = hash_file(local) if local is not None and local.is_file() else None
+    held = file_digest(local) if local is not None and local.is_file() else None  # cached if seen before
     if held == digest:
         shutil.copyfile(local, part)  # type: ignore[arg-type]
         pulled.how[name] = "kept"
