@@ -7,7 +7,10 @@ flipped (right → wrong and wrong → right, with prompt and both responses) an
 the suite's size against the drop it must catch. Safety checks are vetoes:
 the candidate passes only if every check passes, so no gain elsewhere can buy
 one back. With no champion, floors, safety and the candidate's own health
-apply. Called by `shipyard gate` and the release flow.
+apply. Given the decision's place in its line (`evals.stream`), the verdict
+records its e-value and e-LOND level, and with `regression.stream` e-LOND
+decides regressions; given a baseline, the guard holds the candidate within
+delta of it. Called by `shipyard gate` and the release flow.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ def gate_verdict(
     checks = [_floor(task, floor.metric, floor.min, scores) for task, floor in policy.floors.items()]
     flips: list[Flip] = []
     sizes: list[Size] = []
+    stream: dict[str, Any] | None = None
     if champion is not None:
         champion_scores, champion_items = _merge(champion)
         tests = {}
@@ -123,6 +127,7 @@ def gate_verdict(
         if position is not None:
             e = sum(float(e_value(t.regressed, t.improved)) for t in tests.values()) / len(tests) if tests else 1.0
             streamed = stream_check(e, policy.alpha, position.t, position.blocks_before)
+            stream = streamed.as_dict()
             if policy.regression.stream:  # the stream decides; each release's p-values are reported
                 per_release = [replace(c, passed=True, detail=f"{c.detail}; the stream decides") for c in per_release]
                 per_release.append(_streamed(streamed))
@@ -135,7 +140,6 @@ def gate_verdict(
     sizes += _safety_sizes(items, policy)
     if health is not None:
         checks += _health(health, policy)
-    stream = streamed.as_dict() if champion is not None and position is not None else None
     return Verdict(all(c.passed for c in checks), checks, flips, sizes, stream)
 
 
