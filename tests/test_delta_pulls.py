@@ -1,6 +1,7 @@
 """Delta releases on local and S3 stores: `pull --from` fetches what changed, builds the same bytes, falls back."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -84,6 +85,17 @@ def test_a_corrupted_delta_or_a_missing_predecessor_falls_back_to_a_full_fetch_a
     assert fell_back.how[WEIGHTS].startswith("fetched: its delta did not apply")
     assert (tmp_path / "again" / WEIGHTS).read_bytes() == (tmp_path / "full" / WEIGHTS).read_bytes()
     assert fell_back.bytes_fetched > expected.bytes_total - 1  # the whole file came, after the delta
+
+    config = tmp_path / "held" / "config.json"  # an old file, so its digest is cached when first read
+    os.utime(config, (1_000_000_000, 1_000_000_000))
+    assert pull(store, "main", "v2", tmp_path / "cached", base=tmp_path / "held").how["config.json"] == "kept"
+    text = config.read_text()
+    config.write_text("[" + text[1:])
+    os.utime(config, (1_000_000_000, 1_000_000_000))  # changed in place: same size, same time
+    stale = pull(store, "main", "v2", tmp_path / "stale", base=tmp_path / "held")
+    assert stale.how["config.json"] == "fetched: the local copy changed since its digest was taken"
+    assert (tmp_path / "stale" / "config.json").read_text() == (tmp_path / "full" / "config.json").read_text()
+    config.write_text(text)
 
     (tmp_path / "held" / WEIGHTS).unlink()  # the consumer's copy lacks the predecessor's weights
     missing = pull(store, "main", "v2", tmp_path / "third", base=tmp_path / "held")

@@ -342,9 +342,7 @@ def pull(store: Store, line: str, ref: str, out: Path, base: Path | None = None)
     try:
         for number, (name, meta) in enumerate(files.items()):
             part = staging / str(number)
-            _fetch(store, name, meta, patches.get(name), base, part, pulled)
-            if hash_file(part) != meta["digest"]:
-                raise LedgerError(f"{store.uri}/{blob_key(meta['digest'])}: content does not match its digest ({name})")
+            _fetch(store, name, meta, patches.get(name), base, part, pulled)  # checked against its digest
             *folders, leaf = name.split("/")
             parent = _folder(out_fd, folders, out)
             try:
@@ -363,22 +361,26 @@ def pull(store: Store, line: str, ref: str, out: Path, base: Path | None = None)
 def _fetch(
     store: Store, name: str, meta: dict[str, Any], patch: Any, base: Path | None, part: Path, pulled: Pulled
 ) -> None:
-    """Make the file `name` at `part`: kept from `base`, built from `base` and its delta, or fetched whole."""
+    """Make the file `name` at `part`, hashed against the manifest's digest: kept from `base`, built from `base`
+    and its delta, or fetched whole (when the others do not verify too). A fetched file that does not match its
+    digest is a `LedgerError`: the store holds something else under that name."""
     digest, why = meta["digest"], ""
     local = base / name if base is not None and ".." not in PurePosixPath(name).parts else None
     held = file_digest(local) if local is not None and local.is_file() else None  # cached if seen before
-    if held == digest:
-        shutil.copyfile(local, part)  # type: ignore[arg-type]
-        pulled.how[name] = "kept"
-        return
-    if isinstance(patch, dict) and held is not None and held == patch.get("base"):
+    if local is not None and held == digest:
+        shutil.copyfile(local, part)
+        if hash_file(part) == digest:
+            pulled.how[name] = "kept"
+            return
+        why = "the local copy changed since its digest was taken"
+    elif local is not None and isinstance(patch, dict) and held == patch.get("base"):
         try:
             delta = part.with_name(part.name + ".delta")
             store.get_file(blob_key(str(patch["digest"])), delta)
             pulled.bytes_fetched += delta.stat().st_size
             if hash_file(delta) != patch["digest"]:
                 raise LedgerError(f"{store.uri}/{blob_key(str(patch['digest']))}: content does not match its digest")
-            deltas.apply(local, delta, part)  # type: ignore[arg-type]
+            deltas.apply(local, delta, part)
             delta.unlink()
             if hash_file(part) == digest:
                 pulled.how[name] = "delta"
@@ -388,6 +390,8 @@ def _fetch(
             why = f"its delta did not apply ({exc})"
     store.get_file(blob_key(digest), part)
     pulled.bytes_fetched += part.stat().st_size
+    if hash_file(part) != digest:
+        raise LedgerError(f"{store.uri}/{blob_key(digest)}: content does not match its digest ({name})")
     pulled.how[name] = f"fetched: {why}" if why else "fetched"
 
 
