@@ -1,6 +1,7 @@
 """Bench: what screening saves on a whole RL run, against the same run with screening off.
 
-A demo RL run saves a checkpoint every 10 steps; every checkpoint is taken, in step order, through the pipeline
+A demo RL run saves a checkpoint every 10 steps, plus one that collapsed (step 35: step 30's weights with noise in
+one layer); every checkpoint is taken, in step order, through the pipeline
 (`shipyard.orchestration.pipeline.release_checkpoint`, no Prefect), once with screening and once without, each in a
 fresh home and store. Each release becomes the champion (`pipeline.champion_channel: candidate`, which every
 release moves in a store without a policy), so each checkpoint is screened and gated against the release before
@@ -39,6 +40,26 @@ def settings_for(home: Path, screening: bool) -> Settings:
         release={"store": str(home / "releases")},
         pipeline={"screening": screening, "champion_channel": "candidate"},
     )
+
+
+def collapse(run: Path, step: int, into: int) -> None:
+    """Add a checkpoint that collapsed: checkpoint-`step` with noise in one layer (held-out accuracy falls from
+    about 0.5 to about 0.2), saved as checkpoint-`into`, as a run that diverged between saves would leave it."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source, out = run / f"checkpoint-{step}", run / f"checkpoint-{into}"
+    shutil.copytree(source, out)
+    model = AutoModelForCausalLM.from_pretrained(source)
+    with torch.no_grad():
+        weight = model.model.layers[0].mlp.down_proj.weight
+        weight.add_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * weight.abs().max() * 0.5)
+    model.save_pretrained(out)
+    state = out / "trainer_state.json"
+    if state.is_file():
+        state.write_text(json.dumps(json.loads(state.read_text()) | {"global_step": into}))
 
 
 def through(run: Path, home: Path, screening: bool) -> dict[str, Any]:
@@ -96,6 +117,7 @@ def main() -> None:
     try:
         run = tmp / "run"
         run_demo(DemoSettings(out=run, steps=args.steps, save_every=10), progress=False)
+        collapse(run, 30, 35)  # one checkpoint worth turning away
         results = {}
         for label, screening in (("off", False), ("on", True)):
             print(f"screening {label}:", flush=True)
