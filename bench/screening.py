@@ -65,7 +65,7 @@ def collapse(run: Path, step: int, into: int) -> None:
 def through(run: Path, home: Path, screening: bool) -> dict[str, Any]:
     settings = settings_for(home, screening)
     checkpoints = sorted(scan(open_source(str(run)), home / "snapshots"), key=lambda c: c.step)
-    posttrained, turned_away, screen_seconds = 0, [], 0.0
+    posttrained, turned_away = 0, []
     real = pipeline.make_candidate
 
     def counted(*args: Any, **kwargs: Any) -> Path:
