@@ -4,7 +4,8 @@
 the RL-health measurements. Every check records its statistic, threshold,
 p-value or interval and verdict; regression checks carry the items that
 flipped (right → wrong and wrong → right, with prompt and both responses) and
-the suite's size against the drop it must catch. Safety checks are vetoes:
+the suite's size against the drop it must catch. Safety checks, overall and
+per harm category (`evals.categories`), are vetoes:
 the candidate passes only if every check passes, so no gain elsewhere can buy
 one back. With no champion, floors, safety and the candidate's own health
 apply. Given the decision's place in its line (`evals.stream`), the verdict
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from shipyard.evals.categories import CategoryStat, category_verdicts
 from shipyard.evals.gate_policy import GatePolicy
 from shipyard.evals.runner import Item, SuiteResult
 from shipyard.evals.stats import PairedTest, detectable_effect, holm, items_needed, paired_test, spread
@@ -64,6 +66,7 @@ class Verdict:
     flips: list[Flip] = field(default_factory=list)
     sizes: list[Size] = field(default_factory=list)
     stream: dict[str, Any] | None = None  # this decision's place in the line's stream (`StreamCheck`)
+    categories: list[CategoryStat] = field(default_factory=list)  # the safety tasks' numbers per harm category
 
     @property
     def failed(self) -> list[Check]:
@@ -138,9 +141,13 @@ def gate_verdict(
         checks += _guard(items, baseline, policy)
     checks += _safety(scores, champion_scores, policy)
     sizes += _safety_sizes(items, policy)
+    categories, by_category = category_verdicts(items, _merge(champion)[1] if champion else None, policy)
+    checks += [
+        Check(c.name, "safety", c.passed, c.statistic, c.threshold, c.p_value, None, c.detail) for c in by_category
+    ]
     if health is not None:
         checks += _health(health, policy)
-    return Verdict(all(c.passed for c in checks), checks, flips, sizes, stream)
+    return Verdict(all(c.passed for c in checks), checks, flips, sizes, stream, categories)
 
 
 def _streamed(check: StreamCheck) -> Check:

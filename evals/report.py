@@ -39,6 +39,22 @@ def markdown(decision: Verdict, candidate: str, champion: str | None) -> str:
             enough = "yes" if s.sufficient else "**no: too small to gate on this drop**"
             sizes.append([escape(s.task), str(s.items), f"{s.detectable_effect:.3f}", str(s.items_needed), enough])
         lines += table(["task", "items", "detectable drop", "items needed", "enough?"], sizes)
+    if decision.categories:
+        lines += ["", "## Safety by harm category", ""]
+        rows = [
+            [
+                escape(c.category) + (" (gated)" if c.gated else ""),
+                str(c.items),
+                _rate(c.refusal, c.champion_refusal),
+                _rate(c.harmful, c.champion_harmful),
+                f"{_rate(c.over_refusal, None)} of {c.benign_items}",
+                f"{c.detectable_effect:.3f}",
+                "yes" if c.sufficient else "**no: too coarse to gate on**",
+            ]
+            for c in decision.categories
+        ]
+        headers = ["category", "harmful requests", "refusal (champion)", "harmful (champion)", "over-refusal"]
+        lines += table([*headers, "detectable rise", "enough?"], rows)
     if decision.flips:
         lines += ["", "## Items that flipped", ""]
         for task in dict.fromkeys(f.task for f in decision.flips):
@@ -59,6 +75,11 @@ def _stream(s: dict[str, Any]) -> str:
         f" alpha_t {float(s.get('level') or 0):.3g} (e-LOND, {s.get('blocks_before')} blocked before);"
         f" alpha not yet allotted {float(s.get('budget_left') or 0):.3g}"
     )
+
+
+def _rate(value: float | None, champion: float | None) -> str:
+    shown = f"{value:.3f}" if value is not None else "—"
+    return f"{shown} ({champion:.3f})" if champion is not None else shown
 
 
 def table(headers: list[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from shipyard.evals.suite import Suite, overlays
+from shipyard.safety.judge import Exchange, Fields, Judge, describe, load_judge
 
 from shipyard.caches import touch
 from shipyard.digests import directory_digest
@@ -42,6 +44,13 @@ class Item:
     response: str
     target: str
     metrics: dict[str, float]
+    labels: dict[str, str] = field(default_factory=dict)  # a judged item's request, kind and category, from its doc
+    judgement: dict[str, Any] | None = None  # the suite judge's `Judgement` of the response
+
+    @property
+    def category(self) -> str | None:
+        """The harm category: the request's label, else the one the judge saw."""
+        return self.labels.get("category") or (self.judgement or {}).get("category")
 
 
 @dataclass
@@ -52,6 +61,7 @@ class SuiteResult:
     lm_eval_version: str
     scores: dict[str, dict[str, float]]  # task -> metric -> value (and "<metric>_stderr")
     items: dict[str, list[Item]]  # task -> items, by doc id
+    judge: dict[str, Any] | None = None  # the judge of the suite's safety tasks: kind, model, digest
     cached: bool = field(default=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,7 +89,9 @@ def evaluate(model_path: Path, suites: list[Suite], home: Path) -> list[SuiteRes
             key = backend(suite)
             if key not in loaded:
                 loaded[key] = _load(model_path, suite)
-            result = run_suite(loaded[key], suite, model_digest)
+            judge = load_judge(suite.spec.judge, suite.path.parent) if suite.spec.judge else None
+            result = run_suite(loaded[key], suite, model_digest, judge)
+            del judge  # a guard model is held for its suite's run only
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result.as_dict()))
@@ -93,8 +105,9 @@ def cache_key(suite: Suite) -> str:
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:32]
 
 
-def run_suite(lm: Any, suite: Suite, model_digest: str) -> SuiteResult:
-    """Run one suite through `lm_eval.simple_evaluate` on an already loaded model.
+def run_suite(lm: Any, suite: Suite, model_digest: str, judge: Judge | None = None) -> SuiteResult:
+    """Run one suite through `lm_eval.simple_evaluate` on an already loaded model; `judge` (the suite's, loaded)
+    then rules on every response of its judged tasks, in batches.
 
     The suite's own task files reach lm-eval through `TaskManager(include_path=…)`, as overlays that include
     each file as written and make its data paths absolute; lm-eval's built-in tasks are indexed only when named.
@@ -126,10 +139,45 @@ def run_suite(lm: Any, suite: Suite, model_digest: str) -> SuiteResult:
         )
     assert out is not None  # None only on non-zero ranks of a distributed run
     scores = {task: _scores(values) for task, values in out["results"].items()}
+    judged = set(suite.judged()) if judge is not None else set()
+    fields = spec.judge.fields if spec.judge is not None else None
     items = {
-        task: sorted((_item(s) for s in samples), key=lambda i: i.doc_id) for task, samples in out["samples"].items()
+        task: sorted((_item(s, fields if task in judged else None) for s in samples), key=lambda i: i.doc_id)
+        for task, samples in out["samples"].items()
     }
-    return SuiteResult(spec.name, suite.digest, model_digest, version("lm_eval"), scores, items)
+    about = None
+    if judge is not None and spec.judge is not None:
+        about = describe(spec.judge, suite.judge_digest or "")
+        for task in sorted(judged & set(items)):
+            items[task] = _judged(items[task], judge)
+            scores[task] = {**scores[task], **_means(items[task], ("refusal", "harmful"))}
+    return SuiteResult(spec.name, suite.digest, model_digest, version("lm_eval"), scores, items, about)
+
+
+def _judged(items: list[Item], judge: Judge) -> list[Item]:
+    """Each item with the judge's ruling: its judgement, and the refusal and harmful metrics from it."""
+    exchanges = [
+        Exchange(i.labels.get("prompt", i.prompt), i.response, i.labels.get("kind"), i.labels.get("category"))
+        for i in items
+    ]
+    return [
+        replace(
+            item,
+            metrics={**item.metrics, "refusal": float(j.refused), "harmful": float(j.harmful)},
+            judgement=j.as_dict(),
+        )
+        for item, j in zip(items, judge.judge(exchanges), strict=True)
+    ]
+
+
+def _means(items: list[Item], metrics: tuple[str, ...]) -> dict[str, float]:
+    """Each metric's mean over the items and its standard error, as lm-eval reports a mean."""
+    out = {}
+    for metric in metrics:
+        values = np.array([i.metrics[metric] for i in items], dtype=float)
+        out[metric] = float(values.mean()) if len(values) else float("nan")
+        out[f"{metric}_stderr"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    return out
 
 
 def backend(suite: Suite) -> str:
@@ -177,7 +225,7 @@ def _scores(values: dict[str, Any]) -> dict[str, float]:
     return scores
 
 
-def _item(sample: dict[str, Any]) -> Item:
+def _item(sample: dict[str, Any], fields: Fields | None = None) -> Item:
     arguments = sample["arguments"]
     response = sample["filtered_resps"][0]
     if isinstance(response, (list, tuple)):  # multiple choice: (loglikelihood, is_greedy) per choice
@@ -191,4 +239,13 @@ def _item(sample: dict[str, Any]) -> Item:
         response=str(response),
         target=str(sample["target"]),
         metrics={name: float(sample[name]) for name in sample["metrics"]},
+        labels=_labels(sample["doc"], fields) if fields is not None else {},
     )
+
+
+def _labels(doc: Any, fields: Fields) -> dict[str, str]:
+    """The request as written, its kind and its harm category, from the fields a judged task's documents carry."""
+    if not isinstance(doc, dict):
+        return {}
+    names = {"prompt": fields.prompt, "kind": fields.kind, "category": fields.category}
+    return {label: doc[name] for label, name in names.items() if isinstance(doc.get(name), str)}

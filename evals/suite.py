@@ -4,7 +4,8 @@ A task is a path to an lm-eval task YAML (relative to the suite file) or the
 name of one of lm-eval's own tasks. Local `data_files` of a task YAML are
 resolved relative to that YAML (lm-eval would resolve them against the working
 directory). A suite's digest covers the suite, its task files, their data and
-the Python hooks beside them, so any change makes a new cache key. Built-in
+the Python hooks beside them, and its judge (settings and weights, `safety.judge`), so any change makes a new
+cache key. Built-in
 suites by name: those installed profiles name (`shipyard.profiles`; the demo's `capability` and `safety`).
 Called by the eval runner.
 """
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from shipyard.safety.judge import JudgeSpec, judge_digest
 
 from shipyard.errors import ConfigError, NotFound
 from shipyard.profiles import suites
@@ -43,6 +45,12 @@ class SuiteSpec(BaseModel):
         default_factory=dict,
         description="The backend's own arguments, as lm-eval's --model_args: e.g. hf {parallelize: true}, vllm "
         "{tensor_parallel_size: 4, data_parallel_size: 2, gpu_memory_utilization: 0.9}. The model path is Shipyard's.",
+    )
+
+    judge: JudgeSpec | None = Field(
+        None,
+        description="What judges the responses of the suite's safety tasks (string, classifier or causal); each"
+        " judged item gets refusal and harmful metrics, a category and the judge's probability. None: no judge.",
     )
 
     @field_validator("model_args")
@@ -70,6 +78,14 @@ class Suite:
     tasks: list[str]  # every task's name, in the suite's order
     local: list[LocalTask]  # those defined by task files beside the suite (the rest are lm-eval's own)
     digest: str
+    judge_digest: str | None = None  # the judge's settings, weights and template (part of `digest`)
+
+    def judged(self) -> list[str]:
+        """The tasks whose responses the suite's judge rules on."""
+        judge = self.spec.judge
+        if judge is None:
+            return []
+        return list(self.tasks) if judge.tasks is None else [t for t in self.tasks if t in judge.tasks]
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -91,7 +107,14 @@ def load_suite(name_or_path: str) -> Suite:
             hashed += [f.read_bytes() for f in files]
         else:
             tasks.append(task)
-    return Suite(spec, path, tasks, local, hashlib.sha256(b"\0".join(hashed)).hexdigest())
+    judged = None
+    if spec.judge is not None:
+        unknown = sorted(set(spec.judge.tasks or ()) - set(tasks))
+        if unknown:
+            raise ConfigError(f"{path}: judge.tasks names {', '.join(unknown)}, not tasks of the suite ({tasks})")
+        judged = judge_digest(spec.judge, path.parent)
+        hashed.append(judged.encode())
+    return Suite(spec, path, tasks, local, hashlib.sha256(b"\0".join(hashed)).hexdigest(), judged)
 
 
 def overlays(suite: Suite, directory: Path) -> Path:

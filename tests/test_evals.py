@@ -24,7 +24,7 @@ def test_built_in_eval_data_is_what_its_scripts_write() -> None:
     ]:
         lines = (eval_data.DATA_DIR / f"{name}.jsonl").read_text().splitlines()
         assert [json.loads(line) for line in lines] == rows
-    for kind in ("harmful", "benign"):
+    for kind in ("harmful", "benign", "borderline"):
         lines = (safety_data.DATA_DIR / f"eval_{kind}.jsonl").read_text().splitlines()
         assert [json.loads(line) for line in lines] == safety_data.eval_rows(kind)
 
@@ -85,10 +85,17 @@ def test_scores_equal_the_lm_eval_command_and_a_rerun_is_cached(rl_checkpoint: P
 @pytest.mark.slow
 def test_safety_suite_judges_refusals(rl_checkpoint: Path, tmp_path: Path) -> None:
     [result] = evaluate(rl_checkpoint, [load_suite(str(BUILTIN["safety"]))], tmp_path / "home")
-    assert set(result.scores) == {"shipyard_refusal_harmful", "shipyard_refusal_benign"}
+    assert set(result.scores) == {"shipyard_refusal_harmful", "shipyard_refusal_benign", "shipyard_refusal_borderline"}
+    assert result.judge is not None and result.judge["kind"] == "string"
     for task, items in result.items.items():
         rate = sum(i.metrics["refusal"] for i in items) / len(items)
         assert result.scores[task]["refusal"] == pytest.approx(rate)
+        kind = task.removeprefix("shipyard_refusal_")
+        assert {i.labels["kind"] for i in items} == {kind}
+        assert {i.category for i in items} <= {"violence", "poisoning", "theft"}
+        for item in items:  # the string judge: any non-refusal of a harmful request is harmful
+            assert item.judgement is not None and item.judgement["refused"] == bool(item.metrics["refusal"])
+            assert item.metrics["harmful"] == float(kind == "harmful" and not item.metrics["refusal"])
 
 
 def test_every_built_in_suite_asks_each_item_once() -> None:
@@ -135,7 +142,8 @@ def test_a_backend_that_is_not_installed_or_takes_the_model_path_is_named(rl_che
 
 def test_every_model_the_gate_loads_is_on_this_processs_accelerator(tiny_model_dir: Path) -> None:
     """Screening, the suites and the gate's health sampling and KL all load through `load_model`, which places
-    the model on `hardware.device()` (a GPU pod's GPU; here the CPU)."""
+    the model on `hardware.device()` (a GPU pod's GPU; here the CPU); a guard model judging a safety suite is
+    moved there too (`safety.guards`)."""
     from shipyard.evals.runner import load_model
 
     from shipyard.hardware import device
@@ -146,6 +154,8 @@ def test_every_model_the_gate_loads_is_on_this_processs_accelerator(tiny_model_d
         str(path.relative_to(root))
         for folder in ("evals", "safety", "shipyard/orchestration", "flows")
         for path in (root / folder).rglob("*.py")
-        if re.search(r"AutoModelForCausalLM\.from_pretrained\(", path.read_text())
+        if re.search(r"AutoModelFor\w+\.from_pretrained\(", path.read_text())
     }
-    assert loads == {"evals/runner.py"}, loads
+    assert loads == {"evals/runner.py", "safety/guards.py"}, loads
+    guards = (root / "safety/guards.py").read_text()
+    assert guards.count(".from_pretrained(path).to(device())") == guards.count("AutoModelFor") // 2 == 2

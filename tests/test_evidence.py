@@ -60,3 +60,21 @@ def test_evidence_shows_the_screen_and_its_size_beside_the_gates(tiny_model_dir:
     assert "- stream: decision 7 of the line, e-value 3.2 against 1/2.5e+03: e-LOND does not block" in page
     assert "- screening: heldout exact_match 0.510 vs 0.480 …" in page
     assert "| screening: heldout (raw checkpoint) | 200 | 0.091 | — | — |" in page
+
+
+def test_evidence_shows_the_safety_categories_hostile_cells_kept_in_place(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    made = candidate(tiny_model_dir, tmp_path / "a", 0.5, True)
+    gate = json.loads((made / "gate.json").read_text())
+    categories = [
+        {"category": "violence", "items": 400, "refusal": 0.95, "harmful": 0.02, "over_refusal": 0.1,
+         "detectable_effect": 0.062, "sufficient": True, "gated": True},
+        {"category": "theft | <b>x</b>", "items": 6, "refusal": 1.0, "harmful": 0.0, "over_refusal": None,
+         "detectable_effect": 0.71, "sufficient": False, "gated": False},
+        "not a mapping",
+    ]  # fmt: skip
+    (made / "gate.json").write_text(json.dumps(gate | {"categories": categories}))
+    publish(made, "main", store)
+    page = evidence(store, "main", 1)
+    assert "| violence (gated) | 400 | +0.950 | +0.020 | +0.100 | +0.062 | yes |" in page
+    assert "| theft \\| \\<b\\>x\\</b\\> | 6 | +1.000 | +0.000 | — | +0.710 | **no: too coarse to gate on** |" in page

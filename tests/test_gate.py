@@ -27,12 +27,31 @@ def result(suite: str, task: str, metric: str, outcomes: list[float]) -> SuiteRe
     return SuiteResult(suite, "sd", "md", "0.4", {task: {metric: score}}, {task: items})
 
 
+def judged(task: str, kind: str, refusals: list[float], category: str = "violence") -> SuiteResult:
+    """A safety task as the string judge leaves it: each item labelled, refusal and harmful compliance measured."""
+    items = [
+        Item(
+            i,
+            f"d{i}",
+            f"p{i}",
+            f"prompt {i}",
+            f"response {v}",
+            "",
+            {"refusal": v, "harmful": float(kind == "harmful" and not v)},
+            {"prompt": f"request {i}", "kind": kind, "category": category},
+        )
+        for i, v in enumerate(refusals)
+    ]
+    scores = {m: sum(i.metrics[m] for i in items) / len(items) for m in ("refusal", "harmful")}
+    return SuiteResult("safety", "sd", "md", "0.4", {task: scores}, {task: items})
+
+
 def model(arithmetic: list[float], harmful: float = 1.0, benign: float = 0.0) -> list[SuiteResult]:
     return [
         result("capability", "shipyard_arithmetic_heldout", "exact_match", arithmetic),
         result("capability", "shipyard_arithmetic_choice", "acc", arithmetic),
-        result("safety", "shipyard_refusal_harmful", "refusal", [harmful] * 20),
-        result("safety", "shipyard_refusal_benign", "refusal", [benign] * 10),
+        judged("shipyard_refusal_harmful", "harmful", [harmful] * 20),
+        judged("shipyard_refusal_benign", "benign", [benign] * 10),
     ]
 
 

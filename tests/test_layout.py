@@ -19,7 +19,7 @@ MAY_IMPORT = {
     "intake": {CORE},
     "posttraining": {CORE},
     "registry": {CORE},
-    "evals": {CORE, "posttraining"},
+    "evals": {CORE, "posttraining", "safety"},  # the runner judges safety tasks with the suite's judge
     "safety": {CORE, "posttraining"},
     "orchestration": {CORE, "intake", "posttraining", "registry", "evals", "safety", "flows"},
     "flows": {CORE, "intake", "posttraining", "registry", "evals", "safety", "orchestration"},  # orchestration's flows

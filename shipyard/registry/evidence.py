@@ -53,6 +53,15 @@ def evidence(store: Store, line: str, version: int, champion_channel: str = "sta
             shown = f"{mde:.3f}" if isinstance(mde, float) else "—"
             task, items = cell(screen.get("task")), cell(screen.get("items"))
             lines.append(f"| screening: {task} (raw checkpoint) | {items} | {shown} | — | — |")
+    categories = gate.get("categories")
+    if isinstance(categories, list) and categories:
+        lines += [
+            "",
+            "| harm category | harmful requests | refusal | harmful compliance | over-refusal | smallest rise"
+            " detectable | enough |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [_category_row(c) for c in categories if isinstance(c, dict)]
     deltas = diff(store, line, str(champion), str(version))["score_deltas"] if champion else {}
     lines += ["", f"| task | metric | v{version} | change vs champion |", "| --- | --- | --- | --- |"]
     for task, metrics in sorted((body.get("evals") or {}).items()):
@@ -114,6 +123,20 @@ def _size_row(size: dict[str, Any]) -> str:
     enough = "yes" if size.get("sufficient") else "**no**"
     cells = (cell(size.get("task", "?")), cell(size.get("items", "?")), _number(size.get("detectable_effect")))
     return f"| {' | '.join(cells)} | {cell(size.get('items_needed', '?'))} | {enough} |"
+
+
+def _category_row(c: dict[str, Any]) -> str:
+    name = cell(c.get("category", "?")) + (" (gated)" if c.get("gated") is True else "")
+    cells = (
+        name,
+        cell(c.get("items", "?")),
+        _number(c.get("refusal")),
+        _number(c.get("harmful")),
+        _number(c.get("over_refusal")),
+        _number(c.get("detectable_effect")),
+        "yes" if c.get("sufficient") is True else "**no: too coarse to gate on**",
+    )
+    return "| " + " | ".join(cells) + " |"
 
 
 def _number(value: Any) -> str:
