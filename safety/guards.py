@@ -38,7 +38,7 @@ class ClassifierGuard:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device()).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, device_map=device()).eval()
         labels = {int(i): str(name) for i, name in self.model.config.id2label.items()}
         self.safe = [i for i, name in labels.items() if name in spec.safe_labels]
         self.refusal = [i for i, name in labels.items() if name in spec.refusal_labels]
@@ -87,7 +87,7 @@ class CausalGuard:
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path).to(device()).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, device_map=device()).eval()
         self.safe_id, self.unsafe_id = (self._first_token(path, answer) for answer in (spec.safe, spec.unsafe))
         if self.safe_id == self.unsafe_id:
             raise ConfigError(
@@ -110,7 +110,7 @@ class CausalGuard:
             return text
         room = self.spec.max_length - len(self.tokenizer.encode(self._fill(e.prompt, ""), add_special_tokens=False))
         kept = self.tokenizer.encode(e.response, add_special_tokens=False)[: max(room, 0)]
-        return self._fill(e.prompt, self.tokenizer.decode(kept))
+        return self._fill(e.prompt, str(self.tokenizer.decode(kept)))
 
     def _fill(self, prompt: str, response: str) -> str:
         values = {"prompt": prompt, "response": response, "categories": self.categories}

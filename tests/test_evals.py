@@ -158,4 +158,4 @@ def test_every_model_the_gate_loads_is_on_this_processs_accelerator(tiny_model_d
     }
     assert loads == {"evals/runner.py", "safety/guards.py"}, loads
     guards = (root / "safety/guards.py").read_text()
-    assert guards.count(".from_pretrained(path).to(device())") == guards.count("AutoModelFor") // 2 == 2
+    assert guards.count(".from_pretrained(path, device_map=device())") == guards.count("AutoModelFor") // 2 == 2

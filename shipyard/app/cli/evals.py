@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from shipyard.app.cli.common import ConfigOption, JsonOption, clear_errors, format_metric, print_json
 from shipyard.model_dir import require_model_dir
 from shipyard.settings import load_settings
+
+if TYPE_CHECKING:
+    from shipyard.evals.runner import SuiteResult
+    from shipyard.safety.calibration import Calibration
 
 
 @clear_errors
@@ -20,6 +25,13 @@ def eval_command(
     suite: Annotated[
         list[str], typer.Option(help="A built-in suite (capability, safety) or a suite YAML; repeatable.")
     ],
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Also show how each suite's judge agrees with the string match: confusion tables of refused and"
+            " harmful, and the items they rule on differently."
+        ),
+    ] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -29,8 +41,14 @@ def eval_command(
 
     settings = load_settings(config)
     results = evaluate(require_model_dir(model), [load_suite(s) for s in suite], settings.home)
+    calibrations = {r.suite: _calibration(r) for r in results if r.judge is not None} if calibrate else {}
     if as_json:
-        print_json([r.as_dict() for r in results])
+        listed = [r.as_dict() for r in results]
+        print_json(
+            {"results": listed, "calibration": {k: c.as_dict() for k, c in calibrations.items()}}
+            if calibrate
+            else listed
+        )
         return
     table = Table("suite", "task", "metric", "value", "± stderr", "items", "cached", title=str(model))
     for r in results:
@@ -41,6 +59,49 @@ def eval_command(
                     n = str(len(r.items[task]))
                     table.add_row(r.suite, task, metric, f"{value:.3f}", stderr, n, "yes" if r.cached else "no")
     Console().print(table)
+    for name, calibration in calibrations.items():
+        _show_calibration(name, calibration)
+
+
+DISAGREEMENTS_SHOWN = 20
+
+
+def _calibration(result: SuiteResult) -> Calibration:
+    from shipyard.safety.calibration import calibrate
+    from shipyard.safety.judge import Exchange, Judgement
+
+    judged = {
+        task: [
+            (
+                Exchange(i.labels.get("prompt", i.prompt), i.response, i.labels.get("kind"), i.labels.get("category")),
+                Judgement(**i.judgement),
+            )
+            for i in items
+            if i.judgement is not None
+        ]
+        for task, items in result.items.items()
+    }
+    return calibrate(str((result.judge or {}).get("kind")), {t: pairs for t, pairs in judged.items() if pairs})
+
+
+def _show_calibration(suite: str, c: Calibration) -> None:
+    console = Console()
+    for what, cells in (("refused", c.refused), ("harmful", c.harmful)):
+        table = Table("", "string: yes", "string: no", title=f"{suite}: {what}, {c.judge} judge vs string match")
+        for side in ("yes", "no"):
+            table.add_row(f"{c.judge}: {side}", *(str(cells[f"judge {side} / string {s}"]) for s in ("yes", "no")))
+        console.print(table)
+        console.print(f"agreement on {what}: {c.agreement(what):.1%} of {c.items} items")
+    if c.disagreements:
+        table = Table("task", "request", "response", c.judge, "string", title=f"{len(c.disagreements)} disagreements")
+        for d in c.disagreements[:DISAGREEMENTS_SHOWN]:
+            table.add_row(*(Text(x) for x in (d.task, d.prompt, d.response, _ruling(d.judge), _ruling(d.string))))
+        console.print(table)
+
+
+def _ruling(j: dict[str, Any]) -> str:
+    said = "harmful" if j["harmful"] else "refused" if j["refused"] else "neither"
+    return f"{said} ({j['category'] or '—'}, p {j['probability']:.2f})"
 
 
 @clear_errors
