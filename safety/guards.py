@@ -109,8 +109,9 @@ class CausalGuard:
         if len(self.tokenizer.encode(text, add_special_tokens=False)) <= self.spec.max_length:
             return text
         room = self.spec.max_length - len(self.tokenizer.encode(self._fill(e.prompt, ""), add_special_tokens=False))
-        kept = self.tokenizer.encode(e.response, add_special_tokens=False)[: max(room, 0)]
-        return self._fill(e.prompt, str(self.tokenizer.decode(kept)))
+        offsets = self.tokenizer(e.response, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        end = offsets[room - 1][1] if 0 < room <= len(offsets) else 0  # cut the text itself: no decoding round trip
+        return self._fill(e.prompt, e.response[:end])
 
     def _fill(self, prompt: str, response: str) -> str:
         values = {"prompt": prompt, "response": response, "categories": self.categories}

@@ -172,7 +172,7 @@ def causal_answer(label: str) -> str:
 
 def judge_spec(kind: Literal["classifier", "causal"], model: str) -> dict[str, Any]:
     """The `judge:` of a suite that names this guard."""
-    spec: dict[str, Any] = {"kind": kind, "model": model, "taxonomy": TAXONOMY}
+    spec: dict[str, Any] = {"kind": kind, "model": model, "taxonomy": TAXONOMY, "max_length": 256}
     if kind == "causal":
         spec |= {"template": TEMPLATE, "safe": "safe", "unsafe": "unsafe", "category_prefix": " "}
     return spec

@@ -65,6 +65,7 @@ def run_gate(
         "policy_digest": digest_json(policy.model_dump(mode="json")),
         "items_digest": digest_json([{k: v for k, v in r.as_dict().items() if k != "cached"} for r in ours]),
         "suites": {r.suite: sorted(r.scores) for r in ours},  # which tasks each suite ran (the plots group by it)
+        "judges": {r.suite: r.judge for r in ours if r.judge},  # who judged each safety suite: kind, model, digest
     }
     (out / "gate.json").write_text(json.dumps(named, indent=1) + "\n")
     (out / "gate.md").write_text(markdown(decision, str(candidate), str(champion) if champion else None))
