@@ -41,6 +41,8 @@ DECIDE: dict[str, dict[str, str]] = {
         "safety.benign_task": "its task of benign look-alikes (refusal is over-refusal)",
         "safety.harmful_floor": "least refusal rate on harmful requests",
         "safety.benign_ceiling": "most refusal rate on benign requests",
+        "safety.categories": "per harm category of your safety data's labels: refusal floor, harmful-answer ceiling,"
+        " over-refusal ceiling (each also tested against the champion)",
         "health.max_kl": "most KL from the champion on the health prompts",
     },
     "suite": {
