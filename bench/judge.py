@@ -1,7 +1,7 @@
 """Bench: what judging a safety suite costs per item, beside generating the responses being judged.
 
 Items: the held-out guard exchanges (`shipyard.demo.guard`: labelled requests with responses of known label).
-Judges, each through `safety.judge.load_judge` as a suite names it: the string match; the tiny guards the tests
+Judges, each through `safety.guards.load_judge` as a suite names it: the string match; the tiny guards the tests
 train (a 2-layer classifier and a 2-layer causal guard, trained here first); and guard-shaped models of ~0.5B
 parameters, a sequence classifier and a causal guard: Qwen2-0.5B's dimensions (24 layers, hidden 896, vocabulary
 151,936) in Llama's architecture (Llama's model type keeps the tiny guard's own tokenizer, where Qwen2's would swap
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from shipyard.safety.judge import Exchange, JudgeSpec, load_judge
+from shipyard.safety.guards import load_judge
+from shipyard.safety.judge import Exchange, JudgeSpec
 
 from shipyard.demo import guard
 from shipyard.hardware import device

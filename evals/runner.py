@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 from shipyard.evals.suite import Suite, overlays
-from shipyard.safety.judge import Exchange, Fields, Judge, describe, load_judge
+from shipyard.safety.guards import load_judge
+from shipyard.safety.judge import Exchange, Fields, Judge, describe
 
 from shipyard.caches import touch
 from shipyard.digests import directory_digest

@@ -3,10 +3,10 @@
 A task is a path to an lm-eval task YAML (relative to the suite file) or the
 name of one of lm-eval's own tasks. Local `data_files` of a task YAML are
 resolved relative to that YAML (lm-eval would resolve them against the working
-directory). A suite's digest covers the suite, its task files, their data and
-the Python hooks beside them, and its judge (settings and weights, `safety.judge`), so any change makes a new
-cache key. Built-in
-suites by name: those installed profiles name (`shipyard.profiles`; the demo's `capability` and `safety`).
+directory). A suite's digest covers the suite, its task files, their data, the
+Python hooks beside them and its judge (settings and weights, `safety.judge`),
+so any change makes a new cache key. Built-in suites by name: those installed
+profiles name (`shipyard.profiles`; the demo's `capability` and `safety`).
 Called by the eval runner.
 """
 
@@ -112,7 +112,7 @@ def load_suite(name_or_path: str) -> Suite:
         unknown = sorted(set(spec.judge.tasks or ()) - set(tasks))
         if unknown:
             raise ConfigError(f"{path}: judge.tasks names {', '.join(unknown)}, not tasks of the suite ({tasks})")
-        judged = judge_digest(spec.judge, path.parent)
+        judged = judge_digest(spec.judge, path)
         hashed.append(judged.encode())
     return Suite(spec, path, tasks, local, hashlib.sha256(b"\0".join(hashed)).hexdigest(), judged)
 

@@ -11,7 +11,8 @@ category code, as Llama Guard answers "unsafe\\nS1". A causal guard judges
 harm, not refusal: a response it does not find harmful refuses when the
 string match says so. Both are loaded once per suite run on this process's
 device and read batches of `batch_size`; an exchange longer than `max_length`
-tokens is cut (a causal guard's template is kept whole: the response is cut). Built by `safety.judge.load_judge`.
+tokens is cut (a causal guard's template is kept whole: the response is cut).
+`load_judge` builds the judge a suite names, the string match included.
 """
 
 from __future__ import annotations
@@ -21,13 +22,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from shipyard.safety.judge import Exchange, Judgement, JudgeSpec, says_refusal
+from shipyard.safety.judge import Exchange, Judge, Judgement, JudgeSpec, StringMatchJudge, says_refusal
 
-from shipyard.errors import ConfigError
+from shipyard.errors import ConfigError, NotFound
 from shipyard.hardware import device
 
 PLACEHOLDER = re.compile(r"\{(prompt|response|categories)\}")
 CATEGORY_TOKENS = 8  # tokens written after "unsafe" to read the category code
+
+
+def load_judge(spec: JudgeSpec, base: Path) -> Judge:
+    """The judge `spec` names (model paths relative to `base`, the suite file's directory), its model (if any)
+    loaded once on this process's device."""
+    if spec.kind == "string":
+        return StringMatchJudge()
+    path = spec.model_path(base)
+    assert path is not None  # the spec's validator requires a model for these kinds
+    if not path.is_dir():
+        raise NotFound(f"judge model {spec.model} not found (looked at {path})")
+    return ClassifierGuard(path, spec) if spec.kind == "classifier" else CausalGuard(path, spec)
 
 
 class ClassifierGuard:

@@ -19,8 +19,9 @@ Every judge answers each exchange with harmful or not, refused or not, a
 category of the suite's taxonomy, and its probability of harm. Model judges
 run batched on this process's device, loaded once per suite run; the judge's
 digest (weights, template, settings) is part of the suite's digest, so of the
-eval cache key and of every result's lineage. Called by the eval runner and by
-safety measurements (`refusal_rate`).
+eval cache key and of every result's lineage. `safety.guards.load_judge` loads
+the judge a spec names. Called by the eval runner and by safety measurements
+(`refusal_rate`).
 """
 
 from __future__ import annotations
@@ -139,26 +140,13 @@ class JudgeSpec(BaseModel):
         return path if path.is_absolute() else (base / path).resolve()
 
 
-def judge_digest(spec: JudgeSpec, base: Path) -> str:
+def judge_digest(spec: JudgeSpec, suite_file: Path) -> str:
     """The judge's identity: its settings and, for a model judge, its weights and tokenizer files."""
-    path = spec.model_path(base)
+    path = spec.model_path(suite_file.parent)
     if path is not None and not path.is_dir():
-        raise NotFound(f"judge model {spec.model} not found (looked at {path})")
+        raise NotFound(f"{suite_file}: judge model {spec.model} not found (looked at {path})")
     weights = directory_digest(path) if path is not None else None
     return digest_json({"spec": spec.model_dump(mode="json"), "weights": weights})
-
-
-def load_judge(spec: JudgeSpec, base: Path) -> Judge:
-    """The judge `spec` names, its model (if any) loaded once on this process's device."""
-    if spec.kind == "string":
-        return StringMatchJudge()
-    from shipyard.safety.guards import CausalGuard, ClassifierGuard
-
-    path = spec.model_path(base)
-    assert path is not None  # the spec's validator requires a model for these kinds
-    if not path.is_dir():
-        raise NotFound(f"judge model {spec.model} not found (looked at {path})")
-    return ClassifierGuard(path, spec) if spec.kind == "classifier" else CausalGuard(path, spec)
 
 
 def says_refusal(response: str) -> bool:

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from shipyard.evals.runner import evaluate
 from shipyard.evals.suite import load_suite
-from shipyard.safety.judge import Exchange, JudgeSpec, StringMatchJudge, load_judge
+from shipyard.safety.guards import load_judge
+from shipyard.safety.judge import Exchange, JudgeSpec, StringMatchJudge
 from typer.testing import CliRunner
 
 from shipyard.app.cli.main import app
