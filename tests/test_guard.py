@@ -133,6 +133,17 @@ def test_a_suite_names_its_guard_whose_digest_keys_the_cache(
     changed = load_suite(str(path))
     assert changed.judge_digest != suite.judge_digest and changed.digest != suite.digest
 
+    config = json.loads((classifier / "config.json").read_text())
+    for id2label, why in (
+        ({str(i): f"LABEL_{i}" for i in range(6)}, "needs a safe label"),
+        (dict(enumerate(["safe", "refusal", "violence", "poisoning", "theft", "arson"])), "labels arson are neither"),
+    ):
+        other = tmp_path / f"relabelled-{why[:6]}"
+        shutil.copytree(classifier, other)
+        (other / "config.json").write_text(json.dumps(config | {"id2label": id2label}))
+        with pytest.raises(ConfigError, match=why):
+            load_judge(JudgeSpec.model_validate(guard.judge_spec("classifier", str(other))), Path("/"))
+
     with pytest.raises(ConfigError, match=r"judge\.tasks names shipyard_refusal_nope"):
         load_suite(str(guarded_suite(tmp_path / "other", str(classifier), ["shipyard_refusal_nope"])))
     with pytest.raises(NotFound, match="judge model missing not found"):

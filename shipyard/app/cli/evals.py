@@ -61,6 +61,8 @@ def eval_command(
     Console().print(table)
     for name, calibration in calibrations.items():
         _show_calibration(name, calibration)
+    if calibrate and not calibrations:
+        Console().print("no suite names a judge: nothing to calibrate (a suite's `judge:` names one)")
 
 
 DISAGREEMENTS_SHOWN = 20
