@@ -129,7 +129,7 @@ def gate_verdict(
         per_release = [_regression(task, test, *corrected[task], policy) for task, test in tests.items()]
         if position is not None:
             e = sum(float(e_value(t.regressed, t.improved)) for t in tests.values()) / len(tests) if tests else 1.0
-            streamed = stream_check(e, policy.alpha, position.t, position.blocks_before)
+            streamed = stream_check(e, policy.alpha, position.t, position.blocks_before, position.line)
             stream = streamed.as_dict()
             if policy.regression.stream:  # the stream decides; each release's p-values are reported
                 per_release = [replace(c, passed=True, detail=f"{c.detail}; the stream decides") for c in per_release]

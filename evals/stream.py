@@ -64,13 +64,17 @@ class Position:
 
     t: int = 1
     blocks_before: int = 0
+    line: str = ""  # the release line the stream is of; each record names it, so none counts in another line
 
     @classmethod
-    def after(cls, recorded: list[Any]) -> Position:
+    def after(cls, recorded: list[Any], line: str = "") -> Position:
         """The next decision's place, from the stream checks the line's ledger recorded (`StreamCheck.as_dict()`;
-        anything else is not counted)."""
-        checks = [r for r in recorded if isinstance(r, dict) and isinstance(r.get("blocked"), bool)]
-        return cls(len(checks) + 1, sum(1 for r in checks if r["blocked"]))
+        anything else is not counted, nor a second record of the same decision t)."""
+        checks: dict[Any, dict[str, Any]] = {}
+        for r in recorded:
+            if isinstance(r, dict) and isinstance(r.get("blocked"), bool):
+                checks.setdefault(r.get("t"), r)
+        return cls(len(checks) + 1, sum(1 for r in checks.values() if r["blocked"]), line)
 
 
 @dataclass(frozen=True)
@@ -83,14 +87,15 @@ class StreamCheck:
     blocked: bool
     blocks_before: int
     budget_left: float  # alpha times (1 - gamma_1 - … - gamma_t): the share of alpha not yet allotted
+    line: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def stream_check(e: float, alpha: float, t: int, blocks_before: int) -> StreamCheck:
+def stream_check(e: float, alpha: float, t: int, blocks_before: int, line: str = "") -> StreamCheck:
     at = level(alpha, t, blocks_before)
-    return StreamCheck(t, e, at, e * at >= 1, blocks_before, alpha * max(1 - allotted(t), 0.0))
+    return StreamCheck(t, e, at, e * at >= 1, blocks_before, alpha * max(1 - allotted(t), 0.0), line)
 
 
 @dataclass(frozen=True)

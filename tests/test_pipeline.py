@@ -139,4 +139,5 @@ def test_rerun_screening_and_gate_record_their_reasons(watched: Path, rl_checkpo
     assert skipped.data["screen"]["upper"] < -0.1 and skipped.data["screen"]["seconds"] == 0  # cached results
     [failed] = [e for e in events if e.type == "gate_failed"]
     assert failed.data["stream"]["t"] == 1 and not failed.data["stream"]["blocked"]  # the line's first decision
+    assert failed.data["stream"]["line"] == "main"  # a record counts only in its own line
     assert "stream" not in released.data  # v1 had no champion: no stream decision

@@ -527,3 +527,40 @@ def test_a_signed_verdict_counts_only_for_the_files_the_manifest_lists(tmp_path:
     assert done.exit_code == 0, done.output
     assert "gate: UNVERIFIED" in done.stderr and "another candidate" in done.stderr
     assert Ledger(store).refresh().channel("main", "stable") is None
+
+
+def test_a_store_writer_cannot_move_a_lines_place_in_its_stream(tmp_path: Path, keys: Keys) -> None:
+    """The stream gate's level depends on the decision's number t and the blocks before it, counted from the
+    ledger. Under a policy that names gate keys, only records whose verdict a gate key signed count, each decision
+    once, each in its own line: forged, edited, replayed, foreign-line and wrongly signed records move nothing."""
+    from shipyard.evals.stream import Position
+
+    from shipyard.registry.approval_policy import sign_gate, stream_of_verdict, stream_records
+
+    store = LocalStore(tmp_path / "store")
+    protect(store, keys)
+    gate_key = load_private(PIPELINE.path("gate"))
+
+    def decided(t: int, blocked: bool, line: str = "main", key: Any = gate_key) -> dict[str, Any]:
+        record = {"t": t, "e_value": 2.0, "level": 0.001, "blocked": blocked, "blocks_before": 0, "line": line}
+        gate = {"passed": not blocked, "candidate_digest": f"c{t}", "items_digest": "i", "stream": record}
+        return {"line": line, "step": t, "reason": "gated", **stream_of_verdict(sign_gate(gate, key, f"k{t}"))}
+
+    def position() -> Position:
+        ledger = Ledger(store)
+        state = ledger.refresh()
+        events = [dict(ledger.event(n).data) for n in range(1, state.events + 1)]
+        return Position.after(stream_records(state.policy, events, "main"), "main")
+
+    genuine = decided(1, blocked=False)
+    forge(store, "gate_failed", genuine)  # as the pipeline records a signed decision
+    assert position() == Position(2, 0, "main")
+    forge(store, "gate_failed", genuine | {"step": 99})  # the same decision again
+    forge(store, "gate_failed", {"line": "main", "step": 2, "stream": genuine["stream"] | {"t": 2}})  # no verdict
+    edited = decided(2, blocked=True)
+    forge(store, "gate_failed", edited | {"stream": edited["stream"] | {"t": 40}})  # changed after signing
+    forge(store, "gate_failed", decided(2, blocked=True, line="other") | {"line": "main"})  # another line's
+    forge(store, "released", decided(3, blocked=True, key=load_private(keys.path("ana"))))  # not the gate key
+    assert position() == Position(2, 0, "main")
+    forge(store, "gate_failed", decided(2, blocked=True))  # the next genuine decision counts
+    assert position() == Position(3, 1, "main")

@@ -34,6 +34,7 @@ from shipyard.orchestration.gating import run_gate
 from shipyard.posttraining import launch
 from shipyard.posttraining.posttrain import LINEAGE, posttrain
 from shipyard.profiles import choice
+from shipyard.registry.approval_policy import stream_of_verdict, stream_records
 from shipyard.registry.publish import SCREENING, manifest, pull
 from shipyard.registry.releases import Registry
 from shipyard.registry.stores import Store, release_store
@@ -153,7 +154,7 @@ def stream_of(settings: Settings, policy: GatePolicy) -> tuple[Position, tuple[s
     store = release_store(settings)
     state, events = Registry.of(store, settings).snapshot()
     line = settings.release.line
-    position = Position.after([e.data.get("stream") for e in events if e.data.get("line") == line])
+    position = Position.after(stream_records(state.policy, [e.data for e in events], line), line)
     wanted = policy.regression.baseline
     if wanted is None:
         return position, None
@@ -227,8 +228,8 @@ def release_checkpoint(checkpoint: Checkpoint, settings: Settings, stages: Stage
         return Outcome(checkpoint.step, checkpoint.uri, SCREENED_OUT, why)
     gate_report = str(report / "gate.md")
     if not passed:
-        streamed = json.loads((report / "gate.json").read_text()).get("stream")
-        extra = {"report": gate_report, **numbers, **({"stream": streamed} if streamed else {})}
+        decided = json.loads((report / "gate.json").read_text())
+        extra = {"report": gate_report, **numbers, **stream_of_verdict(decided)}
         stages.record(settings, FATE_EVENTS[GATE_FAILED], checkpoint, failed, extra)
         stages.gated(checkpoint, report, settings, None)
         return Outcome(checkpoint.step, checkpoint.uri, GATE_FAILED, failed, report=gate_report)

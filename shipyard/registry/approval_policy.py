@@ -32,6 +32,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shipyard.digests import digest_json
 from shipyard.errors import ConfigError, TrustError
 from shipyard.registry import signing
 from shipyard.registry.attest import parse_release_key
@@ -233,13 +234,15 @@ def vouches(policy: ApprovalPolicy, who: str, door: str, signer: str) -> bool:
 
 def gate_statement(gate: dict[str, Any], checkpoint_digest: str) -> dict[str, Any]:
     """What the pipeline signs of a gate decision: the candidate, the gate policy, the per-item results, the
-    checkpoint it was made from, and the verdict."""
+    checkpoint it was made from, the verdict, and the decision's place in its line's stream (when it has one)."""
+    stream = gate.get("stream")
     return {
         "candidate_digest": gate.get("candidate_digest"),
         "policy_digest": gate.get("policy_digest"),
         "items_digest": gate.get("items_digest"),
         "checkpoint_digest": checkpoint_digest,
         "verdict": "pass" if gate.get("passed") is True else "fail",
+        **({"stream": digest_json(stream)} if isinstance(stream, dict) else {}),
     }
 
 
@@ -266,6 +269,40 @@ def gate_signer(policy: ApprovalPolicy | None, gate: Any, candidate_digest: str)
     if policy is None or signer not in {signing.fingerprint(k) for k in policy.gate}:
         return None, f"signed by {signer}, which the store's policy does not name as a gate key"
     return signer, ""
+
+
+def stream_of_verdict(gate: dict[str, Any]) -> dict[str, Any]:
+    """What a ledger event carries of a gate decision's place in its stream: the record, and the signed verdict
+    (statement and signature) that names it, when the pipeline signed one."""
+    if not isinstance(gate.get("stream"), dict):
+        return {}
+    signed = {k: gate[k] for k in ("statement", "signature") if k in gate}
+    return {"stream": gate["stream"], **({"verdict": signed} if len(signed) == 2 else {})}
+
+
+def stream_records(policy: ApprovalPolicy | None, events: list[dict[str, Any]], line: str) -> list[dict[str, Any]]:
+    """The gate decisions of `line` a reader may count in its stream: the `stream` record of each `released` or
+    `gate_failed` event whose verdict (`verdict`: statement and signature) a gate key of the policy signed, the
+    statement naming that very record, the record naming the line. A policy naming no gate key (an open store)
+    signs nothing, so its records count as written."""
+    keys = {signing.fingerprint(k) for k in policy.gate} if policy is not None else set()
+    counted = []
+    for data in events:
+        record = data.get("stream")
+        if data.get("line") != line or not isinstance(record, dict):
+            continue
+        if keys:
+            verdict = data.get("verdict")
+            statement = verdict.get("statement") if isinstance(verdict, dict) else None
+            signature = verdict.get("signature") if isinstance(verdict, dict) else None
+            if not isinstance(statement, dict) or not signing.valid(signature, "gate", statement):
+                continue
+            if signing.fingerprint(str(signature["key"])) not in keys:  # type: ignore[index]  # valid() checked it
+                continue
+            if statement.get("stream") != digest_json(record) or record.get("line") != line:
+                continue
+        counted.append(record)
+    return counted
 
 
 def check_root(root: list[str], pins: list[str], uri: str, allow_unpinned: bool = False) -> None:

@@ -37,7 +37,7 @@ from shipyard.errors import ConfigError, LedgerError, NotFound, StoreError, Trus
 from shipyard.model_dir import require_model_dir
 from shipyard.progress import progress_bar
 from shipyard.registry import deltas
-from shipyard.registry.approval_policy import ApprovalPolicy, check_root, gate_signer
+from shipyard.registry.approval_policy import ApprovalPolicy, check_root, gate_signer, stream_of_verdict
 from shipyard.registry.attest import ATTESTATIONS, attested
 from shipyard.registry.ledger import Event, Ledger
 from shipyard.registry.state import Release, State
@@ -166,7 +166,7 @@ def publish(
     manifest_digest = hashlib.sha256(body).hexdigest()
     store.put_if_absent(blob_key(manifest_digest), body)
     lineage = manifest.get("lineage") or {}
-    streamed = gate.get("stream") if isinstance(gate := manifest.get("gate"), dict) else None
+    streamed = stream_of_verdict(gate) if isinstance(gate := manifest.get("gate"), dict) else {}
 
     def build(state: State) -> tuple[str, dict[str, Any]] | None:
         if state.release_of(line, candidate) is not None:
@@ -178,7 +178,7 @@ def publish(
             "manifest": manifest_digest,
             "checkpoint_digest": lineage.get("checkpoint_digest", ""),
             **{key: lineage[key] for key in ("run", "step", "metrics", "screen") if key in lineage},
-            **({"stream": streamed} if streamed else {}),  # the gate decision's place in the line's stream
+            **streamed,  # the gate decision's place in the line's stream, with the verdict that signs it
             **({"ungated": ungated} if ungated is not None else {}),
         }
         return "released", data
