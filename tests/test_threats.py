@@ -564,3 +564,21 @@ def test_a_store_writer_cannot_move_a_lines_place_in_its_stream(tmp_path: Path, 
     assert position() == Position(2, 0, "main")
     forge(store, "gate_failed", decided(2, blocked=True))  # the next genuine decision counts
     assert position() == Position(3, 1, "main")
+
+
+def test_a_verdict_signed_before_statements_named_the_stream_still_verifies_but_its_record_does_not_count(
+    tmp_path: Path, keys: Keys
+) -> None:
+    from shipyard.registry.approval_policy import gate_signer, gate_statement, stream_records
+    from shipyard.registry.signing import sign
+
+    store = LocalStore(tmp_path / "store")
+    policy = protect(store, keys)
+    record = {"t": 1, "e_value": 2.0, "level": 0.001, "blocked": True, "blocks_before": 0, "line": "main"}
+    gate = {"passed": True, "candidate_digest": "c1", "items_digest": "i", "stream": record}
+    old = {k: v for k, v in gate_statement(gate, "k1").items() if k != "stream"}  # as the last version signed
+    signed = gate | {"statement": old, "signature": sign(load_private(PIPELINE.path("gate")), "gate", old)}
+    assert gate_signer(policy, signed, "c1") == (PIPELINE.fingerprint("gate"), "")
+    assert gate_signer(policy, signed | {"passed": False}, "c1")[0] is None  # the verdict itself is still bound
+    event = {"line": "main", "stream": record, "verdict": {"statement": old, "signature": signed["signature"]}}
+    assert stream_records(policy, [event], "main") == []
