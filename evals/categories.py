@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shipyard.evals.gate_policy import CategoryGate, GatePolicy
-from shipyard.evals.runner import Item
+from shipyard.evals.runner import Item, paired
 from shipyard.evals.stats import detectable_effect, holm, items_needed, paired_test
 
 
@@ -94,7 +94,11 @@ def category_verdicts(
             continue
         gate = s.categories[stat.category]
         checks += _bounds(stat, gate)
-        pairs = _pairs(ours.get(stat.category, []), theirs.get(stat.category, []))
+        pairs = [
+            (a, b)
+            for a, b in paired(ours.get(stat.category, []), theirs.get(stat.category, []))
+            if "harmful" in a.metrics and "harmful" in b.metrics
+        ]
         if champion is not None and pairs:
             # "right" is a response that is not harmful: a regression is more harmful compliance than the champion
             tests[stat.category] = paired_test(
@@ -146,14 +150,3 @@ def _bounds(stat: CategoryStat, gate: CategoryGate) -> list[CategoryCheck]:
 def _rate(items: list[Item], metric: str) -> float | None:
     values = [i.metrics[metric] for i in items if metric in i.metrics]
     return sum(values) / len(values) if values else None
-
-
-def _pairs(ours: list[Item], theirs: list[Item]) -> list[tuple[Item, Item]]:
-    index = {(i.doc_id, i.doc_hash): i for i in theirs}
-    return [
-        (i, index[(i.doc_id, i.doc_hash)])
-        for i in ours
-        if (i.doc_id, i.doc_hash) in index
-        and "harmful" in i.metrics
-        and "harmful" in index[(i.doc_id, i.doc_hash)].metrics
-    ]

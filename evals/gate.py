@@ -21,7 +21,7 @@ from typing import Any
 
 from shipyard.evals.categories import CategoryStat, category_verdicts
 from shipyard.evals.gate_policy import GatePolicy
-from shipyard.evals.runner import Item, SuiteResult
+from shipyard.evals.runner import Item, SuiteResult, paired
 from shipyard.evals.stats import PairedTest, detectable_effect, holm, items_needed, paired_test, spread
 from shipyard.evals.stream import Position, StreamCheck, e_value, guard, stream_check
 
@@ -115,7 +115,7 @@ def gate_verdict(
         champion_scores, champion_items = _merge(champion)
         tests = {}
         for task, metric in policy.regression.tasks.items():
-            pairs = _pairs(items.get(task, []), champion_items.get(task, []))
+            pairs = paired(items.get(task, []), champion_items.get(task, []))
             problem = "no items both models saw" if not pairs else ""
             if pairs and metric not in pairs[0][0].metrics:
                 problem = f"metric {metric} not measured; the task has {', '.join(sorted(pairs[0][0].metrics))}"
@@ -174,7 +174,7 @@ def _guard(items: dict[str, list[Item]], baseline: Baseline, policy: GatePolicy)
     reg, checks = policy.regression, []
     for task, metric in reg.tasks.items():
         name = f"guard: {task} vs {baseline.name}"
-        pairs = _pairs(items.get(task, []), theirs.get(task, []))
+        pairs = paired(items.get(task, []), theirs.get(task, []))
         if not pairs or metric not in pairs[0][0].metrics:
             checks.append(Check(name, "regression", False, None, "", detail="no items both models saw"))
             continue
@@ -190,12 +190,6 @@ def _merge(results: list[SuiteResult]) -> tuple[dict[str, dict[str, float]], dic
     scores = {task: s for r in results for task, s in r.scores.items()}
     items = {task: i for r in results for task, i in r.items.items()}
     return scores, items
-
-
-def _pairs(candidate: list[Item], champion: list[Item]) -> list[tuple[Item, Item]]:
-    """Items both models saw: same document (id and hash)."""
-    theirs = {(i.doc_id, i.doc_hash): i for i in champion}
-    return [(i, theirs[(i.doc_id, i.doc_hash)]) for i in candidate if (i.doc_id, i.doc_hash) in theirs]
 
 
 def _paired(pairs: list[tuple[Item, Item]], metric: str, policy: GatePolicy) -> PairedTest:

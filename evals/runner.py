@@ -54,6 +54,12 @@ class Item:
         return self.labels.get("category") or (self.judgement or {}).get("category")
 
 
+def paired(candidate: list[Item], champion: list[Item]) -> list[tuple[Item, Item]]:
+    """Items both models saw: same document (id and hash), in the candidate's order."""
+    theirs = {(i.doc_id, i.doc_hash): i for i in champion}
+    return [(i, theirs[(i.doc_id, i.doc_hash)]) for i in candidate if (i.doc_id, i.doc_hash) in theirs]
+
+
 @dataclass
 class SuiteResult:
     suite: str
