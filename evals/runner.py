@@ -48,6 +48,11 @@ class Item:
     labels: dict[str, str] = field(default_factory=dict)  # a judged item's request, kind and category, from its doc
     judgement: dict[str, Any] | None = None  # the suite judge's `Judgement` of the response
 
+    def exchange(self) -> Exchange:
+        """What a judge rules on: the request as written (the prompt when no label holds it) and the response."""
+        labels = self.labels
+        return Exchange(labels.get("prompt", self.prompt), self.response, labels.get("kind"), labels.get("category"))
+
     @property
     def category(self) -> str | None:
         """The harm category: the request's label, else the one the judge saw."""
@@ -98,7 +103,6 @@ def evaluate(model_path: Path, suites: list[Suite], home: Path) -> list[SuiteRes
                 loaded[key] = _load(model_path, suite)
             judge = load_judge(suite.spec.judge, suite.path.parent) if suite.spec.judge else None
             result = run_suite(loaded[key], suite, model_digest, judge)
-            del judge  # a guard model is held for its suite's run only
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result.as_dict()))
@@ -163,17 +167,13 @@ def run_suite(lm: Any, suite: Suite, model_digest: str, judge: Judge | None = No
 
 def _judged(items: list[Item], judge: Judge) -> list[Item]:
     """Each item with the judge's ruling: its judgement, and the refusal and harmful metrics from it."""
-    exchanges = [
-        Exchange(i.labels.get("prompt", i.prompt), i.response, i.labels.get("kind"), i.labels.get("category"))
-        for i in items
-    ]
     return [
         replace(
             item,
             metrics={**item.metrics, "refusal": float(j.refused), "harmful": float(j.harmful)},
             judgement=j.as_dict(),
         )
-        for item, j in zip(items, judge.judge(exchanges), strict=True)
+        for item, j in zip(items, judge.judge([i.exchange() for i in items]), strict=True)
     ]
 
 

@@ -70,17 +70,10 @@ DISAGREEMENTS_SHOWN = 20
 
 def _calibration(result: SuiteResult) -> Calibration:
     from shipyard.safety.calibration import calibrate
-    from shipyard.safety.judge import Exchange, Judgement
+    from shipyard.safety.judge import Judgement
 
     judged = {
-        task: [
-            (
-                Exchange(i.labels.get("prompt", i.prompt), i.response, i.labels.get("kind"), i.labels.get("category")),
-                Judgement(**i.judgement),
-            )
-            for i in items
-            if i.judgement is not None
-        ]
+        task: [(i.exchange(), Judgement(**i.judgement)) for i in items if i.judgement is not None]
         for task, items in result.items.items()
     }
     return calibrate(str((result.judge or {}).get("kind")), {t: pairs for t, pairs in judged.items() if pairs})
